@@ -1,0 +1,22 @@
+//! The Trellis API: the vocabulary every other Trellis component speaks.
+//!
+//! This crate owns the `Mesh` custom resource (group `trellis.dev`), the eight Istio-compatible policy
+//! kinds served under Istio's own groups and field names (`networking.istio.io`, `security.istio.io`),
+//! the validation that applies to them whether they come from the API server or from a folder of YAML,
+//! the generation of their CustomResourceDefinitions, and the `ProxyConfig` model that is the contract
+//! between the control plane and the proxy. It does no I/O beyond parsing text it is handed.
+
+pub mod crd;
+// pub mod document;
+pub mod duration;
+mod error;
+pub mod istio;
+pub mod mesh;
+pub mod path;
+// pub mod proxy_config;
+pub mod status;
+pub mod validate;
+
+pub use error::Error;
+pub use path::FieldPath;
+pub use validate::{Issue, Issues, Severity, Validate};

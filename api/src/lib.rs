@@ -7,13 +7,14 @@
 //! between the control plane and the proxy. It does no I/O beyond parsing text it is handed.
 
 pub mod crd;
-// pub mod document;
+pub mod document;
 pub mod duration;
 mod error;
 pub mod istio;
 pub mod mesh;
+pub mod object;
 pub mod path;
-// pub mod proxy_config;
+pub mod proxy_config;
 pub mod status;
 pub mod validate;
 

@@ -6,7 +6,9 @@
 //! the generation of their CustomResourceDefinitions, and the `ProxyConfig` model that is the contract
 //! between the control plane and the proxy. It does no I/O beyond parsing text it is handed.
 
+pub mod analyze;
 pub mod crd;
+pub mod crosscheck;
 pub mod document;
 pub mod duration;
 mod error;
@@ -16,6 +18,7 @@ pub mod object;
 pub mod path;
 pub mod proxy_config;
 pub mod status;
+pub mod support;
 pub mod validate;
 
 pub use error::Error;

@@ -1,0 +1,38 @@
+# Trellis developer commands. `make test` is what CI runs.
+CARGO ?= cargo
+
+.PHONY: build test fmt fmt-check lint clippy crds crds-check analyze-examples clean
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## test: formatting, lints, CRDs up to date, every test, and the tutorial examples analyze clean.
+test: fmt-check clippy crds-check
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+	$(MAKE) analyze-examples
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+## lint: clippy with warnings denied (what CI enforces).
+lint: clippy
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## crds: regenerate crds/*.yaml from the Rust types in api/.
+crds:
+	$(CARGO) run -q -p trellis-api --bin crdgen -- crds
+
+## crds-check: fail if crds/ differs from what the Rust types generate.
+crds-check:
+	$(CARGO) run -q -p trellis-api --bin crdgen -- --check crds
+
+analyze-examples:
+	$(CARGO) run -q -p trellis-cli -- analyze examples/tutorial
+
+clean:
+	$(CARGO) clean

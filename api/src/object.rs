@@ -177,6 +177,12 @@ fn validated<S: Validate>(spec: &S) -> Issues {
     issues
 }
 
+/// Adds the CRD's CEL findings that the Rust validation did not already report.
+fn with_cel(kind: &str, value: &Value, mut issues: Issues) -> Issues {
+    crate::cel::check(kind, value, &mut issues);
+    issues
+}
+
 /// Deserializes `value` as `K`, recording a type error with its exact path, then validates it.
 fn typed<K: DeserializeOwned>(value: &Value, issues: &mut Issues, finish: impl FnOnce(&K) -> (Object, Issues)) -> Option<Object> {
     if value.get("spec").is_none_or(Value::is_null) {
@@ -186,7 +192,8 @@ fn typed<K: DeserializeOwned>(value: &Value, issues: &mut Issues, finish: impl F
     match serde_path_to_error::deserialize::<_, K>(value) {
         Ok(object) => {
             let (object, found) = finish(&object);
-            issues.extend(found);
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+            issues.extend(with_cel(kind, value, found));
             Some(object)
         }
         Err(err) => {

@@ -32,7 +32,7 @@ crds-check:
 	$(CARGO) run -q -p trellis-api --bin crdgen -- --check crds
 
 analyze-examples:
-	$(CARGO) run -q -p trellis-cli -- analyze examples/tutorial
+	$(CARGO) run -q -p trellis-cli -- analyze examples/tutorial examples/mesh
 
 clean:
 	$(CARGO) clean

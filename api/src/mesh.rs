@@ -384,3 +384,59 @@ impl Validate for MeshSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_mesh_spec_gets_every_default() {
+        let spec: MeshSpec = serde_json::from_value(serde_json::json!({})).expect("empty spec is valid");
+        assert_eq!(spec.trust_domain, DEFAULT_TRUST_DOMAIN);
+        assert_eq!(spec.root_namespace, DEFAULT_ROOT_NAMESPACE);
+        assert!(spec.proxy.native_sidecar && spec.proxy.hold_application_until_proxy_starts);
+        assert_eq!(spec.injection.failure_policy, FailurePolicy::Fail);
+        assert_eq!(spec.mtls.mode, MeshMtlsMode::Permissive);
+        assert_eq!(spec.outbound_traffic_policy.mode, OutboundMode::AllowAny);
+        assert!(spec.telemetry.metrics.enabled && spec.telemetry.metrics.istio_compatible_names);
+        let ingress = &spec.gateways.ingress[0];
+        assert_eq!(ingress.labels.get("istio").map(String::as_str), Some("ingressgateway"));
+    }
+
+    #[test]
+    fn every_mesh_field_has_the_documented_name_and_values() {
+        let json = serde_json::json!({
+            "profile": "demo", "trustDomain": "example.org", "rootNamespace": "istio-system",
+            "controlPlane": {"replicas": 2, "image": "trellisd:dev", "resources": {"requests": {"cpu": "100m"}}, "logLevel": "debug"},
+            "proxy": {"image": "trellis-proxy:dev", "logLevel": "warn", "nativeSidecar": false, "holdApplicationUntilProxyStarts": false},
+            "injection": {"failurePolicy": "Ignore"},
+            "mtls": {"mode": "STRICT"},
+            "gateways": {"ingress": [], "egress": [{"name": "egress", "serviceType": "ClusterIP", "ports": [{"name": "tls", "port": 443}], "replicas": 1, "labels": {"istio": "egressgateway"}}]},
+            "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+            "telemetry": {"accessLog": {"enabled": true, "format": "json"}, "tracing": {"samplingPercent": 10.0, "otlpEndpoint": "http://otel:4317", "zipkinEndpoint": "http://zipkin:9411/api/v2/spans"}, "metrics": {"enabled": true, "istioCompatibleNames": false}}
+        });
+        let spec: MeshSpec = serde_json::from_value(json.clone()).expect("valid");
+        assert_eq!(serde_json::to_value(&spec).expect("serialize"), json);
+        let mut issues = Issues::default();
+        spec.validate(&FieldPath::of("spec"), &mut issues);
+        assert!(!issues.has_errors(), "{issues:?}");
+    }
+
+    #[test]
+    fn a_bad_sampling_percent_and_duplicate_gateway_names_are_errors_at_their_fields() {
+        let spec: MeshSpec = serde_json::from_value(serde_json::json!({
+            "telemetry": {"tracing": {"samplingPercent": 150.0}},
+            "gateways": {"ingress": [{"name": "a"}, {"name": "a"}]}
+        }))
+        .expect("valid shape");
+        let mut issues = Issues::default();
+        spec.validate(&FieldPath::of("spec"), &mut issues);
+        let paths: Vec<String> = issues.iter().map(|i| i.path.to_string()).collect();
+        assert_eq!(paths, ["spec.telemetry.tracing.samplingPercent", "spec.gateways.ingress[1].name"]);
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused() {
+        assert!(serde_json::from_value::<MeshSpec>(serde_json::json!({"profile": "huge"})).is_err());
+    }
+}

@@ -20,11 +20,7 @@ pub const MESH_GATEWAY: &str = "mesh";
 /// taken as written (lower-cased).
 pub fn qualify_host(host: &str, namespace: &str) -> String {
     let host = host.to_ascii_lowercase();
-    if host.contains('.') || host.contains('*') {
-        host
-    } else {
-        format!("{host}.{namespace}.{CLUSTER_DOMAIN_SUFFIX}")
-    }
+    if host.contains('.') || host.contains('*') { host } else { format!("{host}.{namespace}.{CLUSTER_DOMAIN_SUFFIX}") }
 }
 
 /// A Gateway reference (`name` or `namespace/name`) as `namespace/name`, relative to `namespace`.
@@ -64,7 +60,11 @@ pub fn check(objects: &[Located]) -> Vec<(usize, Issue)> {
                     &path.key("subset"),
                     format!(
                         "subset {subset:?} is not defined by DestinationRule {rule} (it defines: {})",
-                        if names.is_empty() { "none".to_owned() } else { names.iter().cloned().collect::<Vec<_>>().join(", ") }
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.iter().cloned().collect::<Vec<_>>().join(", ")
+                        }
                     ),
                 ),
                 Some(_) => {}
@@ -108,11 +108,18 @@ fn subsets_by_host(objects: &[Located], out: &mut Vec<(usize, Issue)>) -> BTreeM
         }
         let host = qualify_host(spec["host"].as_str().unwrap_or_default(), &located.id.namespace);
         let rule = format!("{}/{}", located.id.namespace, located.id.name);
-        let names: BTreeSet<String> =
-            spec["subsets"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).map(str::to_owned).collect();
+        let names: BTreeSet<String> = spec["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["name"].as_str())
+            .map(str::to_owned)
+            .collect();
         if let Some((first, known)) = by_host.get_mut(&host) {
             let mut issues = Issues::default();
-            let message = format!("host {host} also has DestinationRule {first}; Istio merges them, the first one's traffic policy wins");
+            let message = format!(
+                "host {host} also has DestinationRule {first}; Istio merges them, the first one's traffic policy wins"
+            );
             issues.warn(&FieldPath::of("spec").key("host"), message);
             out.extend(issues.into_vec().into_iter().map(|issue| (index, issue)));
             known.extend(names);

@@ -104,7 +104,11 @@ mod tests {
 
     #[test]
     fn formatting_matches_go_and_parses_back() {
-        for (d, text) in [(Duration::from_secs(90), "1m30s"), (Duration::from_millis(1500), "1.5s"), (Duration::from_millis(5), "5ms")] {
+        for (d, text) in [
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_millis(5), "5ms"),
+        ] {
             assert_eq!(format(d), text);
             assert_eq!(parse(text).ok(), Some(d));
         }

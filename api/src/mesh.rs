@@ -100,6 +100,13 @@ pub struct Resources {
     pub limits: BTreeMap<String, String>,
 }
 
+impl Resources {
+    /// Whether neither requests nor limits are set.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.limits.is_empty()
+    }
+}
+
 /// Log verbosity of a component.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -123,7 +130,7 @@ pub struct ControlPlane {
     /// Container image; the release's own image when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
     #[serde(default)]
     pub log_level: LogLevel,
@@ -145,7 +152,7 @@ impl Default for ControlPlane {
 pub struct ProxySettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
     #[serde(default)]
     pub log_level: LogLevel,

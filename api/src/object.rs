@@ -64,7 +64,11 @@ impl std::fmt::Display for ObjectId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.kind.is_empty() { "<no kind>" } else { &self.kind };
         let name = if self.name.is_empty() { "<no name>" } else { &self.name };
-        if self.namespace.is_empty() { write!(f, "{kind} {name}") } else { write!(f, "{kind} {}/{name}", self.namespace) }
+        if self.namespace.is_empty() {
+            write!(f, "{kind} {name}")
+        } else {
+            write!(f, "{kind} {}/{name}", self.namespace)
+        }
     }
 }
 
@@ -80,7 +84,9 @@ pub struct Decoded {
 
 /// How Trellis treats an `apiVersion`/`kind` pair.
 enum KindSupport {
-    Served { namespaced: bool },
+    Served {
+        namespaced: bool,
+    },
     /// A kind of a group Trellis serves, at a version it does not serve.
     WrongVersion(&'static [&'static str]),
     /// A kind of an Istio or Trellis group that Trellis does not serve.
@@ -122,14 +128,24 @@ pub fn decode(value: &Value) -> Decoded {
         return Decoded { id: ObjectId::default(), object: None, issues };
     };
     let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let meta = |key: &str| value.pointer(&format!("/metadata/{key}")).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let mut id = ObjectId { api_version: text("apiVersion"), kind: text("kind"), namespace: meta("namespace"), name: meta("name") };
+    let meta =
+        |key: &str| value.pointer(&format!("/metadata/{key}")).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut id = ObjectId {
+        api_version: text("apiVersion"),
+        kind: text("kind"),
+        namespace: meta("namespace"),
+        name: meta("name"),
+    };
     for key in ["apiVersion", "kind"] {
         match map.get(key) {
             None => issues.error(&FieldPath::of(key), format!("{key} is required")),
-            Some(Value::String(s)) if s.is_empty() => issues.error(&FieldPath::of(key), format!("{key} must not be empty")),
+            Some(Value::String(s)) if s.is_empty() => {
+                issues.error(&FieldPath::of(key), format!("{key} must not be empty"))
+            }
             Some(Value::String(_)) => {}
-            Some(other) => issues.error(&FieldPath::of(key), format!("{key} must be a string, found {}", type_name(other))),
+            Some(other) => {
+                issues.error(&FieldPath::of(key), format!("{key} must be a string, found {}", type_name(other)))
+            }
         }
     }
     if issues.has_errors() {
@@ -144,6 +160,9 @@ pub fn decode(value: &Value) -> Decoded {
             return Decoded { id, object: None, issues };
         }
         KindSupport::WrongVersion(served) => {
+            if id.namespace.is_empty() && id.kind != "Mesh" {
+                id.namespace = DEFAULT_NAMESPACE.to_owned();
+            }
             let message = format!("version {version} of {} is not served (served: {})", id.kind, served.join(", "));
             issues.error(&FieldPath::of("apiVersion"), message);
             return Decoded { id, object: None, issues };
@@ -158,14 +177,30 @@ pub fn decode(value: &Value) -> Decoded {
     }
     let object = match id.kind.as_str() {
         "Mesh" => typed::<Mesh>(value, &mut issues, |o| (Object::Mesh(Box::new(o.clone())), validated(&o.spec))),
-        "VirtualService" => typed::<VirtualService>(value, &mut issues, |o| (Object::VirtualService(Box::new(o.clone())), validated(&o.spec))),
-        "DestinationRule" => typed::<DestinationRule>(value, &mut issues, |o| (Object::DestinationRule(Box::new(o.clone())), validated(&o.spec))),
-        "Gateway" => typed::<Gateway>(value, &mut issues, |o| (Object::Gateway(Box::new(o.clone())), validated(&o.spec))),
-        "ServiceEntry" => typed::<ServiceEntry>(value, &mut issues, |o| (Object::ServiceEntry(Box::new(o.clone())), validated(&o.spec))),
-        "WorkloadEntry" => typed::<WorkloadEntry>(value, &mut issues, |o| (Object::WorkloadEntry(Box::new(o.clone())), validated(&o.spec))),
-        "PeerAuthentication" => typed::<PeerAuthentication>(value, &mut issues, |o| (Object::PeerAuthentication(Box::new(o.clone())), validated(&o.spec))),
-        "AuthorizationPolicy" => typed::<AuthorizationPolicy>(value, &mut issues, |o| (Object::AuthorizationPolicy(Box::new(o.clone())), validated(&o.spec))),
-        "RequestAuthentication" => typed::<RequestAuthentication>(value, &mut issues, |o| (Object::RequestAuthentication(Box::new(o.clone())), validated(&o.spec))),
+        "VirtualService" => typed::<VirtualService>(value, &mut issues, |o| {
+            (Object::VirtualService(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "DestinationRule" => typed::<DestinationRule>(value, &mut issues, |o| {
+            (Object::DestinationRule(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "Gateway" => {
+            typed::<Gateway>(value, &mut issues, |o| (Object::Gateway(Box::new(o.clone())), validated(&o.spec)))
+        }
+        "ServiceEntry" => typed::<ServiceEntry>(value, &mut issues, |o| {
+            (Object::ServiceEntry(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "WorkloadEntry" => typed::<WorkloadEntry>(value, &mut issues, |o| {
+            (Object::WorkloadEntry(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "PeerAuthentication" => typed::<PeerAuthentication>(value, &mut issues, |o| {
+            (Object::PeerAuthentication(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "AuthorizationPolicy" => typed::<AuthorizationPolicy>(value, &mut issues, |o| {
+            (Object::AuthorizationPolicy(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "RequestAuthentication" => typed::<RequestAuthentication>(value, &mut issues, |o| {
+            (Object::RequestAuthentication(Box::new(o.clone())), validated(&o.spec))
+        }),
         _ => None,
     };
     Decoded { id, object, issues }
@@ -184,7 +219,11 @@ fn with_cel(kind: &str, value: &Value, mut issues: Issues) -> Issues {
 }
 
 /// Deserializes `value` as `K`, recording a type error with its exact path, then validates it.
-fn typed<K: DeserializeOwned>(value: &Value, issues: &mut Issues, finish: impl FnOnce(&K) -> (Object, Issues)) -> Option<Object> {
+fn typed<K: DeserializeOwned>(
+    value: &Value,
+    issues: &mut Issues,
+    finish: impl FnOnce(&K) -> (Object, Issues),
+) -> Option<Object> {
     if value.get("spec").is_none_or(Value::is_null) {
         issues.error(&FieldPath::of("spec"), "spec is required");
         return None;
@@ -262,7 +301,9 @@ pub fn dns1123_label_problem(label: &str) -> Option<&'static str> {
     if label.is_empty() || label.len() > 63 {
         Some("must be 1 to 63 characters")
     } else if !valid_chars || label.starts_with('-') || label.ends_with('-') {
-        Some("must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character")
+        Some(
+            "must consist of lower case alphanumeric characters or '-', and start and end with an alphanumeric character",
+        )
     } else {
         None
     }

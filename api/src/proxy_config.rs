@@ -478,7 +478,11 @@ pub enum LoadBalancer {
 #[serde(rename_all = "camelCase")]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text")] ttl: Option<Duration> },
+    Cookie {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text")]
+        ttl: Option<Duration>,
+    },
     SourceIp,
     QueryParameter(String),
 }
@@ -580,14 +584,24 @@ impl ProxyConfig {
         let mut clusters = BTreeSet::new();
         for (i, cluster) in self.clusters.iter().enumerate() {
             if !clusters.insert(cluster.name.as_str()) {
-                issues.error(&FieldPath::of("clusters").index(i).key("name"), format!("cluster {:?} is defined twice", cluster.name));
+                issues.error(
+                    &FieldPath::of("clusters").index(i).key("name"),
+                    format!("cluster {:?} is defined twice", cluster.name),
+                );
             }
         }
-        let outbound = self.outbound.virtual_hosts.iter().enumerate().map(|(i, vh)| (FieldPath::of("outbound").key("virtualHosts").index(i), vh));
+        let outbound = self
+            .outbound
+            .virtual_hosts
+            .iter()
+            .enumerate()
+            .map(|(i, vh)| (FieldPath::of("outbound").key("virtualHosts").index(i), vh));
         let gateway = self.gateway_listeners.iter().enumerate().flat_map(|(l, listener)| {
-            listener.virtual_hosts.iter().enumerate().map(move |(i, vh)| {
-                (FieldPath::of("gatewayListeners").index(l).key("virtualHosts").index(i), vh)
-            })
+            listener
+                .virtual_hosts
+                .iter()
+                .enumerate()
+                .map(move |(i, vh)| (FieldPath::of("gatewayListeners").index(l).key("virtualHosts").index(i), vh))
         });
         for (path, vhost) in outbound.chain(gateway) {
             check_weighted(&path.key("tcp"), &vhost.tcp, &clusters, &mut issues);

@@ -92,7 +92,10 @@ fn assert_structural(schema: &Value, path: &str) {
     for combinator in ["oneOf", "anyOf", "allOf"] {
         for branch in schema.get(combinator).and_then(Value::as_array).into_iter().flatten() {
             for key in ["type", "properties", "items", "additionalProperties", "default", "nullable"] {
-                assert!(branch.get(key).is_none(), "{path}.{combinator} sets {key}, which makes the schema non-structural");
+                assert!(
+                    branch.get(key).is_none(),
+                    "{path}.{combinator} sets {key}, which makes the schema non-structural"
+                );
             }
         }
     }

@@ -44,7 +44,13 @@ fn every_tutorial_object_of_a_served_kind_parses_into_its_type_and_round_trips_w
             let mut back = object.to_value().expect("serialize");
             // The typed form writes the storage version; the user's version is kept by the caller.
             back["apiVersion"] = doc.value["apiVersion"].clone();
-            assert_eq!(normalize(&back), normalize(&doc.value), "{}: {} changed in a round trip", file.display(), decoded.id);
+            assert_eq!(
+                normalize(&back),
+                normalize(&doc.value),
+                "{}: {} changed in a round trip",
+                file.display(),
+                decoded.id
+            );
         }
     }
     assert!(typed >= 7, "expected the tutorial's Istio objects to be typed, got {typed}");

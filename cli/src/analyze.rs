@@ -54,11 +54,7 @@ pub fn run(args: &Args) -> ExitCode {
     }
     let errors = report.findings.iter().filter(|f| f.issue.severity == Severity::Error).count();
     let warnings = report.findings.len() - errors;
-    eprintln!(
-        "{} file(s), {} object(s): {errors} error(s), {warnings} warning(s)",
-        sources.len(),
-        report.documents
-    );
+    eprintln!("{} file(s), {} object(s): {errors} error(s), {warnings} warning(s)", sources.len(), report.documents);
     if unreadable {
         ExitCode::from(EXIT_UNREADABLE)
     } else if errors > 0 {

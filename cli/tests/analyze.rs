@@ -38,7 +38,8 @@ fn assert_line(run: &Run, prefix: &str, needle: &str) {
     assert!(found, "no line starting {prefix:?} and containing {needle:?} in:\n{}", run.stdout);
 }
 
-const VS_HEAD: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\n  namespace: shop\nspec:\n";
+const VS_HEAD: &str =
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\n  namespace: shop\nspec:\n";
 
 #[test]
 fn the_tutorial_examples_analyze_without_errors() {
@@ -49,10 +50,16 @@ fn the_tutorial_examples_analyze_without_errors() {
 
 #[test]
 fn a_value_of_the_wrong_type_is_named_by_file_line_object_and_field() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination:\n            host: reviews\n          weight: heavy\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination:\n            host: reviews\n          weight: heavy\n"
+    );
     let (out, file) = analyze_file("wrong-type.yaml", yaml.as_bytes());
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:12: VirtualService shop/reviews: spec.http[0].route[0].weight: error:"), "invalid type");
+    assert_line(
+        &out,
+        &format!("{file}:12: VirtualService shop/reviews: spec.http[0].route[0].weight: error:"),
+        "invalid type",
+    );
 }
 
 #[test]
@@ -65,7 +72,9 @@ fn an_unknown_field_is_an_error_at_that_field() {
 
 #[test]
 fn a_bad_duration_is_an_error_at_the_timeout() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - timeout: 3 minutes\n      route:\n        - destination:\n            host: reviews\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  http:\n    - timeout: 3 minutes\n      route:\n        - destination:\n            host: reviews\n"
+    );
     let (out, file) = analyze_file("duration.yaml", yaml.as_bytes());
     assert_eq!(out.code, 1);
     assert_line(&out, &format!("{file}:9: VirtualService shop/reviews: spec.http[0].timeout: error:"), "3 minutes");
@@ -73,7 +82,11 @@ fn a_bad_duration_is_an_error_at_the_timeout() {
 
 #[test]
 fn all_zero_route_weights_are_an_error_but_relative_weights_are_fine() {
-    let route = |w1, w2| format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination: {{host: reviews}}\n          weight: {w1}\n        - destination: {{host: ratings}}\n          weight: {w2}\n");
+    let route = |w1, w2| {
+        format!(
+            "{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination: {{host: reviews}}\n          weight: {w1}\n        - destination: {{host: ratings}}\n          weight: {w2}\n"
+        )
+    };
     let (out, file) = analyze_file("zero.yaml", route(0, 0).as_bytes());
     assert_eq!(out.code, 1);
     assert_line(&out, &format!("{file}:"), "VirtualService shop/reviews: spec.http[0].route");
@@ -84,27 +97,45 @@ fn all_zero_route_weights_are_an_error_but_relative_weights_are_fine() {
 
 #[test]
 fn a_route_to_a_subset_no_destination_rule_defines_is_an_error() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination:\n            host: reviews\n            subset: v3\n---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata:\n  name: reviews\n  namespace: shop\nspec:\n  host: reviews\n  subsets:\n    - name: v1\n      labels: {{version: v1}}\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  http:\n    - route:\n        - destination:\n            host: reviews\n            subset: v3\n---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata:\n  name: reviews\n  namespace: shop\nspec:\n  host: reviews\n  subsets:\n    - name: v1\n      labels: {{version: v1}}\n"
+    );
     let (out, file) = analyze_file("subset.yaml", yaml.as_bytes());
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:13: VirtualService shop/reviews: spec.http[0].route[0].destination.subset: error:"), "\"v3\"");
+    assert_line(
+        &out,
+        &format!("{file}:12: VirtualService shop/reviews: spec.http[0].route[0].destination.subset: error:"),
+        "\"v3\"",
+    );
     assert!(out.stdout.contains("shop/reviews (it defines: v1)"), "{}", out.stdout);
 }
 
 #[test]
 fn an_invalid_regex_is_an_error_at_the_regex() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - match:\n        - uri:\n            regex: \"/api/(v1\"\n      route:\n        - destination: {{host: reviews}}\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  http:\n    - match:\n        - uri:\n            regex: \"/api/(v1\"\n      route:\n        - destination: {{host: reviews}}\n"
+    );
     let (out, file) = analyze_file("regex.yaml", yaml.as_bytes());
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:11: VirtualService shop/reviews: spec.http[0].match[0].uri.regex: error:"), "regular expression");
+    assert_line(
+        &out,
+        &format!("{file}:11: VirtualService shop/reviews: spec.http[0].match[0].uri.regex: error:"),
+        "regular expression",
+    );
 }
 
 #[test]
 fn a_gateway_that_does_not_exist_is_an_error() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  gateways: [missing-gateway]\n  http:\n    - route:\n        - destination: {{host: reviews}}\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  gateways: [missing-gateway]\n  http:\n    - route:\n        - destination: {{host: reviews}}\n"
+    );
     let (out, file) = analyze_file("gateway.yaml", yaml.as_bytes());
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:8: VirtualService shop/reviews: spec.gateways[0]: error:"), "Gateway shop/missing-gateway does not exist");
+    assert_line(
+        &out,
+        &format!("{file}:8: VirtualService shop/reviews: spec.gateways[0]: error:"),
+        "Gateway shop/missing-gateway does not exist",
+    );
 }
 
 #[test]
@@ -113,7 +144,11 @@ fn two_virtual_services_for_the_same_host_are_an_error() {
     let two = one.replace("name: reviews", "name: reviews-again");
     let (out, file) = analyze_file("dup.yaml", format!("{one}---\n{two}").as_bytes());
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:18: VirtualService shop/reviews-again: spec.hosts[0]: error:"), "VirtualService shop/reviews");
+    assert_line(
+        &out,
+        &format!("{file}:18: VirtualService shop/reviews-again: spec.hosts[0]: error:"),
+        "VirtualService shop/reviews",
+    );
 }
 
 #[test]
@@ -156,16 +191,23 @@ fn an_unserved_version_of_an_istio_kind_is_an_error() {
 
 #[test]
 fn fields_accepted_but_not_acted_on_are_warnings() {
-    let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  http:\n    - corsPolicy:\n        allowOrigins: [{{exact: \"https://a.example\"}}]\n      route:\n        - destination: {{host: reviews}}\n");
+    let yaml = format!(
+        "{VS_HEAD}  hosts: [reviews]\n  http:\n    - corsPolicy:\n        allowOrigins: [{{exact: \"https://a.example\"}}]\n      route:\n        - destination: {{host: reviews}}\n"
+    );
     let (out, file) = analyze_file("cors.yaml", yaml.as_bytes());
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert_line(&out, &format!("{file}:9: VirtualService shop/reviews: spec.http[0].corsPolicy: warning:"), "not acted on yet");
+    assert_line(
+        &out,
+        &format!("{file}:9: VirtualService shop/reviews: spec.http[0].corsPolicy: warning:"),
+        "not acted on yet",
+    );
 }
 
 #[test]
 fn stdin_is_read_when_the_path_is_a_dash() {
     use std::io::Write;
-    let mut child = trellis().args(["analyze", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut child =
+        trellis().args(["analyze", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
     let yaml = format!("{VS_HEAD}  hosts: [reviews]\n  unknownField: 1\n");
     child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write");
     let out = run(child.wait_with_output().expect("wait"));
@@ -181,6 +223,7 @@ fn a_missing_file_exits_with_two() {
 
 #[test]
 fn the_minus_f_flag_names_files_like_kubectl() {
-    let out = run(trellis().arg("analyze").arg("-f").arg(examples().join("03-shipping-split.yaml")).output().expect("run"));
+    let out =
+        run(trellis().arg("analyze").arg("-f").arg(examples().join("03-shipping-split.yaml")).output().expect("run"));
     assert_eq!(out.code, 0, "{}", out.stdout);
 }

@@ -234,7 +234,8 @@ impl Validate for AuthorizationPolicySpec {
             Action::Custom => {
                 let name = self.provider.as_ref().and_then(|p| p.name.as_deref());
                 if name.is_none_or(str::is_empty) {
-                    let at = if self.provider.is_some() { path.key("provider").key("name") } else { path.key("provider") };
+                    let at =
+                        if self.provider.is_some() { path.key("provider").key("name") } else { path.key("provider") };
                     issues.error(&at, "the CUSTOM action requires provider.name");
                 }
             }
@@ -390,12 +391,17 @@ fn validate_source(source: &Source, action: Action, path: &FieldPath, issues: &m
     for (field, values) in plain {
         non_empty_entries(&path.key(field), values.as_ref(), issues);
     }
-    for (field, values) in [("requestPrincipals", &source.request_principals), ("notRequestPrincipals", &source.not_request_principals)] {
+    for (field, values) in
+        [("requestPrincipals", &source.request_principals), ("notRequestPrincipals", &source.not_request_principals)]
+    {
         each_value(&path.key(field), values.as_ref(), issues, |value| {
-            request_principal(value).map_err(|()| format!("{field} must be of the form <issuer>/<subject>, found {value:?}"))
+            request_principal(value)
+                .map_err(|()| format!("{field} must be of the form <issuer>/<subject>, found {value:?}"))
         });
     }
-    for (field, values) in [("serviceAccounts", &source.service_accounts), ("notServiceAccounts", &source.not_service_accounts)] {
+    for (field, values) in
+        [("serviceAccounts", &source.service_accounts), ("notServiceAccounts", &source.not_service_accounts)]
+    {
         let at = path.key(field);
         if let Some(list) = values
             && list.len() > MAX_SERVICE_ACCOUNTS
@@ -518,8 +524,12 @@ fn condition_key(key: &str) -> Result<ValueKind, String> {
         "source.ip" | "remote.ip" | "destination.ip" => Ok(ValueKind::Ip),
         "destination.port" => Ok(ValueKind::Port),
         "source.serviceAccount" => Ok(ValueKind::ServiceAccount),
-        "source.namespace" | "source.principal" | "request.auth.principal" | "request.auth.audiences"
-        | "request.auth.presenter" | "connection.sni" => Ok(ValueKind::Text),
+        "source.namespace"
+        | "source.principal"
+        | "request.auth.principal"
+        | "request.auth.audiences"
+        | "request.auth.presenter"
+        | "connection.sni" => Ok(ValueKind::Text),
         _ if key.starts_with("request.headers")
             || key.starts_with("request.experimental.inline.headers")
             || key.starts_with("request.auth.claims")
@@ -544,7 +554,12 @@ pub(super) fn non_empty_entries(path: &FieldPath, values: Option<&Vec<String>>, 
 }
 
 /// Checks every entry of an optional string list: empty entries are errors, others go through `check`.
-fn each_value(path: &FieldPath, values: Option<&Vec<String>>, issues: &mut Issues, check: impl Fn(&str) -> Result<(), String>) {
+fn each_value(
+    path: &FieldPath,
+    values: Option<&Vec<String>>,
+    issues: &mut Issues,
+    check: impl Fn(&str) -> Result<(), String>,
+) {
     for (i, value) in values.into_iter().flatten().enumerate() {
         let at = path.index(i);
         if value.is_empty() {
@@ -638,7 +653,9 @@ fn request_path(value: &str) -> Result<(), String> {
     for segment in value.trim_matches('/').split('/') {
         match segment {
             "{*}" | "{**}" if match_any_seen => {
-                return Err(format!("path {value:?} has a path template after {{**}}, which must be the last operator"));
+                return Err(format!(
+                    "path {value:?} has a path template after {{**}}, which must be the last operator"
+                ));
             }
             "{*}" => continue,
             "{**}" => {
@@ -651,7 +668,9 @@ fn request_path(value: &str) -> Result<(), String> {
             return Err(format!("path {value:?} uses {{ or }} outside a supported path template ({{*}} or {{**}})"));
         }
         if template && !is_path_literal(segment) {
-            return Err(format!("path {value:?} has segment {segment:?} that is not a valid literal in a path template"));
+            return Err(format!(
+                "path {value:?} has segment {segment:?} that is not a valid literal in a path template"
+            ));
         }
     }
     Ok(())

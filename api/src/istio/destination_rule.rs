@@ -824,20 +824,20 @@ fn ring_size(issues: &mut Issues, path: &FieldPath, size: u64) {
     }
 }
 
-/// Primality as Envoy checks a Maglev table size (trial division; sizes are below 5000011).
+/// Primality exactly as Envoy (and Istio) check a Maglev table size: trial division, 1 counts as prime.
 fn is_prime(x: u64) -> bool {
-    if x < 2 {
+    if x == 0 {
         return false;
     }
     if x < 4 {
         return true;
     }
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         return false;
     }
     let mut factor = 3;
     while factor * factor <= x {
-        if x % factor == 0 {
+        if x.is_multiple_of(factor) {
             return false;
         }
         factor += 2;
@@ -896,7 +896,10 @@ impl LocalityLbSetting {
             let mut total: u64 = 0;
             for (locality, weight) in to.into_iter().flatten() {
                 if !(1..=100).contains(weight) {
-                    issues.error(&at.key("to").key(locality), format!("locality weight {weight} must be between 1 and 100"));
+                    issues.error(
+                        &at.key("to").key(locality),
+                        format!("locality weight {weight} must be between 1 and 100"),
+                    );
                 }
                 total += u64::from(*weight);
             }
@@ -980,7 +983,7 @@ impl Validate for WarmupConfiguration {
             issues.error(&path.key("minimumPercent"), format!("minimumPercent {percent} must be between 0 and 100"));
         }
         if let Some(aggression) = self.aggression
-            && !(aggression >= 1.0)
+            && (aggression.is_nan() || aggression < 1.0)
         {
             issues.error(&path.key("aggression"), format!("aggression {aggression} must be at least 1"));
         }
@@ -1028,7 +1031,10 @@ impl Validate for HttpSettings {
         non_negative(issues, &path.key("maxConcurrentStreams"), self.max_concurrent_streams);
         ms_duration(issues, &path.key("idleTimeout"), self.idle_timeout.as_deref());
         if self.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) && self.use_client_protocol == Some(true) {
-            issues.error(&path.key("useClientProtocol"), "useClientProtocol must not be true when h2UpgradePolicy is UPGRADE");
+            issues.error(
+                &path.key("useClientProtocol"),
+                "useClientProtocol must not be true when h2UpgradePolicy is UPGRADE",
+            );
         }
         if let Some(keepalive) = &self.http2_keep_alive {
             let at = path.key("http2KeepAlive");
@@ -1236,9 +1242,10 @@ fn is_wildcard_dns1123_label(s: &str) -> bool {
     is_dns1123_label(rest)
 }
 
-/// The labels after the first of a host name; the last may be empty (trailing dot) and must not be all digits.
-fn dns1123_labels(domain: &str) -> Result<(), String> {
-    let parts: Vec<&str> = domain.split('.').collect();
+/// The dot-separated `labels` of host name `domain` (named in messages); the last may be empty (trailing
+/// dot) and must not be all digits.
+fn dns1123_labels(domain: &str, labels: &str) -> Result<(), String> {
+    let parts: Vec<&str> = labels.split('.').collect();
     let top = parts.last().copied().unwrap_or_default();
     if !top.is_empty() && top.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("domain name {domain:?} is invalid: top level domain {top:?} cannot be all-numeric"));
@@ -1274,13 +1281,13 @@ fn wildcard_domain(domain: &str) -> Result<(), String> {
     if !is_wildcard_dns1123_label(first) {
         return Err(format!("domain name {domain:?} is invalid: label {first:?} is not a DNS label"));
     }
-    rest.map_or(Ok(()), dns1123_labels)
+    rest.map_or(Ok(()), |rest| dns1123_labels(domain, rest))
 }
 
 /// A fully qualified domain name without wildcards.
 fn fqdn(name: &str) -> Result<(), String> {
     dns_preconditions(name)?;
-    dns1123_labels(name)
+    dns1123_labels(name, name)
 }
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a 1-63 character name.

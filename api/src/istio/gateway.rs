@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::common::Labels;
 use super::service_entry::Protocol;
-use super::workload_entry::{UNIX_ADDRESS_PREFIX, is_dns1123_label, is_ip, unix_address_problem, wildcard_domain_problem};
+use super::workload_entry::{
+    UNIX_ADDRESS_PREFIX, is_dns1123_label, is_ip, unix_address_problem, wildcard_domain_problem,
+};
 use crate::{FieldPath, Issues, Validate, status::Status};
 
 /// How a server's TLS is handled.
@@ -226,7 +228,8 @@ impl Validate for GatewaySpec {
             if let Some(name) = server.name.as_deref().filter(|n| !n.is_empty())
                 && let Some(first) = server_names.insert(name, i)
             {
-                issues.error(&at_server.key("name"), format!("server name {name:?} is already used by servers[{first}]"));
+                issues
+                    .error(&at_server.key("name"), format!("server name {name:?} is already used by servers[{first}]"));
             }
         }
     }
@@ -407,7 +410,10 @@ impl Validate for ServerTlsSettings {
                 ("credentialNames", credential_names),
             ] {
                 if set {
-                    issues.error(&path.key(field), format!("ISTIO_MUTUAL uses the mesh's certificates and cannot set {field}"));
+                    issues.error(
+                        &path.key(field),
+                        format!("ISTIO_MUTUAL uses the mesh's certificates and cannot set {field}"),
+                    );
                 }
             }
             return;
@@ -445,7 +451,10 @@ impl Validate for ServerTlsSettings {
                     for (i, certificate) in certificates.iter().enumerate() {
                         let at = path.key("tlsCertificates").index(i);
                         if !is_set(&certificate.server_certificate) {
-                            issues.error(&at.key("serverCertificate"), format!("{name} TLS requires a server certificate"));
+                            issues.error(
+                                &at.key("serverCertificate"),
+                                format!("{name} TLS requires a server certificate"),
+                            );
                         }
                         if !is_set(&certificate.private_key) {
                             issues.error(&at.key("privateKey"), format!("{name} TLS requires a private key"));
@@ -460,7 +469,10 @@ impl Validate for ServerTlsSettings {
                         );
                     }
                     if !is_set(&self.private_key) {
-                        issues.error(&path.key("privateKey"), format!("{name} TLS requires credentialName or a private key"));
+                        issues.error(
+                            &path.key("privateKey"),
+                            format!("{name} TLS requires credentialName or a private key"),
+                        );
                     }
                 }
             }

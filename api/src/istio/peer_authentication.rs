@@ -77,7 +77,8 @@ impl Validate for PeerAuthenticationSpec {
                     issues.error(&at.key(key), format!("port {key:?} must be a number between 1-65535"));
                 }
             }
-            let has_labels = self.selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|l| !l.is_empty());
+            let has_labels =
+                self.selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|l| !l.is_empty());
             if !has_labels {
                 issues.error(&at, "portLevelMtls requires a selector with matchLabels");
             }

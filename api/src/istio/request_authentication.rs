@@ -157,7 +157,10 @@ impl Validate for RequestAuthenticationSpec {
             rule.validate(&rule_at, issues);
             if let Some(issuer) = rule.issuer.as_deref().filter(|s| !s.is_empty()) {
                 if let Some(first) = seen.get(issuer) {
-                    issues.error(&rule_at.key("issuer"), format!("issuer {issuer:?} is already used by jwtRules[{first}]"));
+                    issues.error(
+                        &rule_at.key("issuer"),
+                        format!("issuer {issuer:?} is already used by jwtRules[{first}]"),
+                    );
                 } else {
                     seen.insert(issuer, i);
                 }
@@ -268,7 +271,8 @@ fn jwks_uri(uri: &str) -> Result<(), String> {
 
 /// A JSON Web Key Set: a JSON object with a `keys` array.
 fn key_set(jwks: &str) -> Result<(), String> {
-    let value: serde_json::Value = serde_json::from_str(jwks).map_err(|err| format!("jwks is not valid JSON: {err}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(jwks).map_err(|err| format!("jwks is not valid JSON: {err}"))?;
     match value.get("keys") {
         Some(serde_json::Value::Array(_)) => Ok(()),
         _ => Err("jwks must be a JSON Web Key Set: an object with a keys array".to_owned()),

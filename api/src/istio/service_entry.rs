@@ -249,10 +249,8 @@ impl Validate for ServiceEntrySpec {
                     issues.warn(&path.key("workloadSelector"), "workloadSelector has no effect with resolution NONE");
                 }
             }
-            Resolution::Static => {
-                if endpoints.is_empty() && self.workload_selector.is_none() {
-                    issues.error(&path.key("endpoints"), "resolution STATIC requires endpoints or a workloadSelector");
-                }
+            Resolution::Static if endpoints.is_empty() && self.workload_selector.is_none() => {
+                issues.error(&path.key("endpoints"), "resolution STATIC requires endpoints or a workloadSelector");
             }
             Resolution::DnsRoundRobin if endpoints.len() > 1 => {
                 issues.error(
@@ -335,7 +333,12 @@ impl ServiceEntrySpec {
     }
 
     /// Checks the ports and returns the names of the entry's ports.
-    fn validate_ports<'a>(&'a self, path: &FieldPath, resolution: Resolution, issues: &mut Issues) -> BTreeSet<&'a str> {
+    fn validate_ports<'a>(
+        &'a self,
+        path: &FieldPath,
+        resolution: Resolution,
+        issues: &mut Issues,
+    ) -> BTreeSet<&'a str> {
         let mut names = BTreeSet::new();
         let Some(ports) = &self.ports else { return names };
         let at = path.key("ports");

@@ -126,10 +126,8 @@ impl WorkloadEntrySpec {
                 issues.error(&path.key("ports"), format!("unix endpoint {address:?} must not include ports"));
             }
             match context {
-                EndpointContext::Dns { .. } => issues.error(
-                    &at_address,
-                    format!("endpoint address {address:?} is not a valid FQDN or an IP address"),
-                ),
+                EndpointContext::Dns { .. } => issues
+                    .error(&at_address, format!("endpoint address {address:?} is not a valid FQDN or an IP address")),
                 EndpointContext::Static { service_ports } if service_ports.len() != 1 => issues.error(
                     &at_address,
                     format!("unix endpoint {address:?} needs the service entry to have exactly 1 port"),
@@ -141,10 +139,8 @@ impl WorkloadEntrySpec {
                 EndpointContext::Static { .. } => {
                     issues.error(&at_address, format!("endpoint address {address:?} is not a valid IP address"))
                 }
-                _ if fqdn_problem(address).is_some() => issues.error(
-                    &at_address,
-                    format!("endpoint address {address:?} is not a valid FQDN or an IP address"),
-                ),
+                _ if fqdn_problem(address).is_some() => issues
+                    .error(&at_address, format!("endpoint address {address:?} is not a valid FQDN or an IP address")),
                 _ => {}
             }
         }
@@ -419,7 +415,15 @@ mod tests {
 
     #[test]
     fn dns_names_and_ip_addresses_are_accepted() {
-        for address in ["vm1.example.com", "vm1", "2001:db8::7", "192.168.0.1", "foo.bar.", "unix:///var/run/a.sock", "unix://@abstract"] {
+        for address in [
+            "vm1.example.com",
+            "vm1",
+            "2001:db8::7",
+            "192.168.0.1",
+            "foo.bar.",
+            "unix:///var/run/a.sock",
+            "unix://@abstract",
+        ] {
             assert!(errors_of(&spec(json!({"address": address}))).is_empty(), "{address}");
         }
     }
@@ -456,7 +460,11 @@ mod tests {
 
     #[test]
     fn port_names_must_be_dns_labels_shorter_than_63_characters() {
-        assert_one_error(&spec(json!({"address": "1.2.3.4", "ports": {"http_x": 80}})), "spec.ports.http_x", "invalid port name");
+        assert_one_error(
+            &spec(json!({"address": "1.2.3.4", "ports": {"http_x": 80}})),
+            "spec.ports.http_x",
+            "invalid port name",
+        );
         let long = "a".repeat(63);
         let entry = spec(json!({"address": "1.2.3.4", "ports": {long.clone(): 80}}));
         assert_one_error(&entry, &format!("spec.ports.{long}"), "invalid port name");
@@ -484,7 +492,9 @@ mod tests {
 
     #[test]
     fn long_addresses_localities_and_networks_are_rejected() {
-        let entry = spec(json!({"address": format!("unix:///{}", "a".repeat(256)), "locality": "l".repeat(2049), "network": "n".repeat(2049)}));
+        let entry = spec(
+            json!({"address": format!("unix:///{}", "a".repeat(256)), "locality": "l".repeat(2049), "network": "n".repeat(2049)}),
+        );
         assert_one_error(&entry, "spec.address", "at most 256 characters");
         assert_one_error(&entry, "spec.locality", "at most 2048 characters");
         assert_one_error(&entry, "spec.network", "at most 2048 characters");
@@ -507,6 +517,37 @@ mod tests {
         }
         for bad in ["10.0.0.0/33", "10.0.0.0/", "2001:db8::/129", "10.0.0/8", "host", "10.0.0.0/08"] {
             assert!(ip_or_cidr_problem(bad).is_some(), "{bad}");
+        }
+    }
+    /// Every CEL error of the CRD on `value`, as `(path, message)`.
+    fn cel_errors(value: &serde_json::Value) -> Vec<(String, String)> {
+        let object = json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": "x"}, "spec": value});
+        let mut issues = Issues::default();
+        crate::cel::check("WorkloadEntry", &object, &mut issues);
+        issues.into_vec().into_iter().map(|i| (i.path.to_string(), i.message)).collect()
+    }
+
+    #[test]
+    fn every_cel_rule_of_the_crd_is_mirrored_in_rust() {
+        assert_eq!(cel_errors(&json!({"address": "unix:///a.sock"})), vec![]);
+        assert_eq!(cel_errors(&json!({"address": "1.2.3.4", "ports": {"http": 80}})), vec![]);
+        for case in [
+            json!({"labels": {"a": "b"}}),
+            json!({"address": "unix:///a.sock", "ports": {"http": 80}}),
+            json!({"address": "unix://relative"}),
+            json!({"address": "unix:///dir/"}),
+            json!({"address": "1.2.3.4", "ports": {"bad_name": 80}}),
+            json!({"address": "1.2.3.4", "ports": {"http": 0}}),
+        ] {
+            assert!(!cel_errors(&case).is_empty(), "the CRD should reject {case}");
+            let object = json!({"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": "x"}, "spec": case});
+            let mut issues = Issues::default();
+            spec(case.clone()).validate(&FieldPath::of("spec"), &mut issues);
+            let before = issues.iter().count();
+            crate::cel::check("WorkloadEntry", &object, &mut issues);
+            let added: Vec<_> =
+                issues.into_vec().into_iter().skip(before).map(|i| (i.path.to_string(), i.message)).collect();
+            assert_eq!(added, vec![], "for {case}");
         }
     }
 }

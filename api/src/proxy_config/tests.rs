@@ -23,7 +23,11 @@ fn sample() -> ProxyConfig {
             meshed: true,
         }],
         load_balancer: LoadBalancer::default(),
-        connection_pool: Some(ConnectionPool { max_connections: Some(1), connect_timeout: Some(Duration::from_millis(1500)), ..Default::default() }),
+        connection_pool: Some(ConnectionPool {
+            max_connections: Some(1),
+            connect_timeout: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        }),
         outlier_detection: Some(OutlierDetection {
             consecutive_5xx_errors: Some(1),
             consecutive_gateway_errors: None,
@@ -52,7 +56,12 @@ fn sample() -> ProxyConfig {
             matches: vec![RouteMatch { uri: Some(StringMatcher::Prefix("/".into())), ..Default::default() }],
             action: RouteAction::Forward { clusters: vec![weighted("v1", 90), weighted("v2", 10)], rewrite: None },
             timeout: Some(Duration::from_secs(3)),
-            retries: Some(RetryPolicy { attempts: 2, per_try_timeout: None, retry_on: vec!["5xx".into()], backoff: None }),
+            retries: Some(RetryPolicy {
+                attempts: 2,
+                per_try_timeout: None,
+                retry_on: vec!["5xx".into()],
+                backoff: None,
+            }),
             fault: None,
             mirrors: Vec::new(),
             request_headers: HeaderOps::default(),

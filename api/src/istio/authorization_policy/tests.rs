@@ -272,7 +272,8 @@ fn request_principals_without_a_slash_are_rejected() {
 
 #[test]
 fn request_principals_with_a_slash_or_a_wildcard_are_accepted() {
-    let good = ["*", "issuer.example.com/alice", "https://accounts.google.com/*", "*/alice", "*@example.com", "issuer*"];
+    let good =
+        ["*", "issuer.example.com/alice", "https://accounts.google.com/*", "*/alice", "*@example.com", "issuer*"];
     assert_no_errors(with_source(json!({"requestPrincipals": good})));
 }
 
@@ -304,8 +305,16 @@ fn ip_blocks_must_be_ips_or_cidr_ranges() {
 #[test]
 fn service_accounts_cannot_be_combined_with_principals_or_namespaces() {
     let at = "spec.rules[0].from[0].source";
-    assert_error(with_source(json!({"serviceAccounts": ["default/sleep"], "principals": ["x"]})), at, "cannot set serviceAccounts");
-    assert_error(with_source(json!({"notServiceAccounts": ["sleep"], "notNamespaces": ["x"]})), at, "cannot set serviceAccounts");
+    assert_error(
+        with_source(json!({"serviceAccounts": ["default/sleep"], "principals": ["x"]})),
+        at,
+        "cannot set serviceAccounts",
+    );
+    assert_error(
+        with_source(json!({"notServiceAccounts": ["sleep"], "notNamespaces": ["x"]})),
+        at,
+        "cannot set serviceAccounts",
+    );
     assert_no_errors(with_source(json!({"serviceAccounts": ["default/sleep", "sleep"], "ipBlocks": ["10.0.0.1"]})));
 }
 
@@ -314,7 +323,11 @@ fn service_accounts_must_be_well_formed_and_at_most_16() {
     let at = "spec.rules[0].from[0].source.serviceAccounts";
     assert_error(with_source(json!({"serviceAccounts": ["a/b/c"]})), &format!("{at}[0]"), "namespace/serviceAccount");
     assert_error(with_source(json!({"serviceAccounts": ["/sleep"]})), &format!("{at}[0]"), "namespace/serviceAccount");
-    assert_error(with_source(json!({"serviceAccounts": ["default/"]})), &format!("{at}[0]"), "namespace/serviceAccount");
+    assert_error(
+        with_source(json!({"serviceAccounts": ["default/"]})),
+        &format!("{at}[0]"),
+        "namespace/serviceAccount",
+    );
     assert_error(with_source(json!({"serviceAccounts": ["default/*"]})), &format!("{at}[0]"), "wildcard");
     let long = format!("default/{}", "a".repeat(320));
     assert_error(with_source(json!({"serviceAccounts": [long]})), &format!("{at}[0]"), "longer than 320");
@@ -333,7 +346,11 @@ fn methods_must_be_upper_case_http_tokens_or_wildcards() {
     let at = "spec.rules[0].to[0].operation";
     assert_error(with_operation(json!({"methods": ["get"]})), &format!("{at}.methods[0]"), "upper case");
     assert_error(with_operation(json!({"notMethods": ["G*T"]})), &format!("{at}.notMethods[0]"), "prefix or suffix");
-    assert_error(with_operation(json!({"methods": ["GET POST"]})), &format!("{at}.methods[0]"), "not a valid HTTP method");
+    assert_error(
+        with_operation(json!({"methods": ["GET POST"]})),
+        &format!("{at}.methods[0]"),
+        "not a valid HTTP method",
+    );
     assert_error(with_operation(json!({"methods": [""]})), &format!("{at}.methods[0]"), "must not be empty");
     assert_no_errors(with_operation(json!({"methods": ["GET", "*", "P*", "*ST", "M-SEARCH"]})));
 }
@@ -358,9 +375,15 @@ fn paths_must_start_with_a_slash_or_a_wildcard() {
 #[test]
 fn path_templates_follow_istios_rules() {
     let at = "spec.rules[0].to[0].operation";
-    assert_no_errors(with_operation(json!({"paths": ["/api/{*}/items", "/files/{**}", "/{*}/{*}/x", "/a/{**}/b.txt"]})));
+    assert_no_errors(with_operation(
+        json!({"paths": ["/api/{*}/items", "/files/{**}", "/{*}/{*}/x", "/a/{**}/b.txt"]}),
+    ));
     assert_error(with_operation(json!({"paths": ["/{**}/{*}"]})), &format!("{at}.paths[0]"), "last operator");
-    assert_error(with_operation(json!({"notPaths": ["/users/{id}"]})), &format!("{at}.notPaths[0]"), "outside a supported path template");
+    assert_error(
+        with_operation(json!({"notPaths": ["/users/{id}"]})),
+        &format!("{at}.notPaths[0]"),
+        "outside a supported path template",
+    );
     assert_error(with_operation(json!({"paths": ["/a/{*}/b*"]})), &format!("{at}.paths[0]"), "not a valid literal");
     assert_error(with_operation(json!({"paths": ["/a//{*}"]})), &format!("{at}.paths[0]"), "not a valid literal");
 }
@@ -381,7 +404,11 @@ fn a_condition_needs_a_key() {
 
 #[test]
 fn a_condition_needs_values_or_not_values() {
-    assert_error(with_condition(json!({"key": "source.namespace"})), "spec.rules[0].when[0]", "at least one of values or notValues");
+    assert_error(
+        with_condition(json!({"key": "source.namespace"})),
+        "spec.rules[0].when[0]",
+        "at least one of values or notValues",
+    );
     assert_error(
         with_condition(json!({"key": "source.namespace", "values": [], "notValues": []})),
         "spec.rules[0].when[0]",
@@ -435,7 +462,11 @@ fn map_condition_keys_need_a_bracketed_entry() {
 #[test]
 fn condition_values_are_checked_for_the_key() {
     let at = "spec.rules[0].when[0]";
-    assert_error(with_condition(json!({"key": "source.ip", "values": ["10.0.0.300"]})), &format!("{at}.values[0]"), "not a valid IP");
+    assert_error(
+        with_condition(json!({"key": "source.ip", "values": ["10.0.0.300"]})),
+        &format!("{at}.values[0]"),
+        "not a valid IP",
+    );
     assert_error(
         with_condition(json!({"key": "destination.port", "notValues": ["80", "http"]})),
         &format!("{at}.notValues[1]"),
@@ -446,5 +477,9 @@ fn condition_values_are_checked_for_the_key() {
         &format!("{at}.values[0]"),
         "namespace/serviceAccount",
     );
-    assert_error(with_condition(json!({"key": "connection.sni", "values": [""]})), &format!("{at}.values[0]"), "must not be empty");
+    assert_error(
+        with_condition(json!({"key": "connection.sni", "values": [""]})),
+        &format!("{at}.values[0]"),
+        "must not be empty",
+    );
 }

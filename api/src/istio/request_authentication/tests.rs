@@ -137,7 +137,11 @@ fn more_than_4096_rules_are_rejected() {
 fn only_one_source_of_keys_can_be_set() {
     let at = "spec.jwtRules[0]";
     assert_error(with_rule(json!({"jwksUri": "https://a/k", "jwks": JWKS})), at, "only one of jwks or jwksUri");
-    assert_error(with_rule(json!({"jwksUri": "https://a/k", "jwks_uri": "https://a/k"})), at, "only one of jwks or jwksUri");
+    assert_error(
+        with_rule(json!({"jwksUri": "https://a/k", "jwks_uri": "https://a/k"})),
+        at,
+        "only one of jwks or jwksUri",
+    );
 }
 
 #[test]
@@ -151,7 +155,12 @@ fn a_jwks_uri_must_be_an_http_or_https_url_with_a_host() {
     let long = format!("https://example.com/{}", "k".repeat(2048));
     assert_error(with_rule(json!({"jwksUri": long})), at, "longer than 2048");
     assert_error(with_rule(json!({"jwks_uri": "file:///etc/keys"})), "spec.jwtRules[0].jwks_uri", "scheme");
-    for good in ["http://example.com", "https://example.com:8443/keys?x=1", "https://[2001:db8::1]:443/k", "HTTPS://user@host/k"] {
+    for good in [
+        "http://example.com",
+        "https://example.com:8443/keys?x=1",
+        "https://[2001:db8::1]:443/k",
+        "HTTPS://user@host/k",
+    ] {
         assert_no_errors(with_rule(json!({"jwksUri": good})));
     }
 }
@@ -168,11 +177,18 @@ fn inline_jwks_must_be_a_json_web_key_set() {
 #[test]
 fn token_locations_must_not_be_empty() {
     let at = "spec.jwtRules[0]";
-    assert_error(with_rule(json!({"fromHeaders": [{"name": ""}]})), &format!("{at}.fromHeaders[0].name"), "must not be empty");
+    assert_error(
+        with_rule(json!({"fromHeaders": [{"name": ""}]})),
+        &format!("{at}.fromHeaders[0].name"),
+        "must not be empty",
+    );
     assert_error(with_rule(json!({"fromParams": ["token", ""]})), &format!("{at}.fromParams[1]"), "must not be empty");
     assert_error(with_rule(json!({"fromCookies": [""]})), &format!("{at}.fromCookies[0]"), "must not be empty");
     assert_error(with_rule(json!({"audiences": [""]})), &format!("{at}.audiences[0]"), "must not be empty");
-    assert!(serde_json::from_value::<RequestAuthenticationSpec>(with_rule(json!({"fromHeaders": [{"prefix": "x"}]}))).is_err());
+    assert!(
+        serde_json::from_value::<RequestAuthenticationSpec>(with_rule(json!({"fromHeaders": [{"prefix": "x"}]})))
+            .is_err()
+    );
 }
 
 #[test]
@@ -183,8 +199,16 @@ fn claim_to_header_needs_a_valid_header_and_a_claim() {
         &format!("{at}.header"),
         "\"x user\" must hold only letters, digits",
     );
-    assert_error(with_rule(json!({"outputClaimToHeaders": [{"header": "", "claim": "sub"}]})), &format!("{at}.header"), "must not be empty");
-    assert_error(with_rule(json!({"outputClaimToHeaders": [{"header": "x-user", "claim": ""}]})), &format!("{at}.claim"), "must not be empty");
+    assert_error(
+        with_rule(json!({"outputClaimToHeaders": [{"header": "", "claim": "sub"}]})),
+        &format!("{at}.header"),
+        "must not be empty",
+    );
+    assert_error(
+        with_rule(json!({"outputClaimToHeaders": [{"header": "x-user", "claim": ""}]})),
+        &format!("{at}.claim"),
+        "must not be empty",
+    );
     assert_no_errors(with_rule(json!({"outputClaimToHeaders": [{"header": "X-User_Id", "claim": "nested.sub"}]})));
 }
 

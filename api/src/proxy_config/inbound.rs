@@ -1,0 +1,85 @@
+//! The inbound side of a sidecar: the workload's ports, their mutual-TLS mode, authorization and JWT.
+
+use serde::{Deserialize, Serialize};
+
+use super::Protocol;
+use crate::istio::authorization_policy::Rule;
+
+/// Mutual-TLS mode of an inbound port, after PeerAuthentication precedence was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InboundMtls {
+    #[default]
+    Permissive,
+    Strict,
+    Disable,
+}
+
+/// One port of the local workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundListener {
+    /// Port the application listens on; the inbound capture forwards to it.
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mtls: InboundMtls,
+    /// Authorization policies in evaluation order (CUSTOM, DENY, ALLOW semantics as Istio's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization: Vec<AuthorizationRule>,
+    /// JWT issuers whose tokens are validated on this port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<JwtProvider>,
+}
+
+/// A compiled authorization policy: its action and the rules of which any one must match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizationRule {
+    /// `namespace/name` of the policy, for logs and `trellis explain`.
+    pub policy: String,
+    pub action: AuthorizationAction,
+    /// The policy's rules in Istio's own shape (`from`, `to`, `when`); any one matching is a match.
+    /// Empty with ALLOW means "allow nothing".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+/// What a matching authorization policy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthorizationAction {
+    Allow,
+    Deny,
+    Audit,
+}
+
+/// A JWT issuer and where its keys come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtProvider {
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Inline JWKS, or fetched from `jwks_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_headers: Vec<JwtHeader>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_params: Vec<String>,
+    #[serde(default)]
+    pub forward_original_token: bool,
+}
+
+/// A header a JWT is read from, with the prefix to strip (`Bearer `).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtHeader {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}

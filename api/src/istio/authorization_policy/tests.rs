@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::Severity;
+use crate::{FieldPath, Issues, Severity, Validate};
 
 fn spec(value: Value) -> AuthorizationPolicySpec {
     serde_json::from_value(value).expect("the spec deserializes")

@@ -1,8 +1,9 @@
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
+use super::validate::load_balancer::is_prime;
 use super::*;
-use crate::{Issue, Severity};
+use crate::{FieldPath, Issue, Issues, Severity, Validate};
 
 fn spec(value: Value) -> DestinationRuleSpec {
     match serde_json::from_value(value) {

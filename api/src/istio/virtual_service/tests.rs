@@ -2,7 +2,7 @@ use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::Severity;
+use crate::{FieldPath, Issues, Severity, Validate};
 
 const HOST: &str = "reviews.prod.svc.cluster.local";
 

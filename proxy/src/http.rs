@@ -1,0 +1,151 @@
+//! The HTTP path: one hyper server per accepted connection (HTTP/1 and HTTP/2 on the same socket),
+//! routing through the compiled config, and pooled hyper clients to upstreams.
+//!
+//! Between two Trellis proxies requests travel over pooled HTTP/2 connections: the outbound side marks
+//! a request that arrived as HTTP/1.1 with [`ORIG_PROTO_HEADER`], and the inbound side hands it to the
+//! application as HTTP/1.1 again. Bodies stream both ways and trailers pass through, so gRPC works.
+
+mod forward;
+mod headers;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use forward::{Context, handle};
+pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
+
+use crate::drain;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::state::Store;
+
+/// Body type of every request and response the proxy produces.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Source address of inbound connections to the application (IPv4); the interception rules exempt
+/// it, as Istio's do for 127.0.0.6.
+pub const PASSTHROUGH_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+/// Source address of inbound connections to the application (IPv6); `init` adds it to `lo`.
+pub const PASSTHROUGH_SOURCE_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+/// Idle pooled connections kept per upstream.
+pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// Header sent with every response the proxy itself generates (no route, no upstream...).
+pub const PROXY_ERROR_HEADER: &str = "x-trellis-error";
+
+/// What every connection handler shares: config, metrics, clients, settings, drain.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    pub clients: Clients,
+    pub drain: drain::Watch,
+}
+
+/// Pooled upstream clients: HTTP/1.1 and HTTP/2 (prior knowledge), and the same pair for inbound
+/// traffic to the application, whose connections come from the passthrough source address so the
+/// interception rules let them through instead of capturing them again.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub h1: Client<HttpConnector, Body>,
+    pub h2: Client<HttpConnector, Body>,
+    pub inbound_h1: Client<HttpConnector, Body>,
+    pub inbound_h2: Client<HttpConnector, Body>,
+}
+
+impl Clients {
+    /// Clients whose idle connections close after `idle`.
+    pub fn new(idle: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let mut passthrough = connector.clone();
+        passthrough.set_local_addresses(PASSTHROUGH_SOURCE_V4, PASSTHROUGH_SOURCE_V6);
+        let build = |h2: bool, connector: &HttpConnector| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(idle)
+                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .http2_only(h2)
+                .http2_adaptive_window(false)
+                .build(connector.clone())
+        };
+        Self {
+            h1: build(false, &connector),
+            h2: build(true, &connector),
+            inbound_h1: build(false, &passthrough),
+            inbound_h2: build(true, &passthrough),
+        }
+    }
+}
+
+/// A small body made by the proxy.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+/// A response the proxy generates itself, marked with [`PROXY_ERROR_HEADER`] when it is an error.
+pub fn local_response(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(format!("{message}\n")));
+    *response.status_mut() = status;
+    if status.is_client_error() || status.is_server_error() {
+        response.headers_mut().insert(PROXY_ERROR_HEADER, http::HeaderValue::from_static(message));
+    }
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// Serves HTTP/1 and HTTP/2 on one accepted (and already detected) connection until it closes or
+/// the proxy drains, routing each request with `context`.
+pub async fn serve<S>(shared: Shared, io: S, context: Context)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service_shared = shared.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req, context).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, peer = %context.peer, "connection ended with an error");
+            }
+        }
+        () = shared.drain.signaled() => {
+            connection.as_mut().graceful_shutdown();
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection ended with an error while draining");
+            }
+        }
+    }
+}
+
+/// Which listener a connection arrived on, and so how its requests are routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The workload's own outgoing traffic, or explicit-proxy traffic.
+    Outbound,
+    /// Traffic for the workload; forwarded to the application.
+    Inbound,
+    /// A gateway port.
+    Gateway,
+}

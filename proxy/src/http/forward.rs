@@ -1,0 +1,314 @@
+//! Handling one HTTP request: find the virtual host and route, then answer locally (redirect, direct
+//! response, no route) or forward to an endpoint picked from the route's cluster.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use trellis_api::proxy_config::{HashKey, UnknownDestinations};
+
+use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use super::{Body, Shared, Side, full, local_response, upgrade};
+use crate::balance::hash_bytes;
+use crate::metrics::ClusterMetrics;
+use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
+use crate::state::{ClusterState, Compiled, VhostState};
+
+/// Facts of the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub side: Side,
+    pub peer: SocketAddr,
+    /// The original destination (capture listeners), the CONNECT target, or the listener address.
+    pub destination: SocketAddr,
+}
+
+/// Routes and answers one request.
+pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Response<Body> {
+    let Some(compiled) = shared.store.current() else {
+        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no config loaded");
+    };
+    match cx.side {
+        Side::Inbound => inbound(shared, &compiled, req, cx).await,
+        Side::Outbound | Side::Gateway => routed(shared, &compiled, req, cx).await,
+    }
+}
+
+/// The request's host (without port) and port, from the URI authority or the Host header.
+fn authority(req: &Request<Incoming>, default_port: u16) -> (String, u16) {
+    let text = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default();
+    let text = text.rsplit_once('@').map_or(text.as_str(), |(_, host)| host);
+    if let Some(rest) = text.strip_prefix('[') {
+        // [v6]:port
+        let (ip, port) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = port.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
+        return (ip.to_owned(), port);
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host.to_owned(), port.parse().unwrap_or(default_port)),
+        _ => (text.to_owned(), default_port),
+    }
+}
+
+async fn routed(shared: &Shared, compiled: &Compiled, req: Request<Incoming>, cx: Context) -> Response<Body> {
+    let (host, port) = authority(&req, cx.destination.port());
+    let table = match cx.side {
+        Side::Gateway => compiled.gateway.get(&cx.destination.port()),
+        _ => Some(&compiled.outbound),
+    };
+    let vhost = table.and_then(|t| t.by_authority(&host, port).or_else(|| t.by_address(cx.destination)));
+    let Some(vhost) = vhost else {
+        return match (cx.side, compiled.unknown_destinations) {
+            (Side::Outbound, UnknownDestinations::Passthrough) => passthrough(shared, compiled, req, cx).await,
+            (Side::Outbound, UnknownDestinations::Refuse) => {
+                compiled.passthrough.request(502, 0.0);
+                local_response(StatusCode::BAD_GATEWAY, "destination not in the mesh registry")
+            }
+            _ => local_response(StatusCode::NOT_FOUND, "no virtual host for this authority"),
+        };
+    };
+    forward_routed(shared, compiled, vhost, req, cx, &host).await
+}
+
+async fn forward_routed(
+    shared: &Shared,
+    compiled: &Compiled,
+    vhost: &VhostState,
+    req: Request<Incoming>,
+    cx: Context,
+    host: &str,
+) -> Response<Body> {
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_owned();
+    let (path, query) = (req.uri().path().to_owned(), req.uri().query().map(str::to_owned));
+    let parts = RequestParts {
+        method: req.method(),
+        path: &path,
+        query: query.as_deref(),
+        authority: host,
+        scheme: &scheme,
+        headers: req.headers(),
+        port: vhost.port,
+        source_labels: compiled.node_labels(),
+    };
+    let Some(route) = select(&vhost.routes, &parts) else {
+        return local_response(StatusCode::NOT_FOUND, "no route matched");
+    };
+    match &route.action {
+        Action::Direct { status, body } => {
+            let mut response = Response::new(full(body.clone()));
+            *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            route.response_headers.apply(response.headers_mut());
+            response
+        }
+        Action::Redirect { uri, authority, scheme, port, status } => {
+            let location = redirect_location(&parts, uri.as_deref(), authority.as_deref(), scheme.as_deref(), *port);
+            let mut response = Response::new(full(Vec::new()));
+            *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(http::header::LOCATION, value);
+            }
+            route.response_headers.apply(response.headers_mut());
+            response
+        }
+        Action::Forward { targets, total_weight, rewrite } => {
+            let Some(target) = pick_weighted(targets, *total_weight, fastrand::u64(..)) else {
+                return local_response(StatusCode::SERVICE_UNAVAILABLE, "route has no destination");
+            };
+            let cluster = compiled.cluster(target.cluster);
+            let new_path = route.rewritten_path(&parts);
+            let hash = request_hash(cluster, &req, cx.peer);
+            let mut req = req;
+            if let Some(path) = new_path {
+                let path_and_query = match &query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
+                    let mut uri_parts = req.uri().clone().into_parts();
+                    uri_parts.path_and_query = Some(pq);
+                    if let Ok(uri) = Uri::from_parts(uri_parts) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+            }
+            if let Some(authority) = rewrite.as_ref().and_then(|r| r.authority.clone()) {
+                req.headers_mut().insert(HOST, authority);
+            }
+            route.request_headers.apply(req.headers_mut());
+            target.request_headers.apply(req.headers_mut());
+            let mut response = to_cluster(shared, cluster, req, hash).await;
+            target.response_headers.apply(response.headers_mut());
+            route.response_headers.apply(response.headers_mut());
+            response
+        }
+    }
+}
+
+/// The consistent-hash input of a request, when the cluster balances by one.
+fn request_hash(cluster: &ClusterState, req: &Request<Incoming>, peer: SocketAddr) -> Option<u64> {
+    match cluster.hash_key()? {
+        HashKey::Header(name) => req.headers().get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie { name, .. } => req
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')))
+            .map(|v| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => hash_bytes(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_bytes(&ip.octets()),
+        }),
+        HashKey::QueryParameter(name) => req
+            .uri()
+            .query()
+            .and_then(|q| {
+                q.split('&').find_map(|pair| pair.strip_prefix(name.as_str()).and_then(|r| r.strip_prefix('=')))
+            })
+            .map(|v| hash_bytes(v.as_bytes())),
+    }
+}
+
+/// Sends a request to an endpoint of `cluster`.
+async fn to_cluster(
+    shared: &Shared,
+    cluster: &ClusterState,
+    req: Request<Incoming>,
+    hash: Option<u64>,
+) -> Response<Body> {
+    let Some(pick) = cluster.balancer.pick(hash) else {
+        cluster.metrics.request(503, 0.0);
+        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    };
+    let meshed = pick.endpoint().meshed;
+    let h2 = meshed
+        || matches!(
+            cluster.config.protocol,
+            trellis_api::proxy_config::Protocol::Http2 | trellis_api::proxy_config::Protocol::Grpc
+        );
+    let started = Instant::now();
+    let response = send(shared, req, pick.addr, Upstream::Mesh { h2 }, &cluster.metrics).await;
+    pick.record_latency(started.elapsed());
+    response
+}
+
+/// Forwards to the original destination of a connection whose authority the mesh does not know.
+async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming>, cx: Context) -> Response<Body> {
+    if cx.destination.ip().is_unspecified() {
+        return local_response(StatusCode::BAD_GATEWAY, "cannot resolve destination");
+    }
+    let h2 = req.version() == Version::HTTP_2;
+    send(shared, req, cx.destination, Upstream::Mesh { h2 }, &compiled.passthrough).await
+}
+
+/// Forwards to the application behind an inbound listener.
+async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+    let target = shared.settings.inbound_target.unwrap_or(cx.destination);
+    let carried_h1 = req.headers_mut().remove(ORIG_PROTO_HEADER).is_some();
+    let declared_h2 = matches!(
+        compiled.inbound.get(&cx.destination.port()),
+        Some(trellis_api::proxy_config::Protocol::Http2 | trellis_api::proxy_config::Protocol::Grpc)
+    );
+    let h2 = !carried_h1 && (req.version() == Version::HTTP_2 || declared_h2);
+    // In local mode the target is a loopback address given by flag; with interception it is the
+    // original destination, reached from the passthrough source so the rules do not capture it again.
+    let upstream = if shared.settings.inbound_target.is_some() { Upstream::Mesh { h2 } } else { Upstream::App { h2 } };
+    send(shared, req, target, upstream, &compiled.inbound_metrics).await
+}
+
+/// Which pool a request goes out on.
+#[derive(Debug, Clone, Copy)]
+enum Upstream {
+    /// Another proxy, a service outside the mesh, or a local-mode application.
+    Mesh { h2: bool },
+    /// The application behind the inbound capture, from the passthrough source address.
+    App { h2: bool },
+}
+
+/// Sends `req` to `addr` over a pooled connection and returns the upstream's response.
+async fn send(
+    shared: &Shared,
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    upstream: Upstream,
+    metrics: &ClusterMetrics,
+) -> Response<Body> {
+    let (h2, app) = match upstream {
+        Upstream::Mesh { h2 } => (h2, false),
+        Upstream::App { h2 } => (h2, true),
+    };
+    let started = Instant::now();
+    let upgrading = is_upgrade(req.version(), req.headers());
+    let arrived_h1 = req.version() != Version::HTTP_2;
+    let (mut parts, body) = req.into_parts();
+    // A request that will be answered by an upgrade keeps its downstream half for the tunnel.
+    let downstream_upgrade = if upgrading { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let body: Body = body.boxed();
+    strip_hop_by_hop(&mut parts.headers, upgrading);
+    ensure_request_id(&mut parts.headers);
+    if !parts.headers.contains_key(HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(HOST, value);
+    }
+    let use_h2 = h2 && !upgrading;
+    if use_h2 && arrived_h1 {
+        parts.headers.insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
+    }
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let authority = Authority::try_from(addr.to_string()).ok();
+    let mut uri = Uri::builder().scheme(Scheme::HTTP).path_and_query(path);
+    if let Some(authority) = authority {
+        uri = uri.authority(authority);
+    }
+    match uri.build() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+    }
+    parts.version = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    let upstream_req = Request::from_parts(parts, body);
+    let clients = &shared.clients;
+    let client = match (app, use_h2) {
+        (false, false) => &clients.h1,
+        (false, true) => &clients.h2,
+        (true, false) => &clients.inbound_h1,
+        (true, true) => &clients.inbound_h2,
+    };
+    let result = client.request(upstream_req).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    match result {
+        Ok(mut response) => {
+            metrics.request(response.status().as_u16(), elapsed);
+            if upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(downstream) = downstream_upgrade {
+                    upgrade::splice(downstream, hyper::upgrade::on(&mut response));
+                }
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers, true);
+                return Response::from_parts(parts, body.boxed());
+            }
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            if arrived_h1 {
+                parts.version = Version::HTTP_11;
+            }
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, upstream = %addr, "upstream request failed");
+            metrics.request(503, elapsed);
+            local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect")
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Header handling every proxied request and response gets: hop-by-hop headers (RFC 9110 section
+//! 7.6.1), `x-request-id`, and the marker that carries a request's original protocol between proxies.
+
+use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, Version};
+
+/// Marks a request that the client sent as HTTP/1.x and a proxy carried over HTTP/2.
+pub const ORIG_PROTO_HEADER: &str = "trellis-orig-proto";
+/// Request id, generated when the client sent none.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Headers that only concern one connection, never forwarded.
+const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer"];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names. `TE: trailers`
+/// survives (gRPC needs it). When `keep_upgrade` is set the `Connection: upgrade` and `Upgrade`
+/// headers of a protocol upgrade are kept.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && *name == UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    headers.remove(TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    } else {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let trailers_only = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        headers.remove(TE);
+    }
+}
+
+/// Whether a request asks for a protocol upgrade (WebSocket and friends).
+pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Adds an `x-request-id` (a random UUID v4) when the request has none.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if headers.contains_key(REQUEST_ID_HEADER) {
+        return;
+    }
+    let bits = fastrand::u128(..);
+    let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let id = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("close, x-private"));
+        headers.insert("x-private", HeaderValue::from_static("secret"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(TE, HeaderValue::from_static("gzip"));
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut headers, false);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-app"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.get(TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_upgrade_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(Version::HTTP_11, &headers));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.get(UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(headers.get(CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn a_missing_request_id_is_generated_as_a_uuid_and_an_existing_one_kept() {
+        let mut headers = HeaderMap::new();
+        ensure_request_id(&mut headers);
+        let id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4", "version 4: {id}");
+        ensure_request_id(&mut headers);
+        assert_eq!(headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()), Some(id.as_str()));
+    }
+}

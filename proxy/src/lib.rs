@@ -1,0 +1,26 @@
+//! `trellis-proxy`: the data plane. It serves one `ProxyConfig` (from `trellis_api::proxy_config`),
+//! compiled once per update into lookup tables and swapped in atomically, on the sidecar's capture
+//! listeners (outbound 15001, inbound 15006) or a gateway's ports, with admin (15000), readiness
+//! (15021) and Prometheus (15090) endpoints beside them. `init` mode writes the iptables rules that
+//! send a pod's traffic through those listeners.
+//!
+//! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
+//! balancing), `route` (pure request routing), `state` (config compilation and hot reload), `http`
+//! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
+//! `drain`, `settings` (flags, env vars, defaults) and `init` (iptables).
+
+pub mod admin;
+pub mod balance;
+pub mod detect;
+pub mod drain;
+mod error;
+pub mod http;
+pub mod init;
+pub mod listener;
+pub mod metrics;
+pub mod route;
+pub mod settings;
+pub mod state;
+pub mod tcp;
+
+pub use error::Error;

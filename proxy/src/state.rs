@@ -1,0 +1,334 @@
+//! The running configuration: a `ProxyConfig` compiled into lookup tables, swapped in whole.
+//!
+//! [`compile`] turns a config into [`Compiled`] (host maps, compiled routes, balancers, metric handles)
+//! once per update; [`Store`] holds the current one behind an `ArcSwap` so a request takes one atomic
+//! load and never a lock. Balancer state (in-flight counts, latency estimates) carries over from the
+//! previous config for endpoints that stay, so a config update drops nothing in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use trellis_api::proxy_config::{
+    Cluster, HashKey, LoadBalancer, Protocol, ProxyConfig, UnknownDestinations, VirtualHost,
+};
+
+use crate::balance::Balancer;
+use crate::metrics::{ClusterMetrics, Direction, Metrics};
+use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
+use crate::{Error, drain};
+
+/// Pseudo-cluster name of traffic to destinations the config does not know.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+/// Pseudo-cluster name of traffic refused because its destination is unknown (REGISTRY_ONLY).
+pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+
+/// One upstream cluster, ready to pick endpoints from.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub config: Cluster,
+    pub balancer: Balancer,
+    pub metrics: Arc<ClusterMetrics>,
+}
+
+impl ClusterState {
+    /// What a consistent-hash balancer hashes, if it is one.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match &self.config.load_balancer {
+            LoadBalancer::ConsistentHash(key) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A compiled virtual host.
+#[derive(Debug)]
+pub struct VhostState {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub routes: Vec<CompiledRoute>,
+    pub tcp: Vec<Target>,
+    pub tcp_total_weight: u64,
+}
+
+/// Virtual hosts by the names and addresses clients use for them.
+#[derive(Debug, Default)]
+pub struct HostTable {
+    vhosts: Vec<VhostState>,
+    by_host: HashMap<(String, u16), usize>,
+    /// `(suffix, port, index)` for `*.suffix` domains; the suffix of `*` is empty.
+    wildcards: Vec<(String, u16, usize)>,
+    by_addr: HashMap<SocketAddr, usize>,
+}
+
+impl HostTable {
+    fn build(vhosts: &[VirtualHost], cluster_index: &impl Fn(&str) -> Option<usize>) -> Result<Self, Error> {
+        let mut table = HostTable::default();
+        for vhost in vhosts {
+            let index = table.vhosts.len();
+            let routes = vhost.routes.iter().map(|r| compile_route(r, cluster_index)).collect::<Result<Vec<_>, _>>()?;
+            let tcp = vhost
+                .tcp
+                .iter()
+                .map(|w| {
+                    let cluster = cluster_index(&w.cluster).ok_or_else(|| Error::Config {
+                        origin: format!("virtual host {}", vhost.name),
+                        message: format!("unknown cluster {:?}", w.cluster),
+                    })?;
+                    Ok(Target {
+                        cluster,
+                        weight: w.weight,
+                        request_headers: HeaderEdits::default(),
+                        response_headers: HeaderEdits::default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let tcp_total_weight = tcp.iter().map(|t| u64::from(t.weight)).sum();
+            for domain in vhost.domains.iter().chain(std::iter::once(&vhost.name)) {
+                let domain = domain.to_ascii_lowercase();
+                if let Some(suffix) = domain.strip_prefix('*') {
+                    table.wildcards.push((suffix.to_owned(), vhost.port, index));
+                } else {
+                    table.by_host.entry((domain, vhost.port)).or_insert(index);
+                }
+            }
+            for address in &vhost.addresses {
+                match address.parse::<std::net::IpAddr>() {
+                    Ok(ip) => {
+                        table.by_addr.entry(SocketAddr::new(ip, vhost.port)).or_insert(index);
+                    }
+                    Err(_) => {
+                        return Err(Error::Config {
+                            origin: format!("virtual host {}", vhost.name),
+                            message: format!("address {address:?} is not an IP address"),
+                        });
+                    }
+                }
+            }
+            table.vhosts.push(VhostState {
+                name: vhost.name.clone(),
+                port: vhost.port,
+                protocol: vhost.protocol,
+                routes,
+                tcp,
+                tcp_total_weight,
+            });
+        }
+        // Longest wildcard suffix first, so `*.b.example.com` beats `*.example.com` and `*`.
+        table.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        Ok(table)
+    }
+
+    /// The virtual host for a request's host (without port) on `port`.
+    pub fn by_authority(&self, host: &str, port: u16) -> Option<&VhostState> {
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(&index) = self.by_host.get(&(host.to_owned(), port)) {
+            return Some(&self.vhosts[index]);
+        }
+        if let Ok(ip) = host.parse::<std::net::IpAddr>()
+            && let Some(vhost) = self.by_address(SocketAddr::new(ip, port))
+        {
+            return Some(vhost);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, p, _)| *p == port && host.ends_with(suffix.as_str()))
+            .map(|(_, _, i)| &self.vhosts[*i])
+    }
+
+    /// The virtual host whose service address is `addr`.
+    pub fn by_address(&self, addr: SocketAddr) -> Option<&VhostState> {
+        self.by_addr.get(&addr).map(|&index| &self.vhosts[index])
+    }
+
+    /// Every virtual host, in config order.
+    pub fn vhosts(&self) -> &[VhostState] {
+        &self.vhosts
+    }
+}
+
+/// A config compiled for serving.
+#[derive(Debug)]
+pub struct Compiled {
+    pub config: Arc<ProxyConfig>,
+    pub clusters: Vec<Arc<ClusterState>>,
+    pub outbound: HostTable,
+    pub gateway: BTreeMap<u16, HostTable>,
+    /// Declared protocol of each inbound port.
+    pub inbound: HashMap<u16, Protocol>,
+    pub unknown_destinations: UnknownDestinations,
+    pub passthrough: Arc<ClusterMetrics>,
+    pub inbound_metrics: Arc<ClusterMetrics>,
+}
+
+impl Compiled {
+    /// The cluster at `index` (indices come from this config's routes).
+    pub fn cluster(&self, index: usize) -> &Arc<ClusterState> {
+        &self.clusters[index]
+    }
+
+    /// The labels of this proxy's workload, for `sourceLabels` matches.
+    pub fn node_labels(&self) -> &BTreeMap<String, String> {
+        &self.config.node.labels
+    }
+}
+
+/// Compiles `config`, reusing balancer state from `previous` for clusters and endpoints that stay.
+pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metrics) -> Result<Compiled, Error> {
+    let issues = config.check();
+    if issues.has_errors() {
+        let message = issues.iter().map(|i| format!("{}: {}", i.path, i.message)).collect::<Vec<_>>().join("; ");
+        return Err(Error::Config { origin: format!("version {}", config.version), message });
+    }
+    let old: HashMap<&str, &Arc<ClusterState>> =
+        previous.map(|p| p.clusters.iter().map(|c| (c.config.name.as_str(), c)).collect()).unwrap_or_default();
+    let direction = match config.mode {
+        trellis_api::proxy_config::ProxyMode::Sidecar => Direction::Outbound,
+        trellis_api::proxy_config::ProxyMode::Gateway => Direction::Gateway,
+    };
+    let clusters: Vec<Arc<ClusterState>> = config
+        .clusters
+        .iter()
+        .map(|cluster| {
+            let balancer = match old.get(cluster.name.as_str()) {
+                Some(previous) if previous.config.load_balancer == cluster.load_balancer => {
+                    previous.balancer.update(&cluster.endpoints)
+                }
+                _ => Balancer::new(&cluster.load_balancer, &cluster.endpoints),
+            };
+            Arc::new(ClusterState {
+                config: cluster.clone(),
+                balancer,
+                metrics: metrics.cluster(direction, &cluster.name),
+            })
+        })
+        .collect();
+    let names: HashMap<&str, usize> = config.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let cluster_index = |name: &str| names.get(name).copied();
+    let outbound = HostTable::build(&config.outbound.virtual_hosts, &cluster_index)?;
+    let gateway = config
+        .gateway_listeners
+        .iter()
+        .map(|l| Ok((l.port, HostTable::build(&l.virtual_hosts, &cluster_index)?)))
+        .collect::<Result<BTreeMap<_, _>, Error>>()?;
+    let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
+    let unknown_destinations = config.outbound.unknown_destinations;
+    let passthrough_name = match unknown_destinations {
+        UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,
+        UnknownDestinations::Refuse => BLACKHOLE_CLUSTER,
+    };
+    Ok(Compiled {
+        clusters,
+        outbound,
+        gateway,
+        inbound,
+        unknown_destinations,
+        passthrough: metrics.cluster(direction, passthrough_name),
+        inbound_metrics: metrics.cluster(Direction::Inbound, "inbound"),
+        config: Arc::new(config),
+    })
+}
+
+/// Parses a config file's text: JSON, or YAML for hand-written files.
+pub fn parse(text: &str) -> Result<ProxyConfig, String> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// The current compiled config and what happened to the last update.
+#[derive(Debug, Default)]
+pub struct Store {
+    current: ArcSwapOption<Compiled>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Store {
+    /// The config in force, if one was ever loaded.
+    pub fn current(&self) -> Option<Arc<Compiled>> {
+        self.current.load_full()
+    }
+
+    /// Whether a config has been loaded (the proxy is ready only then).
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Why the last update was refused, if it was.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Compiles `config` and swaps it in; on error the current config stays and the error is kept.
+    pub fn apply(&self, config: ProxyConfig, metrics: &Metrics) -> Result<(), Error> {
+        let previous = self.current.load_full();
+        let result = compile(config, previous.as_deref(), metrics);
+        metrics.reloaded(result.is_ok());
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(compiled) => {
+                tracing::info!(version = %compiled.config.version, "config applied");
+                self.current.store(Some(Arc::new(compiled)));
+                *last_error = None;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "config refused; keeping the last good config");
+                *last_error = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads, parses and applies a config file.
+    pub fn load_file(&self, path: &Path, metrics: &Metrics) -> Result<(), Error> {
+        let origin = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config { origin: origin.clone(), message: e.to_string() });
+        let config = text.and_then(|t| parse(&t).map_err(|message| Error::Config { origin: origin.clone(), message }));
+        match config {
+            Ok(config) => self.apply(config, metrics),
+            Err(err) => {
+                metrics.reloaded(false);
+                tracing::warn!(error = %err, "config refused; keeping the last good config");
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Reloads `path` whenever its modification time or size changes, until `drain` starts.
+pub async fn watch_file(path: PathBuf, poll: Duration, store: Arc<Store>, metrics: Arc<Metrics>, drain: drain::Watch) {
+    let stamp = |path: &Path| -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let mut seen = stamp(&path);
+    let mut interval = tokio::time::interval(poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = drain.signaled() => return,
+        }
+        let now = stamp(&path);
+        if now.is_some() && now != seen {
+            seen = now;
+            // Errors are logged and kept for /config_dump; the last good config keeps serving.
+            let _ = store.load_file(&path, &metrics);
+        }
+    }
+}

@@ -93,6 +93,30 @@ pub enum Protocol {
     Tcp,
 }
 
+impl Protocol {
+    /// The protocol Istio infers from a Service port: `appProtocol` first, else the port name's
+    /// prefix before the first `-` (`http-web`, `grpc`, `tcp-db`). Unknown or absent means sniffing.
+    pub fn for_port(name: Option<&str>, app_protocol: Option<&str>) -> Protocol {
+        let by_token = |token: &str| match token.to_ascii_lowercase().as_str() {
+            "http" => Some(Protocol::Http),
+            "http2" | "h2c" | "kubernetes.io/h2c" => Some(Protocol::Http2),
+            "grpc" | "grpc-web" => Some(Protocol::Grpc),
+            "https" | "tls" => Some(Protocol::Tls),
+            "tcp" | "mysql" | "mongo" | "redis" => Some(Protocol::Tcp),
+            _ => None,
+        };
+        if let Some(protocol) = app_protocol.and_then(by_token) {
+            return protocol;
+        }
+        let Some(name) = name else { return Protocol::Detect };
+        // `grpc-web` is itself a protocol name; otherwise the prefix is what precedes the first `-`.
+        if name.to_ascii_lowercase().starts_with("grpc-web") {
+            return Protocol::Grpc;
+        }
+        by_token(name.split('-').next().unwrap_or_default()).unwrap_or(Protocol::Detect)
+    }
+}
+
 /// Telemetry settings of a proxy.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

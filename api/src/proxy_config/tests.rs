@@ -116,3 +116,19 @@ fn unknown_fields_in_a_proxy_config_are_refused() {
     let err = serde_json::from_value::<ProxyConfig>(json).expect_err("unknown field");
     assert!(err.to_string().contains("surprise"), "{err}");
 }
+
+#[test]
+fn port_protocols_follow_istios_naming_rules() {
+    assert_eq!(Protocol::for_port(Some("http"), None), Protocol::Http);
+    assert_eq!(Protocol::for_port(Some("http-web"), None), Protocol::Http);
+    assert_eq!(Protocol::for_port(Some("HTTP2-api"), None), Protocol::Http2);
+    assert_eq!(Protocol::for_port(Some("grpc-web-ui"), None), Protocol::Grpc);
+    assert_eq!(Protocol::for_port(Some("tcp-db"), None), Protocol::Tcp);
+    assert_eq!(Protocol::for_port(Some("mysql"), None), Protocol::Tcp);
+    assert_eq!(Protocol::for_port(Some("tls-passthrough"), None), Protocol::Tls);
+    assert_eq!(Protocol::for_port(Some("web"), None), Protocol::Detect);
+    assert_eq!(Protocol::for_port(Some("httpx"), None), Protocol::Detect);
+    assert_eq!(Protocol::for_port(None, None), Protocol::Detect);
+    assert_eq!(Protocol::for_port(Some("web"), Some("grpc")), Protocol::Grpc, "appProtocol wins");
+    assert_eq!(Protocol::for_port(Some("http"), Some("kubernetes.io/h2c")), Protocol::Http2);
+}

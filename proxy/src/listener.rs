@@ -194,7 +194,7 @@ async fn copy_from<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if is_self(shared, target) {
+    if shared.settings.is_own_listener(target) {
         tracing::warn!(%target, "refusing to proxy a connection to this proxy's own listener");
         return;
     }
@@ -215,12 +215,4 @@ async fn copy_from<S>(
         Err(err) => tracing::debug!(error = %err, %target, "tcp proxying ended with an error"),
     }
     metrics.tcp_closed.inc();
-}
-
-/// Whether `target` is one of this proxy's capture listeners (a loop).
-fn is_self(shared: &Shared, target: SocketAddr) -> bool {
-    let s = &shared.settings;
-    let ours = [s.outbound_port, s.inbound_port];
-    ours.contains(&target.port())
-        && (target.ip() == s.listen_ip || target.ip().is_loopback() && s.listen_ip.is_unspecified())
 }

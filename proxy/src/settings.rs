@@ -111,6 +111,15 @@ fn go_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&trellis_api::duration::format(*d))
 }
 
+impl Settings {
+    /// Whether `addr` is one of this proxy's capture listeners: forwarding there would loop.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        let port_is_ours = addr.port() == self.outbound_port || addr.port() == self.inbound_port;
+        let ip_is_ours = addr.ip() == self.listen_ip || (self.listen_ip.is_unspecified() && addr.ip().is_loopback());
+        port_is_ours && ip_is_ours
+    }
+}
+
 impl ServeArgs {
     /// The settings these flags describe for `mode` (`sidecar` or `gateway`), or the flag that is wrong.
     pub fn settings(&self, mode: &'static str) -> Result<Settings, crate::Error> {

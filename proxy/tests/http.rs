@@ -442,3 +442,14 @@ async fn between_two_proxies_http1_requests_share_one_http2_connection_and_arriv
     );
     assert!(metrics.contains(r#"trellis_protocol_detections_total{protocol="http2""#), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_would_loop_back_into_the_proxy_is_refused() {
+    let proxy = Proxy::start("sidecar", &sidecar_config("lonely", Vec::new(), Vec::new()), &[]);
+    // Connecting straight to the outbound listener (no iptables redirect) with a host the mesh does
+    // not know would pass the request through to... the same listener.
+    let (status, text) =
+        raw_http1(proxy.addr(15001), "GET / HTTP/1.1\r\nHost: unknown.example\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("own listener"), "{text}");
+}

@@ -207,6 +207,9 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
     if cx.destination.ip().is_unspecified() {
         return local_response(StatusCode::BAD_GATEWAY, "cannot resolve destination");
     }
+    if shared.settings.is_own_listener(cx.destination) {
+        return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
+    }
     let h2 = req.version() == Version::HTTP_2;
     send(shared, req, cx.destination, Upstream::Mesh { h2 }, &compiled.passthrough).await
 }

@@ -90,7 +90,6 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         drain: drain.clone(),
         set_log_filter,
     };
-    spawn_admin(&settings, admin_state).await?;
     let shared = Shared {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -99,7 +98,9 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         drain: drain.watch(),
     };
     if settings.mode == "gateway" {
-        tokio::spawn(gateway_ports(shared.clone()));
+        let mut bound = BTreeSet::new();
+        bind_gateway_ports(&shared, &mut bound).await;
+        tokio::spawn(gateway_ports(shared.clone(), bound));
     } else {
         let ip = settings.listen_ip;
         let outbound = listener::bind((ip, settings.outbound_port).into()).await?;
@@ -111,6 +112,8 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
             tokio::spawn(listener::serve_explicit(shared.clone(), explicit));
         }
     }
+    // Readiness is served only once the data listeners are bound, so "ready" means "accepting".
+    spawn_admin(&settings, admin_state).await?;
     tracing::info!(mode = settings.mode, "trellis-proxy started");
     let watch = drain.watch();
     tokio::select! {
@@ -166,30 +169,33 @@ async fn spawn_admin(settings: &Settings, state: AdminState) -> Result<()> {
     Ok(())
 }
 
-/// Binds each gateway port the config lists, as configs arrive.
-async fn gateway_ports(shared: Shared) {
-    let mut bound = BTreeSet::new();
+/// Binds each gateway port the current config lists that is not bound yet.
+async fn bind_gateway_ports(shared: &Shared, bound: &mut BTreeSet<u16>) {
+    let Some(current) = shared.store.current() else { return };
+    for &port in current.gateway.keys() {
+        if bound.contains(&port) {
+            continue;
+        }
+        match listener::bind((shared.settings.listen_ip, port).into()).await {
+            Ok(l) => {
+                bound.insert(port);
+                tracing::info!(port, "gateway listening");
+                tokio::spawn(listener::serve(shared.clone(), l, Side::Gateway));
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot bind gateway port"),
+        }
+    }
+}
+
+/// Binds gateway ports as later configs add them.
+async fn gateway_ports(shared: Shared, mut bound: BTreeSet<u16>) {
     let watch = shared.drain.clone();
     loop {
-        if let Some(current) = shared.store.current() {
-            for &port in current.gateway.keys() {
-                if bound.contains(&port) {
-                    continue;
-                }
-                match listener::bind((shared.settings.listen_ip, port).into()).await {
-                    Ok(l) => {
-                        bound.insert(port);
-                        tracing::info!(port, "gateway listening");
-                        tokio::spawn(listener::serve(shared.clone(), l, Side::Gateway));
-                    }
-                    Err(err) => tracing::warn!(error = %err, "cannot bind gateway port"),
-                }
-            }
-        }
         tokio::select! {
             () = tokio::time::sleep(shared.settings.config_poll) => {}
             () = watch.signaled() => return,
         }
+        bind_gateway_ports(&shared, &mut bound).await;
     }
 }
 

@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use trellis_api::proxy_config::*;
 
-/// A loopback IP nobody else in this test run uses.
+/// A loopback IP nobody else in this test run uses: 127.77.x.y with y in 1..=254, x from the test
+/// binary's pid (test binaries run one after another) and a counter.
 pub fn unique_ip() -> IpAddr {
-    static NEXT: AtomicU16 = AtomicU16::new(1);
+    static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Spread over processes too: each test binary starts from its pid.
-    let base = (std::process::id() % 200) as u16 * 256;
-    let v = base.wrapping_add(n);
-    IpAddr::V4(Ipv4Addr::new(127, 77, (v >> 8) as u8, (v & 0xff) as u8 | 1))
+    let third = ((std::process::id() % 64) as u16 * 4 + n / 254) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 77, third, (n % 254) as u8 + 1))
 }
 
 /// A running proxy process.
@@ -64,7 +63,7 @@ impl Proxy {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn trellis-proxy");
-        let proxy = Proxy { child, ip, config_path, _dir: dir };
+        let mut proxy = Proxy { child, ip, config_path, _dir: dir };
         proxy.wait_ready();
         proxy
     }
@@ -74,9 +73,12 @@ impl Proxy {
     }
 
     /// Blocks until `/healthz/ready` answers 200.
-    pub fn wait_ready(&self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("proxy on {} exited before becoming ready: {status}", self.ip);
+            }
             if let Some((200, _)) = http_get(self.addr(15021), "/healthz/ready") {
                 return;
             }

@@ -114,7 +114,8 @@ pub async fn serve<S>(shared: Shared, io: S, context: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service_shared = shared.clone();
+    // One Arc per connection, so each request clones a single pointer.
+    let service_shared = Arc::new(shared.clone());
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
         async move { Ok::<_, Infallible>(handle(&shared, req, context).await) }

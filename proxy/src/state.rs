@@ -59,7 +59,8 @@ pub struct VhostState {
 #[derive(Debug, Default)]
 pub struct HostTable {
     vhosts: Vec<VhostState>,
-    by_host: HashMap<(String, u16), usize>,
+    /// Exact names, each with the (port, index) pairs it is known on; looked up by `&str`.
+    by_host: HashMap<String, Vec<(u16, usize)>>,
     /// `(suffix, port, index)` for `*.suffix` domains; the suffix of `*` is empty.
     wildcards: Vec<(String, u16, usize)>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -93,7 +94,10 @@ impl HostTable {
                 if let Some(suffix) = domain.strip_prefix('*') {
                     table.wildcards.push((suffix.to_owned(), vhost.port, index));
                 } else {
-                    table.by_host.entry((domain, vhost.port)).or_insert(index);
+                    let ports = table.by_host.entry(domain).or_default();
+                    if !ports.iter().any(|(p, _)| *p == vhost.port) {
+                        ports.push((vhost.port, index));
+                    }
                 }
             }
             for address in &vhost.addresses {
@@ -132,7 +136,7 @@ impl HostTable {
         } else {
             host
         };
-        if let Some(&index) = self.by_host.get(&(host.to_owned(), port)) {
+        if let Some(&(_, index)) = self.by_host.get(host).and_then(|ports| ports.iter().find(|(p, _)| *p == port)) {
             return Some(&self.vhosts[index]);
         }
         if let Ok(ip) = host.parse::<std::net::IpAddr>()

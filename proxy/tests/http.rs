@@ -433,6 +433,7 @@ async fn between_two_proxies_http1_requests_share_one_http2_connection_and_arriv
         let lower = text.to_ascii_lowercase();
         assert!(lower.contains("x-upstream: app"), "{text}");
         assert!(lower.contains("x-seen-version: http/1.1"), "the app sees HTTP/1.1: {text}");
+        assert!(lower.contains("x-seen-host: shipping\r\n"), "the app sees the name the client used: {text}");
         assert!(!lower.contains("x-seen-trellis-orig-proto"), "the marker does not reach the app: {text}");
     }
     let metrics = server.metrics();

@@ -39,6 +39,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 pub const PASSTHROUGH_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
 /// Source address of inbound connections to the application (IPv6); `init` adds it to `lo`.
 pub const PASSTHROUGH_SOURCE_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+/// How long connecting to an upstream may take before the request fails with 503.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections kept per upstream.
 pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Header sent with every response the proxy itself generates (no route, no upstream...).
@@ -69,6 +71,7 @@ impl Clients {
     /// Clients whose idle connections close after `idle`.
     pub fn new(idle: Duration) -> Self {
         let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         connector.enforce_http(true);
         let mut passthrough = connector.clone();

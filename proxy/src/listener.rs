@@ -47,7 +47,16 @@ pub async fn serve(shared: Shared, listener: TcpListener, side: Side) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let destination = original_destination(&stream).or(local).unwrap_or(peer);
+        let destination = match original_destination(&stream) {
+            Some(destination) => destination,
+            // An inbound connection that was not redirected has nowhere to go (Istio's inbound
+            // blackhole); forwarding it to the listener's own address would loop.
+            None if side == Side::Inbound && shared.settings.inbound_target.is_none() => {
+                tracing::debug!(%peer, "dropping inbound connection without an original destination");
+                continue;
+            }
+            None => local.unwrap_or(peer),
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let _guard = shared.drain.connection();
@@ -83,7 +92,11 @@ where
     let declared = declared_protocol(&compiled, cx);
     if detect::skips_detection(port, declared) {
         match declared {
-            Declared::Http | Declared::Http2 | Declared::Grpc => http::serve(shared.clone(), stream, cx).await,
+            Declared::Http | Declared::Http2 | Declared::Grpc => {
+                // Each request loads the current config; the connection must not pin this one.
+                drop(compiled);
+                http::serve(shared.clone(), stream, cx).await
+            }
             _ => opaque(shared, &compiled, stream, cx, None).await,
         }
         return;
@@ -103,7 +116,10 @@ where
     };
     shared.metrics.detected(label, detection.timed_out);
     match detection.protocol {
-        Protocol::Http1 | Protocol::Http2 => http::serve(shared.clone(), stream, cx).await,
+        Protocol::Http1 | Protocol::Http2 => {
+            drop(compiled);
+            http::serve(shared.clone(), stream, cx).await
+        }
         Protocol::Tls { sni, .. } => opaque(shared, &compiled, stream, cx, sni.as_deref()).await,
         Protocol::Opaque => opaque(shared, &compiled, stream, cx, None).await,
     }

@@ -371,15 +371,8 @@ async fn admin_endpoints_dump_config_change_logging_and_drain_on_quitquitquit() 
     );
     assert!(metrics.contains("trellis_request_duration_seconds_bucket"), "{metrics}");
     assert_eq!(http_request(admin, "POST", "/quitquitquit").map(|r| r.0), Some(200));
-    let exited = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        matches!(proxy_exit(&mut proxy), Some(true))
-    });
-    assert!(exited, "the proxy exits after /quitquitquit");
-}
-
-fn proxy_exit(proxy: &mut Proxy) -> Option<bool> {
-    proxy.terminate().map(|s| s.success())
+    let status = proxy.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "the proxy exits by itself after /quitquitquit: {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,4 +446,14 @@ async fn a_request_that_would_loop_back_into_the_proxy_is_refused() {
         raw_http1(proxy.addr(15001), "GET / HTTP/1.1\r\nHost: unknown.example\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("own listener"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_straight_to_the_inbound_listener_is_dropped_instead_of_looping() {
+    let proxy = Proxy::start("sidecar", &sidecar_config("lonely-inbound", Vec::new(), Vec::new()), &[]);
+    let (status, _) = raw_http1(proxy.addr(15006), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 0, "no response: the connection is closed");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = proxy.metrics();
+    assert!(metrics.contains("trellis_open_connections 0\n"), "nothing is left open or looping:\n{metrics}");
 }

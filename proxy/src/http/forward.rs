@@ -18,6 +18,10 @@ use crate::metrics::ClusterMetrics;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 
+/// Latency recorded for an endpoint whose request failed (connect error, reset), so peak-EWMA and
+/// least-request stop preferring an endpoint that fails fast.
+pub const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Facts of the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
@@ -190,15 +194,17 @@ async fn to_cluster(
         cluster.metrics.request(503, 0.0);
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
+    use trellis_api::proxy_config::Protocol;
     let meshed = pick.endpoint().meshed;
+    // Declared HTTP/2 and gRPC go out as HTTP/2; an undeclared protocol follows the downstream one.
     let h2 = meshed
-        || matches!(
-            cluster.config.protocol,
-            trellis_api::proxy_config::Protocol::Http2 | trellis_api::proxy_config::Protocol::Grpc
-        );
+        || matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc)
+        || (cluster.config.protocol == Protocol::Detect && req.version() == Version::HTTP_2);
     let started = Instant::now();
     let response = send(shared, req, pick.addr, Upstream::Mesh { h2 }, &cluster.metrics).await;
-    pick.record_latency(started.elapsed());
+    // A failed attempt must not look fast to latency-aware balancing.
+    let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
+    pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
     response
 }
 
@@ -217,6 +223,9 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
 /// Forwards to the application behind an inbound listener.
 async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
     let target = shared.settings.inbound_target.unwrap_or(cx.destination);
+    if shared.settings.is_own_listener(target) {
+        return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
+    }
     let carried_h1 = req.headers_mut().remove(ORIG_PROTO_HEADER).is_some();
     let declared_h2 = matches!(
         compiled.inbound.get(&cx.destination.port()),

@@ -10,7 +10,8 @@ pub const ORIG_PROTO_HEADER: &str = "trellis-orig-proto";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Headers that only concern one connection, never forwarded.
-const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer"];
+/// (`Trailer` is end to end: hyper's HTTP/1 encoder writes only the trailers it announces.)
+const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names. `TE: trailers`
 /// survives (gRPC needs it). When `keep_upgrade` is set the `Connection: upgrade` and `Upgrade`

@@ -1,0 +1,466 @@
+//! `trellis-bench`: the driver of `make bench-proxy`. Starts the app, a Trellis proxy pair and an
+//! HAProxy pair on loopback addresses, puts the same load through each (direct, Trellis, HAProxy,
+//! taking turns round by round), reads the proxies' CPU and memory from `/proc`, and writes
+//! `bench/results/proxy.md` and `proxy.svg`. Every process it starts is killed when it exits.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use trellis_bench::oha::{self, Load};
+use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, Usage};
+use trellis_bench::setups::{self, ENTRY_PORT, Kind, Pair, PairOptions};
+use trellis_bench::{chart, procstat};
+
+/// Compare a trellis-proxy pair with direct traffic and an HAProxy pair.
+#[derive(Debug, Parser)]
+#[command(name = "trellis-bench", version, about)]
+struct Args {
+    #[arg(long, default_value = "target/release/trellis-proxy")]
+    proxy: PathBuf,
+    #[arg(long, default_value = "target/release/trellis-bench-app")]
+    app: PathBuf,
+    #[arg(long, default_value = "bench/.tools/bin/oha")]
+    oha: PathBuf,
+    #[arg(long, default_value = "haproxy")]
+    haproxy: PathBuf,
+    /// Where proxy.md and proxy.svg go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Scratch space: configs, logs, raw oha JSON.
+    #[arg(long, default_value = "target/bench-proxy")]
+    work: PathBuf,
+    /// Fixed request rates (requests per second, all connections together).
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+    rates: Vec<u32>,
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Measured seconds per setup and load, split into `--rounds` runs.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Each load runs in this many rounds, the setups taking turns (direct, Trellis, HAProxy, direct,
+    /// ...), so a disturbance of the machine does not fall on one setup only.
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
+    /// Length of the discarded warm-up run before each measured round.
+    #[arg(long, default_value_t = 1)]
+    warmup_seconds: u64,
+    /// Rate and connections of the memory run.
+    #[arg(long, default_value_t = 1000)]
+    rss_rate: u32,
+    #[arg(long, default_value_t = 64)]
+    rss_connections: u32,
+    /// Length of each unthrottled run.
+    #[arg(long, default_value_t = 10)]
+    max_seconds: u64,
+    /// Data-path threads per proxy in the fixed-rate and memory runs.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// A round is measured again when the machine's busy time beyond the bench's own processes
+    /// exceeds this many vCPUs (something else ran: a build, another test).
+    #[arg(long, default_value_t = 0.35)]
+    max_other_vcpu: f64,
+    /// How often one round may be measured again.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// How many rounds may be measured again in all (bounds the bench's time on a busy machine).
+    #[arg(long, default_value_t = 12)]
+    retry_budget: u32,
+    /// Worker threads of the app.
+    #[arg(long, default_value_t = 1)]
+    app_threads: usize,
+}
+
+/// The app's address; each phase puts its pairs on 127.90.<phase>.1-4.
+fn app_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 90, 0, 1)), ENTRY_PORT)
+}
+
+fn ip(phase: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 90, phase, host))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let mut bench = Bench::new(&args)?;
+    let mut results = Results {
+        environment: environment(&args),
+        settings: Settings {
+            rates: args.rates.clone(),
+            connections: args.connections,
+            seconds: args.seconds,
+            rounds: args.rounds,
+            warmup_seconds: args.warmup_seconds,
+            rss_rate: args.rss_rate,
+            rss_connections: args.rss_connections,
+            max_seconds: args.max_seconds,
+            threads: args.threads,
+            app_threads: args.app_threads,
+            max_other_vcpu: args.max_other_vcpu,
+            retries: args.retries,
+            retry_budget: args.retry_budget,
+        },
+        ..Results::default()
+    };
+    let app_dir = bench.phase_dir("app")?;
+    let app = setups::start_app(&args.app, app_addr(), args.app_threads, &app_dir)?;
+    bench.app_pid = app.pid();
+
+    // Phase 1: fixed rates, one set of proxies kept across all rates.
+    let options = PairOptions { threads: args.threads, pin: None };
+    let mut pairs = bench.start_pairs(1, "rates", options)?;
+    for &rate in &args.rates {
+        let runs = bench.measure_point(&mut pairs, Some(rate), args.connections, args.seconds, args.rounds, "rate")?;
+        results.rates.push(Point { rate, connections: args.connections, runs });
+    }
+    drop(pairs);
+
+    // Phase 2: memory with many connections, on fresh processes so the peak is this load's alone.
+    let mut pairs = bench.start_pairs(2, "memory", options)?;
+    for pair in [&pairs.trellis, &pairs.haproxy] {
+        let (client, server) = (procstat::memory(pair.client.pid())?, procstat::memory(pair.server.pid())?);
+        results.idle_memory.push((pair.kind, client, server));
+    }
+    let (rate, connections) = (Some(args.rss_rate), args.rss_connections);
+    let runs = bench.measure_point(&mut pairs, rate, connections, args.seconds, args.rounds, "memory")?;
+    results.memory = Some(Point { rate: args.rss_rate, connections: args.rss_connections, runs });
+    drop(pairs);
+
+    // Phase 3: unthrottled, one data-path thread per proxy, each proxy on its own CPU.
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = (nproc >= 2).then_some((0, 1));
+    let mut pairs = bench.start_pairs(3, "max", PairOptions { threads: 1, pin })?;
+    results.max = bench.measure_point(&mut pairs, None, args.connections, args.max_seconds, 1, "max")?;
+    drop(pairs);
+
+    results.log_findings = log_findings(&args.work)?;
+    results.elapsed_seconds = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let md_path = args.out.join("proxy.md");
+    std::fs::write(&md_path, results.markdown()).with_context(|| format!("writing {}", md_path.display()))?;
+    let subtitle = format!(
+        "{} · {} vCPUs · {} · median of {} rounds of {} s per point",
+        results.environment.cpu_model,
+        results.environment.nproc,
+        results.environment.date,
+        args.rounds,
+        args.seconds / args.rounds.max(1)
+    );
+    let svg_path = args.out.join("proxy.svg");
+    std::fs::write(&svg_path, chart::latency_svg(&results.rates, &subtitle))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    println!("\nTargets:");
+    for (what, trellis, haproxy, pass) in results.targets() {
+        let verdict = match pass {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "not measured",
+        };
+        println!("  {verdict:<4}  {what}: Trellis {trellis}, HAProxy {haproxy}");
+    }
+    println!("\nWrote {} and {} in {:.0} s.", md_path.display(), svg_path.display(), results.elapsed_seconds);
+    Ok(())
+}
+
+/// The pairs of one phase.
+struct Pairs {
+    trellis: Pair,
+    haproxy: Pair,
+}
+
+impl Pairs {
+    fn pids(&self) -> [u32; 4] {
+        [self.trellis.client.pid(), self.trellis.server.pid(), self.haproxy.client.pid(), self.haproxy.server.pid()]
+    }
+
+    fn get(&mut self, kind: Kind) -> Option<&mut Pair> {
+        match kind {
+            Kind::Direct => None,
+            Kind::Trellis => Some(&mut self.trellis),
+            Kind::Haproxy => Some(&mut self.haproxy),
+        }
+    }
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+    ticks_per_second: f64,
+    app_pid: u32,
+    /// Rounds that may still be measured again.
+    retry_budget: std::cell::Cell<u32>,
+}
+
+impl<'a> Bench<'a> {
+    fn new(args: &'a Args) -> Result<Self> {
+        for (what, path) in [("trellis-proxy", &args.proxy), ("trellis-bench-app", &args.app), ("oha", &args.oha)] {
+            anyhow::ensure!(path.exists(), "{what} not found at {} (run `make bench-proxy`)", path.display());
+        }
+        std::fs::create_dir_all(&args.work).with_context(|| format!("creating {}", args.work.display()))?;
+        Ok(Bench {
+            args,
+            ticks_per_second: procstat::clock_ticks() as f64,
+            app_pid: 0,
+            retry_budget: args.retry_budget.into(),
+        })
+    }
+
+    fn phase_dir(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.args.work.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    fn start_pairs(&self, phase: u8, name: &str, options: PairOptions) -> Result<Pairs> {
+        let dir = self.phase_dir(name)?;
+        let trellis = setups::start_trellis(&self.args.proxy, &dir, (ip(phase, 1), ip(phase, 2)), app_addr(), options)?;
+        let haproxy =
+            setups::start_haproxy(&self.args.haproxy, &dir, (ip(phase, 3), ip(phase, 4)), app_addr(), options)?;
+        Ok(Pairs { trellis, haproxy })
+    }
+
+    fn load(&self, kind: Kind, pairs: &Pairs, rate: Option<u32>, connections: u32, seconds: u64) -> Load {
+        let target = match kind {
+            Kind::Direct => app_addr(),
+            Kind::Trellis => pairs.trellis.entry,
+            Kind::Haproxy => pairs.haproxy.entry,
+        };
+        Load { url: format!("http://{target}/"), rate, connections, duration: Duration::from_secs(seconds) }
+    }
+
+    /// CPU ticks of every process of the bench: the app, the proxies, this driver and the oha runs it
+    /// has waited for.
+    fn bench_ticks(&self, pairs: &Pairs) -> Result<u64> {
+        let mut ticks = procstat::own_and_children_ticks()?;
+        for pid in std::iter::once(self.app_pid).chain(pairs.pids()) {
+            ticks += procstat::cpu_ticks(pid)?;
+        }
+        Ok(ticks)
+    }
+
+    fn cpu_seconds(&self, pid: u32) -> Result<f64> {
+        Ok(procstat::cpu_ticks(pid)? as f64 / self.ticks_per_second)
+    }
+
+    /// Every setup under one load, `seconds` in all per setup, in `rounds` interleaved rounds.
+    fn measure_point(
+        &self,
+        pairs: &mut Pairs,
+        rate: Option<u32>,
+        connections: u32,
+        seconds: u64,
+        rounds: u64,
+        tag: &str,
+    ) -> Result<Vec<Run>> {
+        let rounds = rounds.max(1);
+        let round_seconds = (seconds / rounds).max(1);
+        // Unthrottled runs get a longer warm-up: they are single rounds on fresh processes.
+        let warmup = if rate.is_some() { self.args.warmup_seconds } else { self.args.warmup_seconds.max(2) };
+        let mut per_kind: Vec<Vec<Run>> = vec![Vec::new(); Kind::ALL.len()];
+        for round in 1..=rounds {
+            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                let load = self.load(kind, pairs, rate, connections, round_seconds);
+                let label = rate.map_or("max".to_owned(), |r| format!("{r}rps"));
+                let name = format!("{tag}-{label}-{connections}c-{}-round{round}", kind.slug());
+                per_kind[i].push(self.measure_quietly(kind, pairs, &load, warmup, &name)?);
+            }
+        }
+        Ok(per_kind.into_iter().filter_map(Run::combine).collect())
+    }
+
+    /// [`Self::measure`], again while something outside the bench kept the machine busy (up to
+    /// `--retries` times); the quietest attempt counts.
+    fn measure_quietly(&self, kind: Kind, pairs: &mut Pairs, load: &Load, warmup: u64, name: &str) -> Result<Run> {
+        let other = |run: &Run| run.machine.busy - run.machine.bench;
+        let mut best = self.measure(kind, pairs, load, warmup, name)?;
+        let mut latest = other(&best);
+        for attempt in 1..=self.args.retries {
+            if latest <= self.args.max_other_vcpu || self.retry_budget.get() == 0 {
+                break;
+            }
+            self.retry_budget.set(self.retry_budget.get() - 1);
+            eprintln!("    {latest:.2} vCPU of other work on the machine: measuring this round again");
+            let run = self.measure(kind, pairs, load, warmup, &format!("{name}-retry{attempt}"))?;
+            latest = other(&run);
+            if latest < other(&best) {
+                best = run;
+            }
+            best.redone = attempt;
+        }
+        best.disturbed = u32::from(other(&best) > self.args.max_other_vcpu);
+        Ok(best)
+    }
+
+    /// A warm-up run (discarded), then the measured run with the proxies' CPU and memory around it.
+    fn measure(&self, kind: Kind, pairs: &mut Pairs, load: &Load, warmup_seconds: u64, name: &str) -> Result<Run> {
+        let raw = self.phase_dir("raw")?;
+        eprintln!("[{}] {name}: {} s warm-up, {} s measured", clock(), warmup_seconds, load.duration.as_secs());
+        if warmup_seconds > 0 {
+            let warmup = Load { duration: Duration::from_secs(warmup_seconds), ..load.clone() };
+            oha::run(&self.args.oha, &warmup, &raw.join(format!("{name}-warmup.json")))?;
+        }
+        let (machine_before, bench_before) = (procstat::machine_ticks()?, self.bench_ticks(pairs)?);
+        let mut pair = pairs.get(kind);
+        let before = match pair.as_deref_mut() {
+            Some(pair) => {
+                pair.check_running()?;
+                Some((self.cpu_seconds(pair.client.pid())?, self.cpu_seconds(pair.server.pid())?))
+            }
+            None => None,
+        };
+        let started = Instant::now();
+        let outcome = oha::run(&self.args.oha, load, &raw.join(format!("{name}.json")))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let proxies = match (pair, before) {
+            (Some(pair), Some((client_before, server_before))) => {
+                let client = Usage {
+                    cpu_seconds: self.cpu_seconds(pair.client.pid())? - client_before,
+                    memory: procstat::memory(pair.client.pid())?,
+                };
+                let server = Usage {
+                    cpu_seconds: self.cpu_seconds(pair.server.pid())? - server_before,
+                    memory: procstat::memory(pair.server.pid())?,
+                };
+                pair.check_running()?;
+                Some((client, server))
+            }
+            _ => None,
+        };
+        let (machine_after, bench_after) = (procstat::machine_ticks()?, self.bench_ticks(pairs)?);
+        let vcpu = |ticks: u64| ticks as f64 / self.ticks_per_second / seconds;
+        let machine = Machine {
+            busy: vcpu(machine_after.busy - machine_before.busy),
+            bench: vcpu(bench_after - bench_before),
+            steal: vcpu(machine_after.steal - machine_before.steal),
+        };
+        eprintln!(
+            "    {:.0} rps, p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, {} ok, {} failed, machine {:.2} vCPU (bench {:.2}){}",
+            outcome.rps,
+            outcome.p50_ms,
+            outcome.p99_ms,
+            outcome.p999_ms,
+            outcome.ok,
+            outcome.non_2xx + outcome.errors,
+            machine.busy,
+            machine.bench,
+            proxies.map_or(String::new(), |(c, s)| format!(
+                ", CPU {:.2}+{:.2} s, peak RSS {}+{} KiB",
+                c.cpu_seconds, s.cpu_seconds, c.memory.hwm_kib, s.memory.hwm_kib
+            ))
+        );
+        Ok(Run {
+            kind,
+            outcome: outcome.clone(),
+            proxies,
+            seconds,
+            machine,
+            rounds: vec![outcome],
+            redone: 0,
+            disturbed: 0,
+        })
+    }
+}
+
+fn clock() -> String {
+    command_line("date", &["+%H:%M:%S"]).unwrap_or_default()
+}
+
+/// The first line a command prints (stdout, else stderr), if it runs.
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
+    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_owned())
+}
+
+fn environment(args: &Args) -> Environment {
+    let path = |p: &Path| p.display().to_string();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or("unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0));
+    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Only the crates compiled into trellis-proxy matter for "uncommitted changes".
+    let dirty = command_line("git", &["status", "--porcelain", "--", "proxy", "api"]).is_some_and(|l| !l.is_empty());
+    let unknown = || "unknown".to_owned();
+    Environment {
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(unknown),
+        nproc: command_line("nproc", &[]).and_then(|n| n.parse().ok()).unwrap_or(0),
+        cpu_model,
+        kernel: command_line("uname", &["-sr"]).unwrap_or_else(unknown),
+        memory,
+        versions: vec![
+            (
+                "trellis-proxy".into(),
+                format!(
+                    "{} (release build, commit {commit}{})",
+                    command_line(&path(&args.proxy), &["--version"]).unwrap_or_else(unknown),
+                    if dirty { " with uncommitted changes in proxy/ or api/" } else { "" }
+                ),
+            ),
+            ("HAProxy".into(), command_line(&path(&args.haproxy), &["-v"]).unwrap_or_else(unknown)),
+            ("oha".into(), command_line(&path(&args.oha), &["--version"]).unwrap_or_else(unknown)),
+            ("rustc".into(), command_line("rustc", &["--version"]).unwrap_or_else(unknown)),
+        ],
+        command: reproduce_command(),
+    }
+}
+
+fn reproduce_command() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect::<Vec<_>>().join(" ")
+}
+
+/// Warning and error lines in the logs of every process the bench started (colours stripped).
+fn log_findings(work: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let mut findings = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(work)?.filter_map(|e| Some(e.ok()?.path())).collect();
+    dirs.sort();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = strip_ansi(&std::fs::read_to_string(&log).unwrap_or_default());
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| {
+                    let lower = l.to_ascii_lowercase();
+                    ["warn", "error", "alert", "panic"].iter().any(|w| lower.contains(w))
+                })
+                .map(str::to_owned)
+                .collect();
+            let name = log.strip_prefix(work).unwrap_or(&log).display().to_string();
+            findings.push((name, lines));
+        }
+    }
+    Ok(findings)
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

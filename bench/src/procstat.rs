@@ -1,0 +1,144 @@
+//! CPU time and memory of a process, from `/proc/PID/stat` and `/proc/PID/status`.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+/// Clock ticks per second (`getconf CLK_TCK`), the unit of `utime` and `stime` in `/proc/PID/stat`.
+/// Linux has used 100 on every common architecture for decades; that is the fallback.
+pub fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+/// User plus system CPU time of all the process's threads so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_stat_ticks(&text).with_context(|| format!("parsing {path}"))
+}
+
+/// `utime + stime` from the text of `/proc/PID/stat`. The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last `)`: field 3 (state) is the first after it, and
+/// utime and stime are fields 14 and 15.
+pub fn parse_stat_ticks(text: &str) -> Result<u64> {
+    let Some((_, rest)) = text.rsplit_once(')') else { bail!("no `)` after the command name") };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        let value = fields.get(n - 3).with_context(|| format!("field {n} missing"))?;
+        value.parse().with_context(|| format!("field {n} is {value:?}"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// User plus system CPU time of this process and of the children it has waited for (`oha` runs), in
+/// clock ticks: fields 14-17 of `/proc/self/stat`.
+pub fn own_and_children_ticks() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    let Some((_, rest)) = text.rsplit_once(')') else { bail!("no `)` in /proc/self/stat") };
+    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    anyhow::ensure!(fields.len() == 4, "/proc/self/stat has no utime..cstime");
+    Ok(fields.iter().sum())
+}
+
+/// CPU time of the whole machine, in clock ticks summed over all CPUs (first line of `/proc/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineTicks {
+    /// Everything but idle and iowait.
+    pub busy: u64,
+    /// Time the hypervisor ran something else while this VM's CPUs wanted to run.
+    pub steal: u64,
+}
+
+pub fn machine_ticks() -> Result<MachineTicks> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    parse_machine_ticks(&text).context("parsing /proc/stat")
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`; guest time is already
+/// counted in user time, so only the first eight count.
+pub fn parse_machine_ticks(text: &str) -> Result<MachineTicks> {
+    let line = text.lines().find(|l| l.starts_with("cpu ")).context("no `cpu` line")?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).take(8).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(fields.len() == 8, "the `cpu` line has {} fields", fields.len());
+    let total: u64 = fields.iter().sum();
+    Ok(MachineTicks { busy: total - fields[3] - fields[4], steal: fields[7] })
+}
+
+/// Resident memory of a process, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kib: u64,
+    /// `VmHWM`: the peak resident size since the process started.
+    pub hwm_kib: u64,
+    /// `RssAnon`: resident heap, stacks and other anonymous memory now.
+    pub anon_kib: u64,
+    /// `RssFile`: resident pages of mapped files now, mostly the executable and its libraries.
+    pub file_kib: u64,
+}
+
+pub fn memory(pid: u32) -> Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_status_memory(&text).with_context(|| format!("parsing {path}"))
+}
+
+/// `VmRSS`, `VmHWM`, `RssAnon` and `RssFile` from the text of `/proc/PID/status` (lines like `VmHWM:     5120 kB`).
+pub fn parse_status_memory(text: &str) -> Result<Memory> {
+    let field = |name: &str| -> Result<u64> {
+        let line = text
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .with_context(|| format!("no {name} line"))?;
+        let number = line.split_whitespace().next().unwrap_or_default();
+        number.parse().with_context(|| format!("{name} is {line:?}"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS")?,
+        hwm_kib: field("VmHWM")?,
+        anon_kib: field("RssAnon")?,
+        file_kib: field("RssFile")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_are_counted_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (trellis (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_stat_ticks(stat).expect("parse"), 1234 + 567);
+    }
+
+    #[test]
+    fn status_memory_reads_rss_and_the_high_water_mark() {
+        let status = "Name:\ttrellis-proxy\nVmPeak:\t  80000 kB\nVmHWM:\t    6144 kB\nVmRSS:\t    5120 kB\n\
+                      RssAnon:\t    1024 kB\nRssFile:\t    4096 kB\nRssShmem:\t       0 kB\n";
+        let expected = Memory { rss_kib: 5120, hwm_kib: 6144, anon_kib: 1024, file_kib: 4096 };
+        assert_eq!(parse_status_memory(status).expect("parse"), expected);
+    }
+
+    #[test]
+    fn machine_ticks_leave_out_idle_iowait_and_guest_time() {
+        let stat = "cpu  100 5 50 1000 20 1 4 7 30 0\ncpu0 50 2 25 500 10 0 2 3 15 0\n";
+        assert_eq!(parse_machine_ticks(stat).expect("parse"), MachineTicks { busy: 167, steal: 7 });
+    }
+
+    #[test]
+    fn our_own_process_can_be_read() {
+        own_and_children_ticks().expect("own cpu");
+        machine_ticks().expect("machine cpu");
+        let pid = std::process::id();
+        assert!(memory(pid).expect("memory").hwm_kib > 0);
+        cpu_ticks(pid).expect("cpu");
+        assert!(clock_ticks() > 0);
+    }
+}

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{PolicyTargetReference, WorkloadSelector};
+use super::common::{PolicyTargetReference, TARGETING_MESSAGE, TARGETING_RULE, WorkloadSelector};
 use crate::status::Status;
 
 mod validate;
@@ -184,7 +184,7 @@ pub struct Rule {
     derive = "Default"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = kube::core::cel::Rule::new("(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1").message("only one of targetRefs or selector can be set"))]
+#[x_kube(validation = kube::core::cel::Rule::new(TARGETING_RULE).message(TARGETING_MESSAGE))]
 pub struct AuthorizationPolicySpec {
     /// Workloads this applies to; all of the namespace when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

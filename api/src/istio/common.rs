@@ -16,6 +16,12 @@ pub const PORT_RULE: &str = "0 < self && self <= 65535";
 /// Message of [`PORT_RULE`].
 pub const PORT_MESSAGE: &str = "port must be between 1-65535";
 
+/// CEL rule of the security kinds: at most one of `selector`, `targetRef`, `targetRefs`.
+pub const TARGETING_RULE: &str =
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1";
+/// Message of [`TARGETING_RULE`], also used by [`validate_targeting`].
+pub const TARGETING_MESSAGE: &str = "only one of targetRefs or selector can be set";
+
 /// Labels as Kubernetes writes them.
 pub type Labels = BTreeMap<String, String>;
 
@@ -133,7 +139,7 @@ pub fn validate_targeting(
 ) {
     let set = [selector.is_some(), target_ref.is_some(), target_refs.is_some()].iter().filter(|s| **s).count();
     if set > 1 {
-        issues.error(path, "only one of targetRefs or selector can be set");
+        issues.error(path, TARGETING_MESSAGE);
     }
     if let Some(refs) = target_refs
         && refs.len() > 16

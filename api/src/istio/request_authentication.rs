@@ -7,7 +7,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::authorization_policy::non_empty_entries;
-use super::common::{DURATION_MESSAGE, DURATION_RULE, PolicyTargetReference, WorkloadSelector, validate_targeting};
+use super::common::{
+    DURATION_MESSAGE, DURATION_RULE, PolicyTargetReference, TARGETING_MESSAGE, TARGETING_RULE, WorkloadSelector,
+    validate_targeting,
+};
 use crate::{FieldPath, Issues, Validate, status::Status};
 
 /// Most JWT rules one policy may hold.
@@ -125,7 +128,7 @@ pub struct JwtRule {
     derive = "Default"
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = kube::core::cel::Rule::new("(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1").message("only one of targetRefs or selector can be set"))]
+#[x_kube(validation = kube::core::cel::Rule::new(TARGETING_RULE).message(TARGETING_MESSAGE))]
 pub struct RequestAuthenticationSpec {
     /// Workloads this applies to; all of the namespace when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,6 +12,9 @@ pub enum Error {
     /// A flag or environment variable has a bad value.
     #[error("invalid value for {flag}: {message}")]
     Flag { flag: &'static str, message: String },
+    /// An HTTP exchange with an upstream failed; `context` says which and with whom.
+    #[error("{context}: {source}")]
+    Http { context: String, source: hyper::Error },
     /// Writing or reading interception rules failed.
     #[error("iptables: {0}")]
     Iptables(String),

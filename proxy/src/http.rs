@@ -7,6 +7,7 @@
 
 mod forward;
 mod headers;
+pub mod pool;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -23,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use forward::{Context, handle};
+pub use forward::{Context, handle, passthrough_source};
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 
 use crate::drain;
@@ -56,19 +57,19 @@ pub struct Shared {
     pub drain: drain::Watch,
 }
 
-/// Pooled upstream clients: HTTP/1.1 and HTTP/2 (prior knowledge), and the same pair for inbound
-/// traffic to the application, whose connections come from the passthrough source address so the
-/// interception rules let them through instead of capturing them again.
+/// Pooled upstream clients of one worker: HTTP/1.1 keep-alive connections, and multiplexed HTTP/2
+/// connections ([`pool::H2Pool`]). Connections to the application behind the inbound listener come
+/// from the passthrough source address, so the interception rules let them through instead of
+/// capturing them again.
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub h1: Client<HttpConnector, Body>,
-    pub h2: Client<HttpConnector, Body>,
     pub inbound_h1: Client<HttpConnector, Body>,
-    pub inbound_h2: Client<HttpConnector, Body>,
+    pub h2: Arc<pool::H2Pool>,
 }
 
 impl Clients {
-    /// Clients whose idle connections close after `idle`.
+    /// Clients whose idle connections close after `idle` (HTTP/2 ones once [`pool::H2Pool::sweep`] runs).
     pub fn new(idle: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
@@ -76,21 +77,18 @@ impl Clients {
         connector.enforce_http(true);
         let mut passthrough = connector.clone();
         passthrough.set_local_addresses(PASSTHROUGH_SOURCE_V4, PASSTHROUGH_SOURCE_V6);
-        let build = |h2: bool, connector: &HttpConnector| {
+        let build = |connector: &HttpConnector| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(idle)
                 .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
-                .http2_only(h2)
-                .http2_adaptive_window(false)
                 .build(connector.clone())
         };
         Self {
-            h1: build(false, &connector),
-            h2: build(true, &connector),
-            inbound_h1: build(false, &passthrough),
-            inbound_h2: build(true, &passthrough),
+            h1: build(&connector),
+            inbound_h1: build(&passthrough),
+            h2: Arc::new(pool::H2Pool::new(UPSTREAM_CONNECT_TIMEOUT)),
         }
     }
 }
@@ -125,7 +123,12 @@ where
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .initial_stream_window_size(pool::H2_STREAM_WINDOW)
+        .initial_connection_window_size(pool::H2_CONNECTION_WINDOW);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

@@ -22,5 +22,6 @@ pub mod route;
 pub mod settings;
 pub mod state;
 pub mod tcp;
+pub mod workers;
 
 pub use error::Error;

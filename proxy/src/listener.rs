@@ -142,7 +142,7 @@ where
     let (target, metrics): (SocketAddr, &Arc<ClusterMetrics>) = match cx.side {
         Side::Inbound => {
             let target = shared.settings.inbound_target.unwrap_or(cx.destination);
-            let source = shared.settings.inbound_target.is_none().then(|| passthrough_source(target));
+            let source = shared.settings.inbound_target.is_none().then(|| http::passthrough_source(target));
             copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics).await;
             return;
         }
@@ -178,22 +178,6 @@ where
     copy(&mut stream, target, shared, metrics).await;
 }
 
-/// The passthrough source address of the family of `target`.
-fn passthrough_source(target: SocketAddr) -> SocketAddr {
-    match target {
-        SocketAddr::V4(_) => SocketAddr::from((http::PASSTHROUGH_SOURCE_V4, 0)),
-        SocketAddr::V6(_) => SocketAddr::from((http::PASSTHROUGH_SOURCE_V6, 0)),
-    }
-}
-
-/// Connects to `target`, from `source` when given.
-async fn connect(target: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
-    let Some(source) = source else { return TcpStream::connect(target).await };
-    let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.bind(source)?;
-    socket.connect(target).await
-}
-
 async fn copy<S>(stream: &mut S, target: SocketAddr, shared: &Shared, metrics: &ClusterMetrics)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -214,7 +198,7 @@ async fn copy_from<S>(
         tracing::warn!(%target, "refusing to proxy a connection to this proxy's own listener");
         return;
     }
-    let mut upstream = match connect(target, source).await {
+    let mut upstream = match http::pool::connect(target, source).await {
         Ok(upstream) => upstream,
         Err(err) => {
             tracing::debug!(error = %err, %target, "upstream connect failed");

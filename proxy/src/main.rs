@@ -11,11 +11,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 use trellis_proxy::admin::{self, AdminState};
 use trellis_proxy::drain::Drain;
-use trellis_proxy::http::{Clients, Shared, Side};
+use trellis_proxy::http::Side;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
-use trellis_proxy::{init, listener};
+use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
+use trellis_proxy::init;
 
 /// The Trellis proxy.
 #[derive(Debug, Parser)]
@@ -60,12 +61,9 @@ fn serve(args: &ServeArgs, mode: &'static str) -> Result<()> {
         let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.concurrency)
-        .thread_name("trellis-data")
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // This thread runs the control side (config reloads, admin, signals, drain); the data path runs
+    // on the workers (see `trellis_proxy::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(run(settings, set_log_filter))
 }
 
@@ -83,6 +81,24 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         metrics.clone(),
         drain.watch(),
     ));
+    let common = Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
+    let workers = Workers::start(&common)?;
+    if settings.mode == "gateway" {
+        let mut bound = BTreeSet::new();
+        bind_gateway_ports(&common, &workers, &mut bound);
+        tokio::spawn(gateway_ports(common.clone(), workers, bound));
+    } else {
+        let ip = settings.listen_ip;
+        for (port, side) in [(settings.outbound_port, Side::Outbound), (settings.inbound_port, Side::Inbound)] {
+            for listener in workers::bind_all(ip, port)? {
+                workers.serve(&listener, ListenerKind::Data(side))?;
+            }
+        }
+        if let Some(addr) = settings.explicit_proxy_addr {
+            workers.serve(&workers::bind(addr)?, ListenerKind::Explicit)?;
+        }
+    }
+    // Readiness is served only once the data listeners are bound, so "ready" means "accepting".
     let admin_state = AdminState {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -90,31 +106,8 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         drain: drain.clone(),
         set_log_filter,
     };
-    let shared = Shared {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        settings: settings.clone(),
-        clients: Clients::new(settings.pool_idle_timeout),
-        drain: drain.watch(),
-    };
-    if settings.mode == "gateway" {
-        let mut bound = BTreeSet::new();
-        bind_gateway_ports(&shared, &mut bound).await;
-        tokio::spawn(gateway_ports(shared.clone(), bound));
-    } else {
-        let ip = settings.listen_ip;
-        let outbound = listener::bind((ip, settings.outbound_port).into()).await?;
-        let inbound = listener::bind((ip, settings.inbound_port).into()).await?;
-        tokio::spawn(listener::serve(shared.clone(), outbound, Side::Outbound));
-        tokio::spawn(listener::serve(shared.clone(), inbound, Side::Inbound));
-        if let Some(addr) = settings.explicit_proxy_addr {
-            let explicit = listener::bind(addr).await?;
-            tokio::spawn(listener::serve_explicit(shared.clone(), explicit));
-        }
-    }
-    // Readiness is served only once the data listeners are bound, so "ready" means "accepting".
-    spawn_admin(&settings, admin_state).await?;
-    tracing::info!(mode = settings.mode, "trellis-proxy started");
+    spawn_admin(&settings, admin_state)?;
+    tracing::info!(mode = settings.mode, concurrency = settings.concurrency, "trellis-proxy started");
     let watch = drain.watch();
     tokio::select! {
         () = shutdown_signal() => drain.start(),
@@ -127,60 +120,36 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
     Ok(())
 }
 
-/// Serves admin, readiness and metrics on a thread of their own, off the data path.
-async fn spawn_admin(settings: &Settings, state: AdminState) -> Result<()> {
-    let admin = std::net::TcpListener::bind(settings.admin_addr)
-        .with_context(|| format!("binding admin {}", settings.admin_addr))?;
-    let readiness = std::net::TcpListener::bind(settings.readiness_addr)
-        .with_context(|| format!("binding readiness {}", settings.readiness_addr))?;
-    let prometheus = std::net::TcpListener::bind(settings.prometheus_addr)
-        .with_context(|| format!("binding prometheus {}", settings.prometheus_addr))?;
-    for listener in [&admin, &readiness, &prometheus] {
-        listener.set_nonblocking(true).context("admin listener")?;
-    }
-    std::thread::Builder::new()
-        .name("trellis-admin".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    tracing::error!(error = %err, "admin runtime failed to start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listeners = (
-                    tokio::net::TcpListener::from_std(admin),
-                    tokio::net::TcpListener::from_std(readiness),
-                    tokio::net::TcpListener::from_std(prometheus),
-                );
-                let (Ok(admin), Ok(readiness), Ok(prometheus)) = listeners else {
-                    tracing::error!("admin listeners could not be registered");
-                    return;
-                };
-                tokio::join!(
-                    admin::serve(admin, admin::admin_router(state.clone())),
-                    admin::serve(readiness, admin::readiness_router(state.clone())),
-                    admin::serve(prometheus, admin::prometheus_router(state)),
-                );
-            });
-        })
-        .context("starting the admin thread")?;
+/// Serves admin, readiness and metrics on this (control) thread, off the data path.
+fn spawn_admin(settings: &Settings, state: AdminState) -> Result<()> {
+    let bind = |addr: std::net::SocketAddr| -> Result<tokio::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listener.set_nonblocking(true).with_context(|| format!("binding {addr}"))?;
+        tokio::net::TcpListener::from_std(listener).with_context(|| format!("binding {addr}"))
+    };
+    let admin = bind(settings.admin_addr)?;
+    let readiness = bind(settings.readiness_addr)?;
+    let prometheus = bind(settings.prometheus_addr)?;
+    tokio::spawn(admin::serve(admin, admin::admin_router(state.clone())));
+    tokio::spawn(admin::serve(readiness, admin::readiness_router(state.clone())));
+    tokio::spawn(admin::serve(prometheus, admin::prometheus_router(state)));
     Ok(())
 }
 
 /// Binds each gateway port the current config lists that is not bound yet.
-async fn bind_gateway_ports(shared: &Shared, bound: &mut BTreeSet<u16>) {
-    let Some(current) = shared.store.current() else { return };
+fn bind_gateway_ports(common: &Common, workers: &Workers, bound: &mut BTreeSet<u16>) {
+    let Some(current) = common.store.current() else { return };
     for &port in current.gateway.keys() {
         if bound.contains(&port) {
             continue;
         }
-        match listener::bind((shared.settings.listen_ip, port).into()).await {
-            Ok(l) => {
+        let served = workers::bind_all(common.settings.listen_ip, port).and_then(|listeners| {
+            listeners.iter().try_for_each(|listener| workers.serve(listener, ListenerKind::Data(Side::Gateway)))
+        });
+        match served {
+            Ok(()) => {
                 bound.insert(port);
                 tracing::info!(port, "gateway listening");
-                tokio::spawn(listener::serve(shared.clone(), l, Side::Gateway));
             }
             Err(err) => tracing::warn!(error = %err, "cannot bind gateway port"),
         }
@@ -188,14 +157,13 @@ async fn bind_gateway_ports(shared: &Shared, bound: &mut BTreeSet<u16>) {
 }
 
 /// Binds gateway ports as later configs add them.
-async fn gateway_ports(shared: Shared, mut bound: BTreeSet<u16>) {
-    let watch = shared.drain.clone();
+async fn gateway_ports(common: Common, workers: Workers, mut bound: BTreeSet<u16>) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(shared.settings.config_poll) => {}
-            () = watch.signaled() => return,
+            () = tokio::time::sleep(common.settings.config_poll) => {}
+            () = common.drain.signaled() => break,
         }
-        bind_gateway_ports(&shared, &mut bound).await;
+        bind_gateway_ports(&common, &workers, &mut bound);
     }
 }
 

@@ -416,7 +416,12 @@ async fn between_two_proxies_http1_requests_share_one_http2_connection_and_arriv
         vec![meshed],
     );
     let explicit = SocketAddr::new(unique_ip(), 15080);
-    let _client_proxy = Proxy::start("sidecar", &client_config, &["--explicit-proxy-addr", &explicit.to_string()]);
+    // Each worker thread keeps its own pool: one worker, so one connection.
+    let _client_proxy = Proxy::start(
+        "sidecar",
+        &client_config,
+        &["--explicit-proxy-addr", &explicit.to_string(), "--concurrency", "1"],
+    );
     for _ in 0..20 {
         // A new downstream connection per request, as many HTTP/1.1 clients do.
         let (status, text) =

@@ -238,6 +238,14 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     send(shared, req, target, upstream, &compiled.inbound_metrics).await
 }
 
+/// The passthrough source address of the family of `target`.
+pub fn passthrough_source(target: SocketAddr) -> SocketAddr {
+    match target {
+        SocketAddr::V4(_) => SocketAddr::from((super::PASSTHROUGH_SOURCE_V4, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((super::PASSTHROUGH_SOURCE_V6, 0)),
+    }
+}
+
 /// Which pool a request goes out on.
 #[derive(Debug, Clone, Copy)]
 enum Upstream {
@@ -279,25 +287,37 @@ async fn send(
         parts.headers.insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
     }
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let authority = Authority::try_from(addr.to_string()).ok();
-    let mut uri = Uri::builder().scheme(Scheme::HTTP).path_and_query(path);
-    if let Some(authority) = authority {
-        uri = uri.authority(authority);
-    }
-    match uri.build() {
-        Ok(uri) => parts.uri = uri,
-        Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
-    }
-    parts.version = if use_h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-    let upstream_req = Request::from_parts(parts, body);
-    let clients = &shared.clients;
-    let client = match (app, use_h2) {
-        (false, false) => &clients.h1,
-        (false, true) => &clients.h2,
-        (true, false) => &clients.inbound_h1,
-        (true, true) => &clients.inbound_h2,
+    let source = app.then(|| passthrough_source(addr));
+    let result = if use_h2 {
+        // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
+        let host = parts.headers.remove(HOST);
+        let authority = host.as_ref().and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let authority = match authority {
+            Some(authority) => authority,
+            None => match Authority::try_from(addr.to_string()) {
+                Ok(authority) => authority,
+                Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+            },
+        };
+        match Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+        }
+        parts.version = Version::HTTP_2;
+        shared.clients.h2.send(addr, source, Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
+    } else {
+        // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
+        let uri = Authority::try_from(addr.to_string())
+            .ok()
+            .and_then(|authority| Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok());
+        match uri {
+            Some(uri) => parts.uri = uri,
+            None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+        }
+        parts.version = Version::HTTP_11;
+        let client = if app { &shared.clients.inbound_h1 } else { &shared.clients.h1 };
+        client.request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
     };
-    let result = client.request(upstream_req).await;
     let elapsed = started.elapsed().as_secs_f64();
     match result {
         Ok(mut response) => {
@@ -318,7 +338,7 @@ async fn send(
             Response::from_parts(parts, body.boxed())
         }
         Err(err) => {
-            tracing::debug!(error = %err, upstream = %addr, "upstream request failed");
+            tracing::debug!(error = err, upstream = %addr, "upstream request failed");
             metrics.request(503, elapsed);
             local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect")
         }

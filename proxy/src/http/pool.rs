@@ -1,0 +1,130 @@
+//! Multiplexed HTTP/2 connections to upstream endpoints: one connection per endpoint (and source
+//! address) per worker, carrying every concurrent request to that endpoint as a stream.
+//!
+//! The pool is keyed by the endpoint's socket address, so the request keeps its own `:authority`
+//! (the service name the client used) instead of the endpoint's IP, as Envoy sends it. A connection
+//! that closes (peer gone, GOAWAY, failed keep-alive ping) is replaced on the next request; one left
+//! unused for the idle timeout is dropped by [`H2Pool::sweep`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::Body;
+use crate::Error;
+
+/// Per-stream HTTP/2 flow-control window towards upstreams (and from downstreams): large enough for
+/// loopback and LAN bandwidth, small enough that a slow reader pins little memory.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Per-connection HTTP/2 flow-control window.
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Interval of HTTP/2 keep-alive pings on upstream connections, so a dead peer is noticed.
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keep-alive ping may go unanswered before the connection is closed.
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Entry {
+    sender: SendRequest<Body>,
+    last_used: Instant,
+}
+
+/// HTTP/2 connections of one worker, by (endpoint, source address).
+#[derive(Debug)]
+pub struct H2Pool {
+    connections: Mutex<HashMap<(SocketAddr, Option<SocketAddr>), Entry>>,
+    connect_timeout: Duration,
+}
+
+impl H2Pool {
+    /// An empty pool whose connects give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self { connections: Mutex::new(HashMap::new()), connect_timeout }
+    }
+
+    /// Sends `req` to `addr` (from `source` when given) on the endpoint's connection, opening one
+    /// when there is none or the last one closed.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        source: Option<SocketAddr>,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, Error> {
+        let key = (addr, source);
+        let reusable = self.lock().get_mut(&key).filter(|e| !e.sender.is_closed()).map(|e| {
+            e.last_used = Instant::now();
+            e.sender.clone()
+        });
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect(addr, source).await?;
+                self.lock().insert(key, Entry { sender: sender.clone(), last_used: Instant::now() });
+                sender
+            }
+        };
+        let failed = |source| Error::Http { context: format!("request to {addr}"), source };
+        sender.ready().await.map_err(failed)?;
+        sender.send_request(req).await.map_err(failed)
+    }
+
+    /// Drops connections unused for `idle` (and closed ones); their connection tasks then end.
+    pub fn sweep(&self, idle: Duration) {
+        let now = Instant::now();
+        self.lock().retain(|_, e| !e.sender.is_closed() && now.duration_since(e.last_used) < idle);
+    }
+
+    /// Connections currently held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the pool holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, Option<SocketAddr>), Entry>> {
+        // The map stays consistent even if a holder panicked: every update is a single insert or retain.
+        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<SendRequest<Body>, Error> {
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let stream = tokio::time::timeout(self.connect_timeout, connect(addr, source))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(Error::io(format!("connecting to {addr}")))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| Error::Http { context: format!("HTTP/2 handshake with {addr}"), source })?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Connects to `target`, from `source` when given (the passthrough address towards the application).
+pub async fn connect(target: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect(target).await };
+    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(source)?;
+    socket.connect(target).await
+}

@@ -469,3 +469,27 @@ async fn a_connection_straight_to_the_inbound_listener_is_dropped_instead_of_loo
     let metrics = proxy.metrics();
     assert!(metrics.contains("trellis_open_connections 0\n"), "nothing is left open or looping:\n{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_outside_the_mesh_sees_the_service_name_as_authority_and_no_trellis_marker() {
+    let upstream = http_echo(SocketAddr::new(unique_ip(), 0), "grpc-ish").await;
+    let cluster = cluster_with("api", &[upstream], false, Protocol::Http2);
+    let config = sidecar_config(
+        "caller",
+        vec![vhost("api", 80, &["api"], vec![route("all", vec![], forward(vec![to("api", 1)]))])],
+        vec![cluster],
+    );
+    let explicit = SocketAddr::new(unique_ip(), 15080);
+    let _proxy = Proxy::start("sidecar", &config, &["--explicit-proxy-addr", &explicit.to_string()]);
+    // A client trying to smuggle the proxies' own marker: it must not travel on.
+    let (status, text) = raw_http1(
+        explicit,
+        "GET http://api/v1 HTTP/1.1\r\nHost: api\r\ntrellis-orig-proto: HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("x-seen-version: http/2.0"), "declared HTTP/2 goes out as HTTP/2: {text}");
+    assert!(lower.contains("x-seen-host: api\r\n"), ":authority is the name the client used: {text}");
+    assert!(!lower.contains("x-seen-trellis-orig-proto"), "no marker towards a server outside the mesh: {text}");
+}

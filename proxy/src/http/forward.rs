@@ -201,7 +201,7 @@ async fn to_cluster(
         || matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc)
         || (cluster.config.protocol == Protocol::Detect && req.version() == Version::HTTP_2);
     let started = Instant::now();
-    let response = send(shared, req, pick.addr, Upstream::Mesh { h2 }, &cluster.metrics).await;
+    let response = send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, &cluster.metrics).await;
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
     pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
@@ -217,7 +217,7 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let h2 = req.version() == Version::HTTP_2;
-    send(shared, req, cx.destination, Upstream::Mesh { h2 }, &compiled.passthrough).await
+    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, &compiled.passthrough).await
 }
 
 /// Forwards to the application behind an inbound listener.
@@ -234,7 +234,8 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     let h2 = !carried_h1 && (req.version() == Version::HTTP_2 || declared_h2);
     // In local mode the target is a loopback address given by flag; with interception it is the
     // original destination, reached from the passthrough source so the rules do not capture it again.
-    let upstream = if shared.settings.inbound_target.is_some() { Upstream::Mesh { h2 } } else { Upstream::App { h2 } };
+    let upstream =
+        if shared.settings.inbound_target.is_some() { Upstream::Mesh { h2, meshed: false } } else { Upstream::App { h2 } };
     send(shared, req, target, upstream, &compiled.inbound_metrics).await
 }
 
@@ -249,8 +250,8 @@ pub fn passthrough_source(target: SocketAddr) -> SocketAddr {
 /// Which pool a request goes out on.
 #[derive(Debug, Clone, Copy)]
 enum Upstream {
-    /// Another proxy, a service outside the mesh, or a local-mode application.
-    Mesh { h2: bool },
+    /// Another proxy (`meshed`), a service outside the mesh, or a local-mode application.
+    Mesh { h2: bool, meshed: bool },
     /// The application behind the inbound capture, from the passthrough source address.
     App { h2: bool },
 }
@@ -263,9 +264,9 @@ async fn send(
     upstream: Upstream,
     metrics: &ClusterMetrics,
 ) -> Response<Body> {
-    let (h2, app) = match upstream {
-        Upstream::Mesh { h2 } => (h2, false),
-        Upstream::App { h2 } => (h2, true),
+    let (h2, app, meshed) = match upstream {
+        Upstream::Mesh { h2, meshed } => (h2, false, meshed),
+        Upstream::App { h2 } => (h2, true, false),
     };
     let started = Instant::now();
     let upgrading = is_upgrade(req.version(), req.headers());
@@ -283,7 +284,9 @@ async fn send(
         parts.headers.insert(HOST, value);
     }
     let use_h2 = h2 && !upgrading;
-    if use_h2 && arrived_h1 {
+    // The marker is ours alone: never taken from a client, only sent to another Trellis proxy.
+    parts.headers.remove(ORIG_PROTO_HEADER);
+    if meshed && use_h2 && arrived_h1 {
         parts.headers.insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
     }
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));

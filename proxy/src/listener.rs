@@ -207,12 +207,10 @@ async fn copy_from<S>(
     };
     let _ = upstream.set_nodelay(true);
     metrics.tcp_opened.inc();
-    match tcp::copy_bidirectional_idle(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT).await {
-        Ok((sent_up, sent_down)) => {
-            metrics.tcp_received.inc_by(sent_up);
-            metrics.tcp_sent.inc_by(sent_down);
-        }
-        Err(err) => tracing::debug!(error = %err, %target, "tcp proxying ended with an error"),
+    // Bytes are counted as they move, however the connection ends.
+    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, metrics).await
+    {
+        tracing::debug!(error = %err, %target, "tcp proxying ended with an error");
     }
     metrics.tcp_closed.inc();
 }

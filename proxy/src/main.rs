@@ -12,11 +12,11 @@ use tracing_subscriber::{EnvFilter, reload};
 use trellis_proxy::admin::{self, AdminState};
 use trellis_proxy::drain::Drain;
 use trellis_proxy::http::Side;
+use trellis_proxy::init;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
-use trellis_proxy::init;
 
 /// The Trellis proxy.
 #[derive(Debug, Parser)]
@@ -81,7 +81,8 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         metrics.clone(),
         drain.watch(),
     ));
-    let common = Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
+    let common =
+        Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
     let workers = Workers::start(&common)?;
     if settings.mode == "gateway" {
         let mut bound = BTreeSet::new();

@@ -12,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::tcp::{self, ByteObserver};
+
 /// Prefix of every metric name.
 pub const PREFIX: &str = "trellis";
 
@@ -94,10 +96,14 @@ impl Metrics {
             "HTTP request duration until response headers",
             durations.clone(),
         );
-        registry.register("tcp_sent_bytes", "Bytes sent to the downstream peer of TCP connections", tcp_sent.clone());
+        registry.register(
+            "tcp_sent_bytes",
+            "Bytes sent to the downstream peer of TCP connections and upgraded HTTP connections, as they move",
+            tcp_sent.clone(),
+        );
         registry.register(
             "tcp_received_bytes",
-            "Bytes received from the downstream peer of TCP connections",
+            "Bytes received from the downstream peer of TCP connections and upgraded HTTP connections, as they move",
             tcp_received.clone(),
         );
         registry.register("tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
@@ -173,6 +179,41 @@ impl ClusterMetrics {
         self.by_class[class].inc();
         self.duration.observe(seconds);
     }
+
+    /// The cluster's byte counters on their own, for a task that outlives the borrow of `self`
+    /// (an upgraded connection's tunnel).
+    pub fn tcp_bytes(&self) -> TcpBytes {
+        TcpBytes { sent: self.tcp_sent.clone(), received: self.tcp_received.clone() }
+    }
+}
+
+/// Counts a proxied stream's bytes as they are written, so the counters move while a connection
+/// lives and include what moved before it ended in an error, a reset or the idle timeout. The copy's
+/// first stream must be the downstream peer: a→b is received from it, b→a sent to it.
+impl ByteObserver for ClusterMetrics {
+    fn transferred(&self, direction: tcp::Direction, bytes: u64) {
+        match direction {
+            tcp::Direction::AToB => self.tcp_received.inc_by(bytes),
+            tcp::Direction::BToA => self.tcp_sent.inc_by(bytes),
+        };
+    }
+}
+
+/// One cluster's TCP byte counters (handles to the same series as its [`ClusterMetrics`]).
+#[derive(Debug, Clone)]
+pub struct TcpBytes {
+    sent: Counter,
+    received: Counter,
+}
+
+/// As for [`ClusterMetrics`]: the copy's first stream is the downstream peer.
+impl ByteObserver for TcpBytes {
+    fn transferred(&self, direction: tcp::Direction, bytes: u64) {
+        match direction {
+            tcp::Direction::AToB => self.received.inc_by(bytes),
+            tcp::Direction::BToA => self.sent.inc_by(bytes),
+        };
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +234,47 @@ mod tests {
         assert!(text.contains("trellis_tcp_sent_bytes_total"), "{text}");
         assert!(text.contains("trellis_request_duration_seconds_bucket"), "{text}");
         assert!(text.contains(r#"trellis_protocol_detections_total{protocol="http1",timed_out="false"} 1"#), "{text}");
+    }
+
+    /// Serves one connection: reads 5 bytes, answers 7, and once told to, resets the connection.
+    async fn resetting_server(listener: tokio::net::TcpListener, reset: tokio::sync::oneshot::Receiver<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut request = [0u8; 5];
+        stream.read_exact(&mut request).await.expect("read");
+        stream.write_all(b"7 bytes").await.expect("write");
+        let _ = reset.await;
+        socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO)).expect("linger");
+        drop(stream);
+    }
+
+    #[tokio::test]
+    async fn bytes_of_a_connection_that_ends_in_a_reset_are_counted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let metrics = Metrics::new();
+        let cluster = metrics.cluster(Direction::Outbound, "db");
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let upstream_addr = upstream.local_addr().expect("addr");
+        let (reset, told) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(resetting_server(upstream, told));
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let front_addr = front.local_addr().expect("addr");
+        let observer = Arc::clone(&cluster);
+        let copy = tokio::spawn(async move {
+            let (mut downstream, _) = front.accept().await.expect("accept");
+            let mut upstream = tokio::net::TcpStream::connect(upstream_addr).await.expect("connect");
+            tcp::copy_bidirectional_observed(&mut downstream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &*observer)
+                .await
+        });
+        let mut client = tokio::net::TcpStream::connect(front_addr).await.expect("connect");
+        client.write_all(b"hello").await.expect("write");
+        let mut reply = [0u8; 7];
+        client.read_exact(&mut reply).await.expect("reply");
+        assert_eq!((cluster.tcp_received.get(), cluster.tcp_sent.get()), (5, 7), "counted while the connection lives");
+        reset.send(()).expect("server waits");
+        server.await.expect("server");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), copy).await.expect("copy ends");
+        assert!(ended.expect("copy task").is_err(), "the reset ends the copy with an error");
+        assert_eq!((cluster.tcp_received.get(), cluster.tcp_sent.get()), (5, 7), "and the bytes stay counted");
     }
 }

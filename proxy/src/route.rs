@@ -202,16 +202,18 @@ impl HeaderEdits {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 
-    /// Applies the edits in Istio's order: set, add, remove.
+    /// Applies the edits in Envoy's order, which Istio's `HeaderOperations` get: `remove` first,
+    /// then `set`, then `add`. So a header both removed and set (or added) ends up with the new
+    /// value, and `add` appends to what `set` wrote.
     pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
         }
         for (name, value) in &self.add {
             headers.append(name.clone(), value.clone());
-        }
-        for name in &self.remove {
-            headers.remove(name);
         }
     }
 }
@@ -372,7 +374,16 @@ pub fn pick_weighted(targets: &[Target], total_weight: u64, random: u64) -> Opti
     targets.last()
 }
 
-/// The `Location` of a redirect for `req` (Istio: `uri` replaces the path, `authority` the host).
+/// The `Location` of a redirect for `req`, built as Envoy builds it for Istio's `HTTPRedirect`:
+///
+/// - scheme: `scheme`, else the request's;
+/// - host: `authority` as written (it may carry a port of its own), else the request's host with
+///   the port its `Host` header named, which is dropped when `port` replaces it, or when the scheme
+///   changes and the port was the old scheme's default (`http://a:80` to `https://a`);
+/// - port: `port` when set (Istio's `port`; the control plane resolves `derivePort:
+///   FROM_REQUEST_PORT` to the listener's port and `FROM_PROTOCOL_DEFAULT` to no port);
+/// - path: `uri`, else the request's path; the request's query string follows unless `uri` has
+///   one of its own.
 pub fn redirect_location(
     req: &RequestParts<'_>,
     uri: Option<&str>,
@@ -380,14 +391,55 @@ pub fn redirect_location(
     scheme: Option<&str>,
     port: Option<u16>,
 ) -> String {
-    let scheme = scheme.unwrap_or(req.scheme);
-    let host = authority.unwrap_or(req.authority);
+    let new_scheme = scheme.unwrap_or(req.scheme);
+    let host = match authority {
+        Some(authority) => authority.to_owned(),
+        None => {
+            let host = bracketed(req.authority);
+            let scheme_default = match req.scheme {
+                "http" => Some(80),
+                "https" => Some(443),
+                _ => None,
+            };
+            let keep = |request_port: u16| {
+                port.is_none() && !(new_scheme != req.scheme && Some(request_port) == scheme_default)
+            };
+            match request_port(req) {
+                Some(request_port) if keep(request_port) => format!("{host}:{request_port}"),
+                _ => host.into_owned(),
+            }
+        }
+    };
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     let path = uri.unwrap_or(req.path);
-    let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
-    match port {
-        Some(port) => format!("{scheme}://{host}:{port}{path}{query}"),
-        None => format!("{scheme}://{host}{path}{query}"),
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    let query = match req.query {
+        Some(q) if !path.contains('?') => format!("?{q}"),
+        _ => String::new(),
+    };
+    format!("{new_scheme}://{host}{port}{slash}{path}{query}")
+}
+
+/// An IPv6 address as a URL host (`[::1]`); names and IPv4 addresses unchanged.
+fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]").into() } else { host.into() }
+}
+
+/// The port the request's `Host` header names, when that header names the host routing used
+/// (`req.authority`).
+fn request_port(req: &RequestParts<'_>) -> Option<u16> {
+    let value = req.headers.get(http::header::HOST)?.to_str().ok()?;
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            (ip, after.strip_prefix(':')?)
+        }
+        None => value.rsplit_once(':')?,
+    };
+    if !host.eq_ignore_ascii_case(req.authority) {
+        return None;
     }
+    port.parse().ok()
 }
 
 #[cfg(test)]

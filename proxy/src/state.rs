@@ -64,11 +64,29 @@ pub struct HostTable {
     /// `(suffix, port, index)` for `*.suffix` domains; the suffix of `*` is empty.
     wildcards: Vec<(String, u16, usize)>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Names match whatever port the `Host` header carries: a gateway listener's table, where the
+    /// listener already fixed the port (Istio gives gateway virtual hosts `host` and `host:*`).
+    any_port: bool,
 }
 
 impl HostTable {
+    /// The table of a sidecar's outbound virtual hosts: a name matches on its virtual host's port.
     fn build(vhosts: &[VirtualHost], cluster_index: &impl Fn(&str) -> Option<usize>) -> Result<Self, Error> {
-        let mut table = HostTable::default();
+        Self::build_with(vhosts, cluster_index, false)
+    }
+
+    /// The table of one gateway listener: a name matches whatever port the request names
+    /// (`reviews.example.com:8080` reaches `reviews.example.com` through a port mapping).
+    fn build_gateway(vhosts: &[VirtualHost], cluster_index: &impl Fn(&str) -> Option<usize>) -> Result<Self, Error> {
+        Self::build_with(vhosts, cluster_index, true)
+    }
+
+    fn build_with(
+        vhosts: &[VirtualHost],
+        cluster_index: &impl Fn(&str) -> Option<usize>,
+        any_port: bool,
+    ) -> Result<Self, Error> {
+        let mut table = HostTable { any_port, ..HostTable::default() };
         for vhost in vhosts {
             let index = table.vhosts.len();
             let routes = vhost.routes.iter().map(|r| compile_route(r, cluster_index)).collect::<Result<Vec<_>, _>>()?;
@@ -127,7 +145,8 @@ impl HostTable {
         Ok(table)
     }
 
-    /// The virtual host for a request's host (without port) on `port`.
+    /// The virtual host for a request's host (without port) on `port`. In a gateway listener's
+    /// table the port does not take part: the listener already chose the table.
     pub fn by_authority(&self, host: &str, port: u16) -> Option<&VhostState> {
         let lower;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -136,7 +155,8 @@ impl HostTable {
         } else {
             host
         };
-        if let Some(&(_, index)) = self.by_host.get(host).and_then(|ports| ports.iter().find(|(p, _)| *p == port)) {
+        let on_port = |p: u16| self.any_port || p == port;
+        if let Some(&(_, index)) = self.by_host.get(host).and_then(|ports| ports.iter().find(|(p, _)| on_port(*p))) {
             return Some(&self.vhosts[index]);
         }
         if let Ok(ip) = host.parse::<std::net::IpAddr>()
@@ -146,7 +166,7 @@ impl HostTable {
         }
         self.wildcards
             .iter()
-            .find(|(suffix, p, _)| *p == port && host.ends_with(suffix.as_str()))
+            .find(|(suffix, p, _)| on_port(*p) && host.ends_with(suffix.as_str()))
             .map(|(_, _, i)| &self.vhosts[*i])
     }
 
@@ -223,7 +243,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
     let gateway = config
         .gateway_listeners
         .iter()
-        .map(|l| Ok((l.port, HostTable::build(&l.virtual_hosts, &cluster_index)?)))
+        .map(|l| Ok((l.port, HostTable::build_gateway(&l.virtual_hosts, &cluster_index)?)))
         .collect::<Result<BTreeMap<_, _>, Error>>()?;
     let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
     let unknown_destinations = config.outbound.unknown_destinations;
@@ -334,5 +354,79 @@ pub async fn watch_file(path: PathBuf, poll: Duration, store: Arc<Store>, metric
             // Errors are logged and kept for /config_dump; the last good config keeps serving.
             let _ = store.load_file(&path, &metrics);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trellis_api::proxy_config::{GatewayListener, Node, ProxyMode};
+
+    use super::*;
+
+    fn vhost(name: &str, port: u16, domains: &[&str]) -> VirtualHost {
+        VirtualHost {
+            name: name.into(),
+            port,
+            protocol: Protocol::Http,
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            tcp: Vec::new(),
+        }
+    }
+
+    fn compiled(mode: ProxyMode, vhosts: Vec<VirtualHost>) -> Compiled {
+        let mut config = ProxyConfig::new("1", Node::default(), mode);
+        match mode {
+            ProxyMode::Gateway => {
+                config.gateway_listeners =
+                    vec![GatewayListener { port: 80, protocol: Protocol::Http, virtual_hosts: vhosts }]
+            }
+            ProxyMode::Sidecar => config.outbound.virtual_hosts = vhosts,
+        }
+        compile(config, None, &Metrics::new()).expect("compiles")
+    }
+
+    fn found<'t>(table: &'t HostTable, host: &str, port: u16) -> Option<&'t str> {
+        table.by_authority(host, port).map(|v| v.name.as_str())
+    }
+
+    #[test]
+    fn a_gateway_host_matches_whatever_port_the_host_header_names() {
+        let gateway = compiled(
+            ProxyMode::Gateway,
+            vec![
+                vhost("reviews", 80, &["reviews.example.com"]),
+                vhost("shop", 80, &["*.shop.example.com"]),
+                vhost("catch-all", 80, &["*"]),
+            ],
+        );
+        let table = &gateway.gateway[&80];
+        for port in [80, 8080, 443] {
+            assert_eq!(found(table, "reviews.example.com", port), Some("reviews"), "port {port}");
+            assert_eq!(found(table, "Reviews.Example.com", port), Some("reviews"), "port {port}");
+            assert_eq!(found(table, "cart.shop.example.com", port), Some("shop"), "port {port}");
+            assert_eq!(found(table, "anything.else", port), Some("catch-all"), "port {port}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_without_a_catch_all_still_refuses_unknown_hosts_on_any_port() {
+        let gateway = compiled(ProxyMode::Gateway, vec![vhost("shop", 80, &["*.example.com"])]);
+        let table = &gateway.gateway[&80];
+        assert_eq!(found(table, "cart.example.com", 8080), Some("shop"));
+        assert_eq!(found(table, "example.com", 8080), None, "`*.example.com` needs a label before the suffix");
+        assert_eq!(found(table, "cart.example.org", 80), None);
+    }
+
+    #[test]
+    fn a_sidecar_host_still_matches_only_on_its_own_port() {
+        let sidecar = compiled(
+            ProxyMode::Sidecar,
+            vec![vhost("reviews-9080", 9080, &["reviews"]), vhost("reviews-9090", 9090, &["reviews"])],
+        );
+        assert_eq!(found(&sidecar.outbound, "reviews", 9080), Some("reviews-9080"));
+        assert_eq!(found(&sidecar.outbound, "reviews", 9090), Some("reviews-9090"));
+        assert_eq!(found(&sidecar.outbound, "reviews", 8080), None);
     }
 }

@@ -145,7 +145,8 @@ async fn run(common: Common, mut listeners: mpsc::UnboundedReceiver<(std::net::T
 
 /// Closes the worker's HTTP/2 upstream connections that stayed unused for `idle`.
 async fn sweep_idle(pool: Arc<crate::http::pool::H2Pool>, idle: std::time::Duration) {
-    let mut interval = tokio::time::interval((idle / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100)));
+    let mut interval =
+        tokio::time::interval((idle / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;

@@ -184,7 +184,7 @@ pub struct Rewrite {
     pub authority: Option<String>,
 }
 
-/// Header operations, applied in the order set, add, remove.
+/// Header operations, applied as Envoy does: remove, then set, then add.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOps {

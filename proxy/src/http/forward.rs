@@ -63,7 +63,13 @@ fn authority(req: &Request<Incoming>, default_port: u16) -> (String, u16) {
     }
 }
 
-async fn routed(shared: &Shared, compiled: &Compiled, req: Request<Incoming>, cx: Context) -> Response<Body> {
+async fn routed(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+    // HTTP/2 names the host in `:authority`; routing, redirects and the upstream see it as `Host`.
+    if !req.headers().contains_key(HOST)
+        && let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(HOST, value);
+    }
     let (host, port) = authority(&req, cx.destination.port());
     let table = match cx.side {
         Side::Gateway => compiled.gateway.get(&cx.destination.port()),
@@ -147,8 +153,9 @@ async fn forward_routed(
             if let Some(authority) = rewrite.as_ref().and_then(|r| r.authority.clone()) {
                 req.headers_mut().insert(HOST, authority);
             }
-            route.request_headers.apply(req.headers_mut());
+            // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
+            route.request_headers.apply(req.headers_mut());
             let mut response = to_cluster(shared, cluster, req, hash).await;
             target.response_headers.apply(response.headers_mut());
             route.response_headers.apply(response.headers_mut());
@@ -234,8 +241,11 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     let h2 = !carried_h1 && (req.version() == Version::HTTP_2 || declared_h2);
     // In local mode the target is a loopback address given by flag; with interception it is the
     // original destination, reached from the passthrough source so the rules do not capture it again.
-    let upstream =
-        if shared.settings.inbound_target.is_some() { Upstream::Mesh { h2, meshed: false } } else { Upstream::App { h2 } };
+    let upstream = if shared.settings.inbound_target.is_some() {
+        Upstream::Mesh { h2, meshed: false }
+    } else {
+        Upstream::App { h2 }
+    };
     send(shared, req, target, upstream, &compiled.inbound_metrics).await
 }
 
@@ -310,9 +320,9 @@ async fn send(
         shared.clients.h2.send(addr, source, Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
     } else {
         // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
-        let uri = Authority::try_from(addr.to_string())
-            .ok()
-            .and_then(|authority| Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok());
+        let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
+            Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok()
+        });
         match uri {
             Some(uri) => parts.uri = uri,
             None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
@@ -327,7 +337,8 @@ async fn send(
             metrics.request(response.status().as_u16(), elapsed);
             if upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(downstream) = downstream_upgrade {
-                    upgrade::splice(downstream, hyper::upgrade::on(&mut response));
+                    let tunnel = upgrade::Tunnel::new(&shared.drain, metrics);
+                    upgrade::splice_tunnel(downstream, hyper::upgrade::on(&mut response), tunnel);
                 }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, true);

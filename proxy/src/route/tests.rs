@@ -277,24 +277,78 @@ fn redirects_keep_what_they_do_not_replace() {
         redirect_location(&req.parts(), None, Some("example.com"), Some("https"), Some(8443)),
         "https://example.com:8443/old?q=1"
     );
+    assert_eq!(
+        redirect_location(&req.parts(), Some("/search?lang=en"), None, None, None),
+        "http://reviews/search?lang=en",
+        "a uri with its own query replaces the request's"
+    );
+}
+
+/// A request for `reviews` whose `Host` header is `host`.
+fn with_host(host: &'static str) -> Req {
+    let mut req = Req::get("/old");
+    req.headers.insert(http::header::HOST, http::HeaderValue::from_static(host));
+    req
 }
 
 #[test]
-fn header_edits_set_then_add_then_remove() {
+fn a_redirect_keeps_the_port_of_the_host_header_unless_it_sets_one() {
+    let req = with_host("reviews:8080");
+    assert_eq!(redirect_location(&req.parts(), Some("/new"), None, None, None), "http://reviews:8080/new");
+    assert_eq!(
+        redirect_location(&req.parts(), Some("/new"), None, None, Some(9090)),
+        "http://reviews:9090/new",
+        "the redirect's port replaces the request's"
+    );
+    assert_eq!(
+        redirect_location(&req.parts(), None, None, Some("https"), None),
+        "https://reviews:8080/old",
+        "a port that is not the old scheme's default stays when the scheme changes"
+    );
+    assert_eq!(
+        redirect_location(&req.parts(), None, Some("other.example"), None, None),
+        "http://other.example/old",
+        "an authority is taken as written, as Envoy's host_redirect is"
+    );
+}
+
+#[test]
+fn a_scheme_change_drops_the_old_schemes_default_port() {
+    let req = with_host("reviews:80");
+    assert_eq!(redirect_location(&req.parts(), None, None, Some("https"), None), "https://reviews/old");
+    assert_eq!(redirect_location(&req.parts(), None, None, None, None), "http://reviews:80/old");
+}
+
+#[test]
+fn an_ipv6_host_stays_bracketed_with_its_port() {
+    let mut req = with_host("[fd00::1]:8080");
+    req.authority = "fd00::1";
+    assert_eq!(redirect_location(&req.parts(), None, None, None, None), "http://[fd00::1]:8080/old");
+    req.headers.remove(http::header::HOST);
+    assert_eq!(redirect_location(&req.parts(), None, None, None, None), "http://[fd00::1]/old");
+}
+
+#[test]
+fn header_edits_remove_first_then_set_then_add_as_envoy_does() {
     let edits = HeaderEdits::compile(&HeaderOps {
-        set: BTreeMap::from([("x-set".to_owned(), "1".to_owned())]),
-        add: BTreeMap::from([("x-add".to_owned(), "2".to_owned())]),
-        remove: vec!["x-remove".to_owned()],
+        set: BTreeMap::from([("x-set".to_owned(), "1".to_owned()), ("x-both".to_owned(), "set".to_owned())]),
+        add: BTreeMap::from([("x-add".to_owned(), "2".to_owned()), ("x-both".to_owned(), "added".to_owned())]),
+        remove: vec!["x-remove".to_owned(), "x-both".to_owned(), "x-add".to_owned()],
     })
     .expect("valid");
     let mut headers = HeaderMap::new();
     headers.insert("x-set", http::HeaderValue::from_static("old"));
     headers.insert("x-add", http::HeaderValue::from_static("first"));
     headers.insert("x-remove", http::HeaderValue::from_static("gone"));
+    headers.insert("x-both", http::HeaderValue::from_static("from-client"));
+    headers.insert("x-kept", http::HeaderValue::from_static("untouched"));
     edits.apply(&mut headers);
-    assert_eq!(headers.get("x-set").map(|v| v.as_bytes()), Some(&b"1"[..]));
-    assert_eq!(headers.get_all("x-add").iter().count(), 2);
-    assert!(headers.get("x-remove").is_none());
+    let all = |name: &str| headers.get_all(name).iter().map(|v| v.to_str().expect("ascii")).collect::<Vec<_>>();
+    assert_eq!(all("x-set"), ["1"], "set overwrites");
+    assert!(headers.get("x-remove").is_none(), "remove removes");
+    assert_eq!(all("x-add"), ["2"], "a header removed and added has only the added value");
+    assert_eq!(all("x-both"), ["set", "added"], "removed, then set, then added to");
+    assert_eq!(all("x-kept"), ["untouched"]);
 }
 
 #[test]

@@ -251,3 +251,75 @@ pub fn have(command: &str) -> bool {
 pub fn require(command: &str, package: &str) {
     assert!(have(command), "`{command}` is required for this test: apt-get install -y {package} (.ci/run does)");
 }
+
+impl Proxy {
+    /// Like [`Proxy::start_at`], with the proxy's command run through `wrapper` (e.g.
+    /// `["prlimit", "--nofile=64"]`), which must exec the command it is given.
+    pub fn start_wrapped(ip: IpAddr, mode: &str, config: &ProxyConfig, extra: &[&str], wrapper: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("config.json");
+        write_config(&config_path, config);
+        let child = Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_trellis-proxy"))
+            .arg(mode)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--listen-ip", &ip.to_string()])
+            .args(["--admin-addr", &format!("{ip}:15000")])
+            .args(["--readiness-addr", &format!("{ip}:15021")])
+            .args(["--prometheus-addr", &format!("{ip}:15090")])
+            .args(["--config-poll", "50ms", "--drain-deadline", "2s"])
+            .args(extra)
+            .env("TRELLIS_LOG", std::env::var("TRELLIS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn trellis-proxy");
+        let mut proxy = Proxy { child, ip, config_path, _dir: dir };
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+        let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // Linux reports both in clock ticks of 1/100 s (USER_HZ).
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
+    /// Open file descriptors of the process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+/// The value of the series in a Prometheus exposition whose name and labels are exactly `series`
+/// (`name{labels}`), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Opens a `CONNECT target` tunnel through the explicit proxy at `proxy`: the response's status and
+/// head, and the stream (the tunnel when the status is 200).
+pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> (u16, String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.expect("connect to the explicit proxy");
+    stream.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+            .await
+            .expect("the CONNECT response in time")
+            .expect("read");
+        assert_eq!(n, 1, "connection closed before the CONNECT response ended: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, stream)
+}

@@ -176,3 +176,41 @@ pub async fn server_first(addr: SocketAddr, greeting: &'static [u8]) -> SocketAd
     });
     bound
 }
+
+/// An HTTP server that reads each request's whole body and trailers before answering: the body
+/// echoed, header `x-seen-trailers` listing the request's trailers (`name=value`, comma-separated,
+/// `none` without any), and a response trailer `x-upstream-trailer: sent` announced in `Trailer`.
+pub async fn trailer_echo(addr: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.expect("bind trailer echo");
+    let bound = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(trailers_seen);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    bound
+}
+
+async fn trailers_seen(req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    let collected = req.into_body().collect().await?;
+    let seen = collected
+        .trailers()
+        .map(|t| t.iter().map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?"))).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|| "none".to_owned());
+    let body = collected.to_bytes();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-upstream-trailer", HeaderValue::from_static("sent"));
+    let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+    let mut response = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+    response
+        .headers_mut()
+        .insert("x-seen-trailers", HeaderValue::from_str(&seen).unwrap_or(HeaderValue::from_static("?")));
+    response.headers_mut().insert("trailer", HeaderValue::from_static("x-upstream-trailer"));
+    Ok(response)
+}

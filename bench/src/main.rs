@@ -21,6 +21,9 @@ use trellis_bench::{chart, procstat};
 struct Args {
     #[arg(long, default_value = "target/release/trellis-proxy")]
     proxy: PathBuf,
+    /// How `--proxy` was built, for the report (`make bench-proxy` says which target and allocator).
+    #[arg(long, default_value = "release build")]
+    proxy_build: String,
     #[arg(long, default_value = "target/release/trellis-bench-app")]
     app: PathBuf,
     #[arg(long, default_value = "bench/.tools/bin/oha")]
@@ -402,8 +405,9 @@ fn environment(args: &Args) -> Environment {
             (
                 "trellis-proxy".into(),
                 format!(
-                    "{} (release build, commit {commit}{})",
+                    "{} ({}, commit {commit}{})",
                     command_line(&path(&args.proxy), &["--version"]).unwrap_or_else(unknown),
+                    args.proxy_build,
                     if dirty { " with uncommitted changes in proxy/ or api/" } else { "" }
                 ),
             ),

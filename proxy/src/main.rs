@@ -18,6 +18,11 @@ use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
 
+/// mimalloc: as fast as glibc's allocator on the request path, with less memory held per thread, and
+/// the same allocator whichever libc the binary is linked with (the release build is static musl).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Trellis proxy.
 #[derive(Debug, Parser)]
 #[command(name = "trellis-proxy", version, about)]

@@ -162,6 +162,10 @@ fn an_apps_request_crosses_both_proxies_and_excluded_ports_bypass_them() {
     for port in [APP_PORT, EXCLUDED_PORT] {
         net.spawn(&server, Some(APP_UID), &[SYSTEM_PYTHON, &app, &port.to_string()]);
     }
+    // The apps answer before any rule exists, so a slow interpreter start is not a proxy failure.
+    for port in [APP_PORT, EXCLUDED_PORT] {
+        net.wait_for(&server, &format!("http://127.0.0.1:{port}/"));
+    }
 
     let service = cluster_with("orders", &[std::net::SocketAddr::from((SERVER_IP, APP_PORT))], true, Protocol::Http);
     let mut orders = vhost("orders", APP_PORT, &["orders"], vec![route("all", vec![], forward(vec![to("orders", 1)]))]);

@@ -36,9 +36,11 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Res
     let Some(compiled) = shared.store.current() else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no config loaded");
     };
+    // The forwarding future is several KiB: boxed, it is allocated per request while the request is
+    // in flight instead of being reserved in every idle keep-alive connection.
     match cx.side {
-        Side::Inbound => inbound(shared, &compiled, req, cx).await,
-        Side::Outbound | Side::Gateway => routed(shared, &compiled, req, cx).await,
+        Side::Inbound => Box::pin(inbound(shared, &compiled, req, cx)).await,
+        Side::Outbound | Side::Gateway => Box::pin(routed(shared, &compiled, req, cx)).await,
     }
 }
 

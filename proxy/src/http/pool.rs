@@ -65,7 +65,8 @@ impl H2Pool {
         let mut sender = match reusable {
             Some(sender) => sender,
             None => {
-                let sender = self.connect(addr, source).await?;
+                // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
+                let sender = Box::pin(self.connect(addr, source)).await?;
                 self.lock().insert(key, Entry { sender: sender.clone(), last_used: Instant::now() });
                 sender
             }

@@ -12,4 +12,8 @@ pub enum Error {
     /// A CRD could not be generated or serialised.
     #[error("cannot generate CRD for {kind}: {message}")]
     Crd { kind: &'static str, message: String },
+    /// A config-push message that cannot be encoded or decoded, or a delta that does not apply to the
+    /// config it names as its base.
+    #[error("config push: {0}")]
+    Push(String),
 }

@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod object;
 pub mod path;
 pub mod proxy_config;
+pub mod push;
 pub mod status;
 pub mod support;
 pub mod validate;

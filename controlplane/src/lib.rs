@@ -1,4 +1,20 @@
 //! `trellisd`, the Trellis control plane (like istiod): sources (Kubernetes watches or a folder of YAML)
-//! feed one index; a pure translate function turns (index, proxy identity) into a `ProxyConfig`
-//! (`trellis_api::proxy_config`); push streams each proxy its slice, versioned and acknowledged; the mesh
-//! CA issues workload certificates. Built by issue "[M1 3/6] Control plane"; this crate holds no code yet.
+//! feed one [`index::Index`]; the pure [`translate::translate`] function turns (index, proxy identity)
+//! into a `ProxyConfig` (`trellis_api::proxy_config`), holding every Istio semantic the proxy does not
+//! (scope and precedence, `exportTo`, host matching, subsets, the root namespace); push streams each
+//! proxy its slice, versioned and acknowledged; the mesh CA issues workload certificates.
+//!
+//! Sources feed the index through [`index::Change`]s, built from Kubernetes objects
+//! ([`index::kubernetes`]) or from YAML text ([`index::load`]); invalid Istio objects are kept in the index
+//! with their errors so translate can name them and skip them. `docs/controlplane.md` lists the Istio
+//! rules translate implements and what is left.
+
+mod error;
+pub mod index;
+pub mod push;
+pub mod sources;
+pub mod translate;
+
+pub use error::Error;
+pub use index::{Change, Index};
+pub use translate::{ProxyIdentity, Skipped, Translation, translate};

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod balance;
 pub mod detect;
+pub mod discovery;
 pub mod drain;
 mod error;
 pub mod http;

@@ -1,0 +1,254 @@
+//! The index: one typed, in-memory picture of the mesh that every source feeds and translate reads.
+//!
+//! Sources (a Kubernetes watch, a folder of YAML) turn what they see into [`Change`]s: an upsert of a
+//! [`Resource`] or a delete by [`Key`]. The index keeps each object under its `(kind, namespace, name)`
+//! key with its [`Age`] (which decides Istio's "oldest wins" precedence), and derives from them the
+//! service registry (Kubernetes Services and every host of every valid ServiceEntry, as [`Service`]s) and
+//! the workloads (pods and valid WorkloadEntries, as [`Workload`]s). Invalid Istio objects are kept too,
+//! with their errors, so translate can name them while skipping them.
+
+use std::collections::BTreeMap;
+
+use trellis_api::mesh::MeshSpec;
+use trellis_api::object::Object;
+
+pub mod istio;
+pub mod kubernetes;
+pub mod load;
+mod model;
+
+pub use model::*;
+
+/// Name of the `Mesh` translate uses when there are several.
+pub const DEFAULT_MESH_NAME: &str = "default";
+
+/// One update from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Adds or replaces the object under the resource's key. `created` is its creation time in Unix
+    /// seconds, when the source knows it.
+    Upsert { resource: Resource, created: Option<i64> },
+    /// Removes the object under the key, if any.
+    Delete(Key),
+}
+
+impl Change {
+    /// An upsert without a creation time (files): the object ranks by the order it was first seen.
+    pub fn upsert(resource: Resource) -> Self {
+        Change::Upsert { resource, created: None }
+    }
+}
+
+impl Resource {
+    /// Where the resource is kept in the index.
+    pub fn key(&self) -> Key {
+        match self {
+            Resource::Namespace(ns) => Key::new(Kind::Namespace, "", &ns.name),
+            Resource::Service(s) => Key::new(Kind::Service, &s.namespace, &s.name),
+            Resource::EndpointSlice(s) => Key::new(Kind::EndpointSlice, &s.namespace, &s.name),
+            Resource::Pod(p) => Key::new(Kind::Pod, &p.namespace, &p.name),
+            Resource::Config(c) => Key::new(c.kind, &c.id.namespace, &c.id.name),
+        }
+    }
+}
+
+/// An object in the index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub age: Age,
+    pub resource: Resource,
+}
+
+/// The typed, in-memory picture of the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    entries: BTreeMap<Key, Entry>,
+    /// The registry, by origin key and host name.
+    services: BTreeMap<(Key, String), Service>,
+    /// Pods and WorkloadEntries, by their key.
+    workloads: BTreeMap<Key, Workload>,
+    next_seq: u64,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one change; returns whether the index changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        match change {
+            Change::Upsert { resource, created } => {
+                let key = resource.key();
+                let age = match self.entries.get(&key) {
+                    Some(existing) if existing.resource == resource && existing.age.created == created => return false,
+                    Some(existing) => Age { created, seq: existing.age.seq },
+                    None => {
+                        self.next_seq += 1;
+                        Age { created, seq: self.next_seq }
+                    }
+                };
+                self.forget_derived(&key);
+                self.derive(&key, &resource);
+                self.entries.insert(key, Entry { age, resource });
+                true
+            }
+            Change::Delete(key) => {
+                self.forget_derived(&key);
+                self.entries.remove(&key).is_some()
+            }
+        }
+    }
+
+    /// Applies every change in order.
+    pub fn apply_all(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            self.apply(change);
+        }
+    }
+
+    fn forget_derived(&mut self, key: &Key) {
+        let stale: Vec<(Key, String)> = self
+            .services
+            .range((key.clone(), String::new())..)
+            .take_while(|((origin, _), _)| origin == key)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.services.remove(&k);
+        }
+        self.workloads.remove(key);
+    }
+
+    fn derive(&mut self, key: &Key, resource: &Resource) {
+        let services = match resource {
+            Resource::Service(service) => vec![kubernetes::registry_entry(service)],
+            Resource::Config(config) => match config.valid() {
+                Some(Object::ServiceEntry(entry)) => istio::registry_entries(key, &entry.spec),
+                Some(Object::WorkloadEntry(entry)) => {
+                    self.workloads.insert(key.clone(), istio::workload(key, &entry.spec));
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            },
+            Resource::Pod(pod) => {
+                self.workloads.insert(key.clone(), pod.clone());
+                Vec::new()
+            }
+            Resource::Namespace(_) | Resource::EndpointSlice(_) => Vec::new(),
+        };
+        for service in services {
+            self.services.insert((key.clone(), service.hostname.clone()), service);
+        }
+    }
+
+    /// The object under `key`.
+    pub fn get(&self, key: &Key) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// How many objects the index holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every object of `kind`, by namespace and name.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = (&Key, &Entry)> {
+        self.entries.range(Key::new(kind, "", "")..).take_while(move |(k, _)| k.kind == kind)
+    }
+
+    /// Every object of `kind` in `namespace`, by name.
+    pub fn in_namespace(&self, kind: Kind, namespace: &str) -> impl Iterator<Item = (&Key, &Entry)> + use<'_> {
+        let namespace = namespace.to_owned();
+        self.entries
+            .range(Key::new(kind, namespace.as_str(), "")..)
+            .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+    }
+
+    /// Every valid Istio object of `kind`, with its key and age.
+    pub fn configs(&self, kind: Kind) -> impl Iterator<Item = (&Key, Age, &Object)> {
+        self.of_kind(kind).filter_map(|(key, entry)| match &entry.resource {
+            Resource::Config(config) => config.valid().map(|object| (key, entry.age, object)),
+            _ => None,
+        })
+    }
+
+    /// Every Istio object that failed validation, with its key.
+    pub fn invalid(&self) -> impl Iterator<Item = (&Key, &Config)> {
+        self.entries.iter().filter_map(|(key, entry)| match &entry.resource {
+            Resource::Config(config) if config.valid().is_none() => Some((key, config)),
+            _ => None,
+        })
+    }
+
+    /// The age of the object under `key` (the default age when it is unknown).
+    pub fn age(&self, key: &Key) -> Age {
+        self.entries.get(key).map(|e| e.age).unwrap_or_default()
+    }
+
+    /// The service registry: every Kubernetes Service and every host of every valid ServiceEntry.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.services.values()
+    }
+
+    /// Every pod and valid WorkloadEntry.
+    pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
+        self.workloads.values()
+    }
+
+    /// The workload under that key (kind `Pod` or `WorkloadEntry`).
+    pub fn workload(&self, key: &Key) -> Option<&Workload> {
+        self.workloads.get(key)
+    }
+
+    /// The workloads of `namespace`.
+    pub fn workloads_in(&self, namespace: &str) -> impl Iterator<Item = &Workload> + use<'_> {
+        let namespace = namespace.to_owned();
+        [Kind::Pod, Kind::WorkloadEntry].into_iter().flat_map(move |kind| {
+            let namespace = namespace.clone();
+            self.workloads
+                .range(Key::new(kind, namespace.as_str(), "")..)
+                .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+                .map(|(_, w)| w)
+        })
+    }
+
+    /// The EndpointSlices of the Service `namespace/service`.
+    pub fn endpoint_slices(&self, namespace: &str, service: &str) -> impl Iterator<Item = &EndpointSlice> + use<'_> {
+        let service = service.to_owned();
+        self.in_namespace(Kind::EndpointSlice, namespace).filter_map(move |(_, entry)| match &entry.resource {
+            Resource::EndpointSlice(slice) if slice.service == service => Some(slice),
+            _ => None,
+        })
+    }
+
+    /// The namespace of that name, if a source reported it.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        match self.entries.get(&Key::new(Kind::Namespace, "", name)).map(|e| &e.resource) {
+            Some(Resource::Namespace(ns)) => Some(ns),
+            _ => None,
+        }
+    }
+
+    /// The mesh settings: the valid `Mesh` named [`DEFAULT_MESH_NAME`], else the first valid one.
+    pub fn mesh(&self) -> Option<&MeshSpec> {
+        let mut meshes = self.configs(Kind::Mesh).filter_map(|(key, _, object)| match object {
+            Object::Mesh(mesh) => Some((key, &mesh.spec)),
+            _ => None,
+        });
+        let first = meshes.next()?;
+        if first.0.name == DEFAULT_MESH_NAME {
+            return Some(first.1);
+        }
+        Some(meshes.find(|(key, _)| key.name == DEFAULT_MESH_NAME).unwrap_or(first).1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

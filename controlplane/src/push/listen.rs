@@ -1,0 +1,102 @@
+//! Accepting connections and routing requests: HTTP/2 for the stream (prior knowledge, as gRPC
+//! does), HTTP/1.1 too so `curl` and the CLI can read the status list.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use trellis_api::push::{STATUS_PATH, STREAM_PATH};
+
+use super::stream::{self, Body, text};
+use super::{PushServer, RECEIVE_WINDOW_BYTES, SEND_BUFFER_BYTES, SHUTDOWN_GRACE};
+
+/// Pause after a failed accept (out of file descriptors), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl PushServer {
+    /// Accepts plain-text connections on `listener` until [`PushServer::shutdown`].
+    pub async fn serve(&self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = self.shared.stopping() => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    // Messages are small and latency matters more than packet count.
+                    let _ = stream.set_nodelay(true);
+                    let server = self.clone();
+                    tokio::spawn(async move { server.serve_connection(stream, peer).await });
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a push connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Serves one connection from `peer` until it closes or the server shuts down. `io` is any byte
+    /// stream: a TCP stream today, a TLS stream once the mesh CA issues trellisd's certificate.
+    pub async fn serve_connection<I>(&self, io: I, peer: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = PushServer { shared: shared.clone() };
+            async move { Ok::<_, Infallible>(server.route(peer, request).await) }
+        });
+        let options = &self.shared.options;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.keepalive_interval)
+            .keep_alive_timeout(options.keepalive_timeout)
+            .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
+            .max_send_buf_size(SEND_BUFFER_BYTES);
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(options.hello_timeout);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = self.shared.stopping() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(SHUTDOWN_GRACE, connection.as_mut()).await.unwrap_or(Ok(()))
+            }
+        };
+        if let Err(err) = result {
+            tracing::debug!(%peer, error = %err, "push connection ended");
+        }
+    }
+
+    async fn route(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+        match (request.method(), request.uri().path()) {
+            (&Method::POST, STREAM_PATH) => stream::open(self.shared.clone(), peer, request).await,
+            (&Method::GET, STATUS_PATH) => match serde_json::to_vec_pretty(&self.statuses()) {
+                Ok(json) => {
+                    let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                    response
+                }
+                Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+            },
+            (method, path @ (STREAM_PATH | STATUS_PATH)) => {
+                text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
+            }
+            (_, path) => text(StatusCode::NOT_FOUND, format!("no such path {path:?}; try {STATUS_PATH}")),
+        }
+    }
+}

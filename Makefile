@@ -1,7 +1,7 @@
 # Trellis developer commands. `make test` is what CI runs.
 CARGO ?= cargo
 
-.PHONY: build test fmt fmt-check lint clippy crds crds-check analyze-examples clean
+.PHONY: build test fmt fmt-check lint clippy crds crds-check analyze-examples clean demo
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -11,6 +11,12 @@ test: fmt-check clippy crds-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 	$(MAKE) analyze-examples
+
+## demo: the tutorial's ordering app on this machine (local mode, no root): builds the release binaries and
+## runs `trellis demo`; Ctrl-C stops it. `target/release/trellis demo --once` runs the script and exits.
+demo:
+	$(CARGO) build --release -p trellis-cli -p trellis-proxy -p trellis-controlplane -p trellis-ordering
+	"$${CARGO_TARGET_DIR:-target}/release/trellis" demo
 
 fmt:
 	$(CARGO) fmt --all

@@ -32,6 +32,11 @@ pub const DEFAULT_PORT: u16 = 15012;
 pub const STREAM_PATH: &str = "/v1/stream";
 /// Path of the list of connected proxies and their sync state: `GET`, JSON [`ProxyStatusList`].
 pub const STATUS_PATH: &str = "/v1/proxies";
+/// Path of the config last sent to one connected proxy: `GET /v1/config?proxy=<id>`, JSON `ProxyConfig`
+/// (for debugging: `trellis explain`, `trellis proxy-config`).
+pub const CONFIG_PATH: &str = "/v1/config";
+/// Query parameter of [`CONFIG_PATH`] naming the proxy by its node id.
+pub const CONFIG_PROXY_PARAM: &str = "proxy";
 /// Content type of both stream bodies.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
 

@@ -68,6 +68,8 @@ pub struct Index {
     /// Pods and WorkloadEntries, by their key.
     workloads: BTreeMap<Key, Workload>,
     next_seq: u64,
+    /// The mesh settings when no valid `Mesh` object is held (`trellisd --root-namespace`).
+    default_mesh: Option<MeshSpec>,
 }
 
 impl Index {
@@ -236,13 +238,21 @@ impl Index {
         }
     }
 
-    /// The mesh settings: the valid `Mesh` named [`DEFAULT_MESH_NAME`], else the first valid one.
+    /// Sets the mesh settings used while no valid `Mesh` object is held; returns whether they changed.
+    pub fn set_default_mesh(&mut self, mesh: Option<MeshSpec>) -> bool {
+        let changed = self.default_mesh != mesh;
+        self.default_mesh = mesh;
+        changed
+    }
+
+    /// The mesh settings: the valid `Mesh` named [`DEFAULT_MESH_NAME`], else the first valid one, else
+    /// the default set with [`Index::set_default_mesh`].
     pub fn mesh(&self) -> Option<&MeshSpec> {
         let mut meshes = self.configs(Kind::Mesh).filter_map(|(key, _, object)| match object {
             Object::Mesh(mesh) => Some((key, &mesh.spec)),
             _ => None,
         });
-        let first = meshes.next()?;
+        let Some(first) = meshes.next() else { return self.default_mesh.as_ref() };
         if first.0.name == DEFAULT_MESH_NAME {
             return Some(first.1);
         }

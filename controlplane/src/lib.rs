@@ -6,14 +6,16 @@
 //!
 //! Sources feed the index through [`index::Change`]s, built from Kubernetes objects
 //! ([`index::kubernetes`]) or from YAML text ([`index::load`]); invalid Istio objects are kept in the index
-//! with their errors so translate can name them and skip them. `docs/controlplane.md` lists the Istio
-//! rules translate implements and what is left.
+//! with their errors so translate can name them and skip them. [`translated::TranslatedSource`] is what
+//! the `trellisd` binary serves: translate over the shared index, as a push config source.
+//! `docs/controlplane.md` lists the Istio rules translate implements and what is left.
 
 mod error;
 pub mod index;
 pub mod push;
 pub mod sources;
 pub mod translate;
+pub mod translated;
 
 pub use error::Error;
 pub use index::{Change, Index};

@@ -3,7 +3,7 @@
 //! A source turns what it sees into [`crate::Change`]s and applies them through a [`SharedIndex`], batch by
 //! batch; each batch that changes the index moves the index's generation, which push subscribes to
 //! (`push::ConfigSource::subscribe`) to recompute proxies' configs. [`kubernetes`] watches the API
-//! server; a folder of YAML (local mode) feeds the same handle.
+//! server; [`folder`] reads a folder of YAML (local mode) into the same handle.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::index::{Change, Index};
 
+pub mod folder;
 pub mod kubernetes;
 
 /// The index behind a lock, with a generation that moves after every batch of changes that changed it.

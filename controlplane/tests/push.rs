@@ -355,3 +355,40 @@ async fn a_stream_stays_open_on_its_last_config_when_the_source_stops_changing_f
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(server.statuses().proxies.len(), 1, "the stream is still open");
 }
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+async fn get_over_http1(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: trellisd\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_owned())
+}
+
+#[tokio::test]
+async fn the_config_last_sent_to_a_proxy_can_be_read_by_its_id() {
+    let source = FakeSource::new(3);
+    let (_server, addr) = start(source.clone()).await;
+    let mut proxy = Proxy::connect(addr, "web-1.shop").await;
+    let ServerMessage::Snapshot(_) = proxy.next().await else { panic!("the first message is a snapshot") };
+    source.change(|config| config.clusters[1].endpoints.push(endpoint(1, 7)));
+    let delta = proxy.delta().await;
+
+    let (status, body) = get_over_http1(addr, "/v1/config?proxy=web-1%2Eshop").await;
+    assert_eq!(status, 200, "{body}");
+    let config: ProxyConfig = serde_json::from_str(&body).expect("a ProxyConfig");
+    assert_eq!(config.version, delta.version, "the config of the last delta, not of the snapshot");
+    assert_eq!(config.node.id, "web-1.shop");
+    let endpoints: Vec<usize> = config.clusters.iter().map(|c| c.endpoints.len()).collect();
+    assert_eq!(endpoints, [10, 11, 10]);
+
+    let (status, body) = get_over_http1(addr, "/v1/config?proxy=nobody.shop").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no proxy \"nobody.shop\" is connected"), "{body}");
+    let (status, body) = get_over_http1(addr, "/v1/config").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("usage: /v1/config?proxy="), "{body}");
+}

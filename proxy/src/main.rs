@@ -1,5 +1,6 @@
 //! `trellis-proxy`: the binary. Parses flags, sets up logging and the runtime, and runs one mode:
-//! `sidecar` (capture listeners), `gateway` (gateway ports) or `init` (iptables rules).
+//! `sidecar` (capture listeners), `gateway` (gateway ports) or `init` (iptables rules). Its config comes
+//! from a file it watches (`--config`) or from the control plane (`--discovery-address`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,14 +10,15 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
+use trellis_api::proxy_config::{Node, ProxyMode};
 use trellis_proxy::admin::{self, AdminState};
 use trellis_proxy::drain::Drain;
 use trellis_proxy::http::Side;
-use trellis_proxy::init;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
+use trellis_proxy::{discovery, init};
 
 /// mimalloc: as fast as glibc's allocator on the request path, with less memory held per thread, and
 /// the same allocator whichever libc the binary is linked with (the release build is static musl).
@@ -76,16 +78,7 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::default());
     let drain = Drain::new();
-    if let Err(err) = store.load_file(&settings.config, &metrics) {
-        tracing::warn!(error = %err, "no config yet; not ready until a valid one appears");
-    }
-    tokio::spawn(state::watch_file(
-        settings.config.clone(),
-        settings.config_poll,
-        store.clone(),
-        metrics.clone(),
-        drain.watch(),
-    ));
+    follow_config(&settings, &store, &metrics, &drain);
     let common =
         Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
     let workers = Workers::start(&common)?;
@@ -124,6 +117,36 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         tracing::warn!(open = drain.open_connections(), "drain deadline passed with connections open");
     }
     Ok(())
+}
+
+/// Keeps `store` up to date from the control plane or the config file, on this (control) thread. The
+/// proxy is ready once a first config is serving.
+fn follow_config(settings: &Settings, store: &Arc<Store>, metrics: &Arc<Metrics>, drain: &Drain) {
+    if let Some(address) = &settings.discovery_address {
+        let mode = if settings.mode == "gateway" { ProxyMode::Gateway } else { ProxyMode::Sidecar };
+        let node = Node {
+            id: settings.node_id.clone(),
+            namespace: settings.namespace.clone(),
+            service_account: settings.service_account.clone(),
+            // The control plane computes the SPIFFE identity from the namespace and service account.
+            identity: String::new(),
+            labels: settings.labels.clone(),
+        };
+        let hello = discovery::hello(node, mode, settings.instance_ips.clone());
+        tracing::info!(control_plane = %address, node = %settings.node_id, "following the control plane");
+        let following = discovery::run(address.clone(), hello, store.clone(), metrics.clone(), drain.watch());
+        tokio::spawn(async move {
+            if let Err(err) = following.await {
+                tracing::error!(error = %err, "cannot follow the control plane");
+            }
+        });
+        return;
+    }
+    let Some(path) = settings.config.clone() else { return };
+    if let Err(err) = store.load_file(&path, metrics) {
+        tracing::warn!(error = %err, "no config yet; not ready until a valid one appears");
+    }
+    tokio::spawn(state::watch_file(path, settings.config_poll, store.clone(), metrics.clone(), drain.watch()));
 }
 
 /// Serves admin, readiness and metrics on this (control) thread, off the data path.

@@ -2,8 +2,14 @@
 //!
 //! Every flag has an environment variable and a named default, so a pod spec can set either; a bad
 //! value names the flag. The resolved settings are serializable and shown at `/config_dump`.
+//!
+//! The config comes from a file (`--config`) or from the control plane (`--discovery-address`). For the
+//! latter the proxy says who it is: its node id, namespace, service account, labels and IPs, read from
+//! flags or from the environment Kubernetes gives an injected pod (`POD_NAME`, `POD_NAMESPACE`,
+//! `SERVICE_ACCOUNT`, `INSTANCE_IP`, as Istio's injector sets them).
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,13 +41,63 @@ pub const DEFAULT_CONFIG_POLL: &str = "200ms";
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "90s";
 /// Log filter at start (`tracing` env-filter syntax); `/logging?level=` changes it at runtime.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Environment variable of `--discovery-address`.
+pub const DISCOVERY_ADDRESS_ENV: &str = "TRELLIS_DISCOVERY_ADDRESS";
+/// Environment variable of `--node-id`.
+pub const NODE_ID_ENV: &str = "TRELLIS_NODE_ID";
+/// The pod's name (Kubernetes downward API); the default node id is `POD_NAME.<namespace>`.
+pub const POD_NAME_ENV: &str = "POD_NAME";
+/// Environment variable of `--namespace` (the pod's namespace, from the downward API).
+pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+/// Environment variable of `--service-account`.
+pub const SERVICE_ACCOUNT_ENV: &str = "SERVICE_ACCOUNT";
+/// Environment variable of `--instance-ip` (the pod's IPs, comma-separated).
+pub const INSTANCE_IP_ENV: &str = "INSTANCE_IP";
+/// Environment variable of `--labels`.
+pub const LABELS_ENV: &str = "TRELLIS_LABELS";
+/// Environment variable read for the host name when no node id is given and there is no `POD_NAME`.
+pub const HOSTNAME_ENV: &str = "HOSTNAME";
+/// Namespace of a proxy that names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Service account of a proxy that names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Host name used in the default node id when the host's name cannot be found.
+pub const FALLBACK_HOST_NAME: &str = "localhost";
 
 /// Flags shared by `sidecar` and `gateway`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// ProxyConfig file (JSON or YAML); reloaded when it changes, keeping the last good one on error.
-    #[arg(long, env = "TRELLIS_CONFIG", value_name = "FILE")]
-    pub config: PathBuf,
+    /// Required unless the config comes from the control plane (--discovery-address).
+    #[arg(
+        long,
+        env = "TRELLIS_CONFIG",
+        value_name = "FILE",
+        required_unless_present = "discovery_address",
+        conflicts_with = "discovery_address"
+    )]
+    pub config: Option<PathBuf>,
+    /// Get the config from the control plane (`host:port` or `http://host:port`; port 15012 when absent).
+    #[arg(long, env = DISCOVERY_ADDRESS_ENV, value_name = "ADDR")]
+    pub discovery_address: Option<String>,
+    /// The proxy's id at the control plane (`trellis proxy-status`); default `$POD_NAME.<namespace>`,
+    /// else the host name and the namespace.
+    #[arg(long, env = NODE_ID_ENV, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Namespace of the workload.
+    #[arg(long, env = POD_NAMESPACE_ENV, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Service account of the workload (its identity).
+    #[arg(long, env = SERVICE_ACCOUNT_ENV, default_value = DEFAULT_SERVICE_ACCOUNT)]
+    pub service_account: String,
+    /// Labels of the workload, `key=value,key=value` (they select the policies and, for a gateway, the
+    /// Gateways that apply).
+    #[arg(long, env = LABELS_ENV, value_name = "K=V,...")]
+    pub labels: Option<String>,
+    /// IP of the workload (repeatable, or comma-separated); default the --listen-ip unless it is
+    /// unspecified (0.0.0.0 or ::).
+    #[arg(long = "instance-ip", env = INSTANCE_IP_ENV, value_name = "IP", value_delimiter = ',')]
+    pub instance_ips: Vec<IpAddr>,
     /// IP the capture and gateway listeners bind to (local mode gives each sidecar its own, e.g. 127.0.1.N).
     #[arg(long, env = "TRELLIS_LISTEN_IP", default_value = DEFAULT_LISTEN_IP)]
     pub listen_ip: std::net::IpAddr,
@@ -87,7 +143,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
     pub mode: &'static str,
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    pub discovery_address: Option<String>,
+    pub node_id: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    pub instance_ips: Vec<IpAddr>,
     pub listen_ip: std::net::IpAddr,
     pub outbound_port: u16,
     pub inbound_port: u16,
@@ -123,6 +185,16 @@ impl Settings {
 impl ServeArgs {
     /// The settings these flags describe for `mode` (`sidecar` or `gateway`), or the flag that is wrong.
     pub fn settings(&self, mode: &'static str) -> Result<Settings, crate::Error> {
+        self.settings_with(mode, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`ServeArgs::settings`] reading the environment variables that are not flags (`POD_NAME`,
+    /// `HOSTNAME`) through `env`.
+    pub fn settings_with(
+        &self,
+        mode: &'static str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, crate::Error> {
         if self.concurrency == 0 || self.concurrency > 64 {
             let message = format!("{} is not between 1 and 64", self.concurrency);
             return Err(crate::Error::Flag { flag: "--concurrency", message });
@@ -131,9 +203,36 @@ impl ServeArgs {
             let message = format!("port {} is also the inbound port", self.outbound_port);
             return Err(crate::Error::Flag { flag: "--outbound-port", message });
         }
+        if let Some(address) = &self.discovery_address {
+            crate::discovery::Target::parse(address)?;
+        }
+        let flag = |flag: &'static str, message: String| crate::Error::Flag { flag, message };
+        if self.namespace.trim().is_empty() {
+            return Err(flag("--namespace", "the namespace is empty".to_owned()));
+        }
+        let node_id = match &self.node_id {
+            Some(id) if id.trim().is_empty() => return Err(flag("--node-id", "the node id is empty".to_owned())),
+            Some(id) => id.clone(),
+            None => {
+                let pod = env(POD_NAME_ENV).or_else(|| env(HOSTNAME_ENV)).or_else(host_name);
+                format!("{}.{}", pod.as_deref().unwrap_or(FALLBACK_HOST_NAME), self.namespace)
+            }
+        };
+        let labels = parse_labels(self.labels.as_deref().unwrap_or_default()).map_err(|m| flag("--labels", m))?;
+        let instance_ips = if self.instance_ips.is_empty() && !self.listen_ip.is_unspecified() {
+            vec![self.listen_ip]
+        } else {
+            self.instance_ips.clone()
+        };
         Ok(Settings {
             mode,
             config: self.config.clone(),
+            discovery_address: self.discovery_address.clone(),
+            node_id,
+            namespace: self.namespace.clone(),
+            service_account: self.service_account.clone(),
+            labels,
+            instance_ips,
             listen_ip: self.listen_ip,
             outbound_port: self.outbound_port,
             inbound_port: self.inbound_port,
@@ -148,5 +247,115 @@ impl ServeArgs {
             config_poll: self.config_poll,
             pool_idle_timeout: self.pool_idle_timeout,
         })
+    }
+}
+
+/// Labels written `key=value,key=value` (spaces around entries are ignored; an empty text is no labels).
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(format!("{entry:?} is not key=value"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let name_like = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+        if key.is_empty() || !key.chars().all(name_like) {
+            return Err(format!("{key:?} is not a label key"));
+        }
+        if !value.chars().all(name_like) || value.contains('/') {
+            return Err(format!("{value:?} (label {key}) is not a label value"));
+        }
+        if labels.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("label {key} is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+/// The host's name, from the kernel.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Args::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|a| a.serve)
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_config_comes_from_a_file_or_the_control_plane_and_not_both() {
+        let err = parse(&[]).expect_err("neither");
+        assert!(err.to_string().contains("--config"), "{err}");
+        let err = parse(&["--config", "c.json", "--discovery-address", "trellisd:15012"]).expect_err("both");
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        let settings = parse(&["--discovery-address", "trellisd"]).expect("valid").settings_with("sidecar", no_env);
+        let settings = settings.expect("valid settings");
+        assert_eq!((settings.config, settings.discovery_address.as_deref()), (None, Some("trellisd")));
+        let err = parse(&["--discovery-address", "https://trellisd"]).expect("parsed").settings_with("sidecar", no_env);
+        let err = err.expect_err("not http").to_string();
+        assert!(err.starts_with("invalid value for --discovery-address"), "{err}");
+    }
+
+    #[test]
+    fn the_node_id_defaults_to_the_pod_name_and_namespace_as_kubernetes_gives_them() {
+        let args = parse(&["--discovery-address", "trellisd", "--namespace", "shop"]).expect("valid");
+        let pod = |name: &str| if name == POD_NAME_ENV { Some("web-7d9f".to_owned()) } else { None };
+        assert_eq!(args.settings_with("sidecar", pod).expect("valid").node_id, "web-7d9f.shop");
+        let host = |name: &str| if name == HOSTNAME_ENV { Some("laptop".to_owned()) } else { None };
+        assert_eq!(args.settings_with("sidecar", host).expect("valid").node_id, "laptop.shop");
+        let args = parse(&["--discovery-address", "trellisd", "--node-id", "booking-v1.default"]).expect("valid");
+        let settings = args.settings_with("sidecar", pod).expect("valid");
+        assert_eq!(settings.node_id, "booking-v1.default", "the flag wins");
+        assert_eq!((settings.namespace.as_str(), settings.service_account.as_str()), ("default", "default"));
+        let err = parse(&["--discovery-address", "x", "--node-id", " "]).expect("parsed").settings_with("sidecar", pod);
+        assert!(err.expect_err("empty").to_string().starts_with("invalid value for --node-id"));
+    }
+
+    #[test]
+    fn labels_and_instance_ips_are_read_and_the_ips_default_to_a_specific_listen_ip() {
+        let args = parse(&[
+            "--discovery-address",
+            "trellisd",
+            "--labels",
+            "app=booking, version=v1,istio.io/rev=",
+            "--listen-ip",
+            "127.0.1.4",
+        ])
+        .expect("valid");
+        let settings = args.settings_with("sidecar", no_env).expect("valid");
+        let labels: Vec<(&str, &str)> = settings.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(labels, [("app", "booking"), ("istio.io/rev", ""), ("version", "v1")]);
+        assert_eq!(settings.instance_ips, ["127.0.1.4".parse::<IpAddr>().expect("an IP")]);
+        let args = parse(&["--config", "c.json", "--instance-ip", "10.0.0.7,fd00::7", "--instance-ip", "10.0.0.8"]);
+        let settings = args.expect("valid").settings_with("sidecar", no_env).expect("valid");
+        assert_eq!(settings.instance_ips.len(), 3);
+        let settings = parse(&["--config", "c.json"]).expect("valid").settings_with("sidecar", no_env).expect("valid");
+        assert!(settings.instance_ips.is_empty(), "no IP is guessed from 0.0.0.0");
+    }
+
+    #[test]
+    fn a_malformed_label_is_an_error_naming_the_flag() {
+        for bad in ["app", "=v1", "app=a b", "app=x/y", "app=1,app=2"] {
+            let args = parse(&["--config", "c.json", "--labels", bad]).expect("parsed");
+            let err = args.settings_with("sidecar", no_env).expect_err(bad).to_string();
+            assert!(err.starts_with("invalid value for --labels: "), "{bad}: {err}");
+        }
+        assert_eq!(parse_labels(""), Ok(BTreeMap::new()));
     }
 }

@@ -142,3 +142,17 @@ spec: {}
     assert_eq!(index.mesh().map(|m| m.trust_domain.as_str()), Some("example.org"));
     assert_eq!(index.len(), 2, "the Deployment is not kept");
 }
+
+#[test]
+fn the_default_mesh_settings_apply_only_while_no_mesh_object_is_held() {
+    let spec = |root: &str| MeshSpec { root_namespace: root.to_owned(), ..MeshSpec::default() };
+    let mut index = Index::new();
+    assert!(index.mesh().is_none());
+    assert!(index.set_default_mesh(Some(spec("mesh-root"))));
+    assert!(!index.set_default_mesh(Some(spec("mesh-root"))), "the same settings are no change");
+    assert_eq!(index.mesh().map(|m| m.root_namespace.as_str()), Some("mesh-root"));
+    let mesh =
+        "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {rootNamespace: from-object}\n";
+    index.apply_all(changes(mesh));
+    assert_eq!(index.mesh().map(|m| m.root_namespace.as_str()), Some("from-object"), "a Mesh object wins");
+}

@@ -1,5 +1,6 @@
 //! Accepting connections and routing requests: HTTP/2 for the stream (prior knowledge, as gRPC
-//! does), HTTP/1.1 too so `curl` and the CLI can read the status list.
+//! does), HTTP/1.1 too so `curl` and the CLI can read the status list and, for debugging, the config
+//! last sent to a proxy.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,9 +12,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use trellis_api::push::{STATUS_PATH, STREAM_PATH};
+use trellis_api::push::{CONFIG_PATH, CONFIG_PROXY_PARAM, STATUS_PATH, STREAM_PATH};
 
 use super::stream::{self, Body, text};
 use super::{PushServer, RECEIVE_WINDOW_BYTES, SEND_BUFFER_BYTES, SHUTDOWN_GRACE};
@@ -83,20 +85,59 @@ impl PushServer {
     async fn route(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
             (&Method::POST, STREAM_PATH) => stream::open(self.shared.clone(), peer, request).await,
-            (&Method::GET, STATUS_PATH) => match serde_json::to_vec_pretty(&self.statuses()) {
-                Ok(json) => {
-                    let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-                    response
+            (&Method::GET, STATUS_PATH) => json(&self.statuses()),
+            (&Method::GET, CONFIG_PATH) => {
+                let query = request.uri().query().unwrap_or_default();
+                let Some(id) = query_param(query, CONFIG_PROXY_PARAM) else {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("usage: {CONFIG_PATH}?{CONFIG_PROXY_PARAM}=<proxy id>"),
+                    );
+                };
+                match self.shared.registry.config_of(&id) {
+                    Some(config) => json(&config),
+                    None => text(StatusCode::NOT_FOUND, format!("no proxy {id:?} is connected; see {STATUS_PATH}")),
                 }
-                Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-            },
-            (method, path @ (STREAM_PATH | STATUS_PATH)) => {
+            }
+            (method, path @ (STREAM_PATH | STATUS_PATH | CONFIG_PATH)) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             (_, path) => text(StatusCode::NOT_FOUND, format!("no such path {path:?}; try {STATUS_PATH}")),
         }
     }
+}
+
+/// `value` as an indented JSON response.
+fn json(value: &impl Serialize) -> Response<Body> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(json) => {
+            let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+/// The first value of the query parameter `name`, percent-decoded (`+` is a space); `None` when the
+/// parameter is absent, empty, or not UTF-8 once decoded.
+pub(super) fn query_param(query: &str, name: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|pair| match pair.split_once('=') {
+        Some((key, value)) if key == name => Some(value),
+        _ => None,
+    })?;
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut input = raw.bytes();
+    while let Some(byte) = input.next() {
+        match byte {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let (high, low) = (input.next()?, input.next()?);
+                let hex = |b: u8| (b as char).to_digit(16);
+                bytes.push(u8::try_from(hex(high)? * 16 + hex(low)?).ok()?);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).ok().filter(|value| !value.is_empty())
 }

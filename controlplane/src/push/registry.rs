@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use trellis_api::proxy_config::ProxyConfig;
 use trellis_api::push::{Hello, ProxyStatus, ProxyStatusList};
+
+use super::View;
 
 /// Every open stream, by a key unique to the stream.
 #[derive(Debug, Default)]
@@ -26,6 +29,8 @@ pub(super) struct Entry {
 
 #[derive(Debug, Default)]
 struct State {
+    /// The config last sent (the stream's own view, shared, not a copy).
+    view: Option<Arc<View>>,
     sent_version: String,
     acked_version: Option<String>,
     last_error: Option<String>,
@@ -57,6 +62,16 @@ impl Registry {
         Registered { registry: self.clone(), key, entry }
     }
 
+    /// The config last sent to the proxy `id` (its most recent stream when it has several).
+    pub fn config_of(&self, id: &str) -> Option<ProxyConfig> {
+        let view = {
+            let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = streams.values().rev().find(|e| e.hello.node.id == id)?;
+            entry.state().view.clone()?
+        };
+        Some(view.to_config())
+    }
+
     /// Every open stream, ordered by proxy id and then by when it connected.
     pub fn statuses(&self) -> ProxyStatusList {
         let entries: Vec<Arc<Entry>> =
@@ -72,10 +87,11 @@ impl Entry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A config of `version` went out in `bytes` bytes.
-    pub fn sent(&self, version: &str, bytes: usize) {
+    /// The config `view` went out in `bytes` bytes.
+    pub fn sent(&self, view: &Arc<View>, bytes: usize) {
         let mut state = self.state();
-        state.sent_version = version.to_owned();
+        state.sent_version.clone_from(&view.version);
+        state.view = Some(view.clone());
         state.sent_messages += 1;
         state.sent_bytes += bytes as u64;
     }

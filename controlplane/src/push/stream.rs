@@ -62,7 +62,8 @@ pub(super) async fn open(shared: Arc<Shared>, peer: SocketAddr, request: Request
         Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
     let registered = shared.registry.register(hello.clone(), peer);
-    registered.entry.sent(&view.version, snapshot.len());
+    let view = Arc::new(view);
+    registered.entry.sent(&view, snapshot.len());
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     if tx.try_send(snapshot).is_err() {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "the stream closed before its snapshot");
@@ -100,8 +101,8 @@ struct Stream {
     shared: Arc<Shared>,
     hello: Arc<Hello>,
     registered: Registered,
-    /// What the proxy was last sent.
-    view: View,
+    /// What the proxy was last sent (shared with its registry entry, for `GET /v1/config`).
+    view: Arc<View>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -166,9 +167,9 @@ impl Stream {
             }
         };
         // Nothing changed for this proxy: it keeps its version (and the view its allocations).
-        let Some(delta) = diff(&self.view, &view) else { return Ok(()) };
+        let Some(delta) = diff(self.view.as_ref(), &view) else { return Ok(()) };
         let line = encode_delta(&delta).map_err(|e| e.to_string())?;
-        self.view = view;
+        self.view = Arc::new(view);
         self.send(line).await
     }
 
@@ -176,7 +177,7 @@ impl Stream {
     async fn send(&self, line: Vec<u8>) -> Result<(), String> {
         let len = line.len();
         self.tx.send(Bytes::from(line)).await.map_err(|_| "the proxy went away".to_owned())?;
-        self.registered.entry.sent(&self.view.version, len);
+        self.registered.entry.sent(&self.view, len);
         Ok(())
     }
 
@@ -191,7 +192,7 @@ impl Stream {
                 }
                 ClientMessage::Resync { version, error } => {
                     tracing::info!(proxy = %self.hello.node.id, %version, %error, "proxy asked for a snapshot");
-                    let line = encode_snapshot(&self.view).map_err(|e| e.to_string())?;
+                    let line = encode_snapshot(self.view.as_ref()).map_err(|e| e.to_string())?;
                     self.send(line).await?;
                 }
                 ClientMessage::Hello(_) => return Err("a second hello on one stream".into()),

@@ -87,3 +87,15 @@ fn a_view_of_the_same_config_has_no_delta() {
     let view = View::new(config("a.shop", "1", 10), &interner);
     assert!(diff(&view, &config("a.shop", "2", 10)).is_none());
 }
+
+#[test]
+fn a_query_parameter_is_found_by_name_and_percent_decoded() {
+    use super::listen::query_param;
+    assert_eq!(query_param("proxy=web-1.shop", "proxy").as_deref(), Some("web-1.shop"));
+    assert_eq!(query_param("a=1&proxy=web%2D1.shop&proxy=x", "proxy").as_deref(), Some("web-1.shop"));
+    assert_eq!(query_param("proxy=a+b%20c", "proxy").as_deref(), Some("a b c"));
+    assert_eq!(query_param("proxyx=1", "proxy"), None, "a longer name is another parameter");
+    assert_eq!(query_param("proxy=", "proxy"), None, "empty");
+    assert_eq!(query_param("proxy=%zz", "proxy"), None, "a bad escape");
+    assert_eq!(query_param("proxy=%ff", "proxy"), None, "not UTF-8");
+}

@@ -144,6 +144,9 @@ async fn explicit_request(shared: Shared, mut req: Request<Incoming>, peer: Sock
     let known = known(&shared, &host, port);
     let resolved = match known.and_then(|k| k.address) {
         Some(address) => Some(address),
+        // A mesh name without a service address (a local-mode ServiceEntry) is routed by its Host:
+        // looking it up in DNS on every request would only wait for a resolver that cannot know it.
+        None if known.is_some() && req.method() != Method::CONNECT => None,
         None => resolve(&host, port).await,
     };
     if resolved.is_some_and(|addr| is_own_address(&shared.settings, addr)) {

@@ -1,0 +1,424 @@
+//! Unit tests of the demo's pure parts: the plan and its local-mode YAML (translated by the real control
+//! plane), the tutorial steps, the checks on made-up observations, and the report text.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use trellis_api::proxy_config::ProxyMode;
+use trellis_api::push::ProxyStatus;
+use trellis_controlplane::index::load;
+use trellis_controlplane::translate::cluster_name;
+use trellis_controlplane::{Index, ProxyIdentity, translate};
+
+use super::checks::{self, Answer, Dependency, Feature, Reply, Split, Verdict};
+use super::plan::{self, BOOKING, Plan, SHIPPING_V1, Subnet, WORKLOADS};
+use super::report::{self, LiveStats};
+use super::steps::{self, STEPS, Sync};
+
+fn plan() -> Plan {
+    Plan { subnet: plan::DEFAULT_SUBNET.parse().expect("default subnet"), gateway_port: 80 }
+}
+
+fn booking(shipping: &str) -> Reply {
+    Reply {
+        status: Some(200),
+        service: Some("booking".into()),
+        version: Some("v1".into()),
+        inventory: Some(Dependency { status: Some(200), version: Some("v1".into()), proxy_error: None }),
+        shipping: Some(Dependency { status: Some(200), version: Some(shipping.into()), proxy_error: None }),
+        ..Reply::default()
+    }
+}
+
+fn bookings(v1: usize, v2: usize) -> Vec<Reply> {
+    std::iter::repeat_n(booking("v1"), v1).chain(std::iter::repeat_n(booking("v2"), v2)).collect()
+}
+
+fn unanswered(error: &str) -> Reply {
+    Reply { error: Some(error.into()), ..Reply::default() }
+}
+
+fn from_proxy(status: u16, reason: &str) -> Reply {
+    Reply { status: Some(status), trellis_error: Some(reason.into()), ..Reply::default() }
+}
+
+/// The demo's workloads and the tutorial, indexed as trellisd indexes its folder.
+fn mesh_index() -> Index {
+    let mut index = Index::new();
+    let mut texts = vec![("00-local-workloads.yaml".to_owned(), plan().local_workloads_yaml())];
+    texts.extend(STEPS.iter().map(|s| (s.file.to_owned(), s.embedded.to_owned())));
+    for (name, text) in texts {
+        let loaded = load::yaml(&name, &text);
+        assert!(loaded.problems.is_empty(), "{name}: {:?}", loaded.problems);
+        index.apply_all(loaded.changes);
+    }
+    index
+}
+
+fn identity_of(workload: &plan::Workload) -> ProxyIdentity {
+    ProxyIdentity {
+        id: Plan::proxy_id(workload),
+        mode: ProxyMode::Sidecar,
+        namespace: plan::NAMESPACE.into(),
+        service_account: workload.service_account.into(),
+        labels: [("app", workload.service), ("version", workload.version)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        addresses: vec![IpAddr::V4(plan().ip(workload))],
+    }
+}
+
+#[test]
+fn the_default_subnet_gives_each_process_its_own_loopback_address() {
+    let plan = plan();
+    assert_eq!(plan.ip(&BOOKING), Ipv4Addr::new(127, 0, 1, 1));
+    assert_eq!(plan.gateway_ip(), Ipv4Addr::new(127, 0, 1, 10));
+    assert_eq!(plan.trellisd_addr(), SocketAddr::from(([127, 0, 1, 100], 15012)));
+    let mut ips: Vec<Ipv4Addr> = WORKLOADS.iter().map(|w| plan.ip(w)).collect();
+    ips.extend(plan::SERVICES.iter().map(|s| plan.subnet.ip(s.virtual_host)));
+    ips.push(plan.gateway_ip());
+    ips.push(Ipv4Addr::new(127, 0, 1, 100));
+    let count = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), count, "no two processes share an address");
+    let mut addrs: Vec<SocketAddr> = plan.listen_addrs().into_iter().map(|(_, a)| a).collect();
+    let count = addrs.len();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), count, "no two listeners collide");
+}
+
+#[test]
+fn a_subnet_is_a_loopback_slash_24_away_from_127_0_0() {
+    let parsed: Subnet = "127.42.7.0/24".parse().expect("valid");
+    assert_eq!(parsed.ip(5), Ipv4Addr::new(127, 42, 7, 5));
+    assert_eq!("127.42.7".parse::<Subnet>(), Ok(parsed));
+    assert_eq!(parsed.to_string(), "127.42.7.0/24");
+    for (bad, why) in [
+        ("10.0.1.0/24", "not in 127.0.0.0/8"),
+        ("127.0.0.0/24", "127.0.0.0/24"),
+        ("127.0.1.5", "last octet"),
+        ("127.0.300", "not an address"),
+        ("localhost", "not an address"),
+    ] {
+        let error = bad.parse::<Subnet>().expect_err(bad);
+        assert!(error.contains(bad) && error.contains(why), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn each_sidecar_stands_in_front_of_its_app_and_booking_calls_through_its_explicit_proxy() {
+    let plan = plan();
+    let sidecar = plan.sidecar(&BOOKING);
+    let flag = |name: &str| {
+        let at = sidecar.args.iter().position(|a| a == name).unwrap_or_else(|| panic!("no {name}"));
+        sidecar.args[at + 1].clone()
+    };
+    assert_eq!(sidecar.args[0], "sidecar");
+    assert_eq!(flag("--inbound-target"), "127.0.1.1:8080");
+    assert_eq!(flag("--explicit-proxy-addr"), "127.0.1.1:15080");
+    assert_eq!(flag("--listen-ip"), "127.0.1.1");
+    assert_eq!(flag("--instance-ip"), "127.0.1.1");
+    assert_eq!(flag("--admin-addr"), "127.0.1.1:15000");
+    assert_eq!(flag("--discovery-address"), "http://127.0.1.100:15012");
+    assert_eq!(flag("--node-id"), "booking-v1.default");
+    assert_eq!(flag("--labels"), "app=booking-service,version=v1");
+    let app = plan.app(&BOOKING);
+    assert_eq!(app.env, [("HTTP_PROXY".to_owned(), "http://127.0.1.1:15080".to_owned())]);
+    assert!(app.args.windows(2).any(|w| w == ["--listen", "127.0.1.1:8080"]));
+    assert!(plan.app(&SHIPPING_V1).env.is_empty(), "only booking calls other services");
+    let gateway = plan.gateway();
+    assert_eq!(gateway.args[0], "gateway");
+    assert!(gateway.args.windows(2).any(|w| w == ["--labels", "istio=ingressgateway"]));
+    assert!(gateway.args.windows(2).any(|w| w == ["--namespace", "istio-system"]));
+    assert_eq!(plan.proxy_ids().last().map(String::as_str), Some(plan::GATEWAY_ID));
+}
+
+#[test]
+fn the_generated_workloads_send_the_mesh_through_each_sidecars_inbound_listener() {
+    let index = mesh_index();
+    let booking = translate(&index, &identity_of(&BOOKING));
+    assert!(booking.skipped.is_empty(), "{:?}", booking.skipped);
+    let host = "shipping-service.default.svc.cluster.local";
+    for (subset, ip) in [("v1", [127, 0, 1, 3]), ("v2", [127, 0, 1, 4])] {
+        let name = cluster_name(80, subset, host);
+        let cluster = booking.config.clusters.iter().find(|c| c.name == name).expect("shipping subset cluster");
+        let addresses: Vec<SocketAddr> = cluster.endpoints.iter().map(|e| e.address).collect();
+        assert_eq!(addresses, [SocketAddr::from((ip, plan::INBOUND_PORT))], "{name}");
+    }
+    let vhost = booking.config.outbound.virtual_hosts.iter().find(|v| v.name == host).expect("shipping's host");
+    assert_eq!(vhost.addresses, ["127.0.1.203"], "a virtual address, so the explicit proxy never asks DNS");
+    let shipping = translate(&index, &identity_of(&SHIPPING_V1));
+    let ports: Vec<u16> = shipping.config.inbound.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [plan::INBOUND_PORT], "the inbound listener's port is the one the mesh calls");
+    assert_eq!(shipping.config.node.identity, "spiffe://cluster.local/ns/default/sa/shipping");
+}
+
+#[test]
+fn the_gateway_port_moves_only_in_gateway_documents() {
+    let text = STEPS[steps::GATEWAY_STEP].embedded;
+    let adapted = steps::with_gateway_port(text, 80, 8080).expect("the tutorial's Gateway listens on 80");
+    assert!(adapted.contains("        number: 8080\n        name: http\n"), "{adapted}");
+    assert!(!adapted.contains("number: 80\n"));
+    let virtual_service = &adapted[adapted.find("kind: VirtualService").expect("VirtualService")..];
+    let original = &text[text.find("kind: VirtualService").expect("VirtualService")..];
+    assert_eq!(virtual_service, original, "the VirtualService's destination port stays");
+    assert_eq!(adapted.len(), text.len() + 2);
+    assert_eq!(steps::with_gateway_port(STEPS[2].embedded, 80, 8080), None, "no Gateway in step 03");
+}
+
+#[test]
+fn every_tutorial_step_is_built_in_and_can_be_read_from_a_folder() {
+    assert_eq!(STEPS.map(|s| &s.file[..2]), ["01", "02", "03", "04", "05", "06"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(STEPS[0].file), "kind: Changed\n").expect("write");
+    assert_eq!(STEPS[0].text(Some(dir.path())).expect("readable"), "kind: Changed\n");
+    let missing = STEPS[1].text(Some(dir.path())).expect_err("missing file");
+    assert!(missing.contains("--tutorial") && missing.contains("02-booking-gateway.yaml"), "{missing}");
+    assert!(STEPS[2].text(None).expect("built in").contains("weight: 90"));
+}
+
+fn status(id: &str, sent: &str, acked: Option<&str>, error: Option<&str>) -> ProxyStatus {
+    ProxyStatus {
+        id: id.into(),
+        namespace: "default".into(),
+        mode: ProxyMode::Sidecar,
+        proxy_version: "test".into(),
+        address: "127.0.0.1:1".into(),
+        connected_at: 0,
+        sent_version: sent.into(),
+        acked_version: acked.map(str::to_owned),
+        in_sync: acked == Some(sent),
+        last_error: error.map(str::to_owned),
+        sent_messages: 1,
+        sent_bytes: 1,
+    }
+}
+
+#[test]
+fn the_proxies_are_in_sync_when_every_one_acknowledged_and_changes_are_named() {
+    let expected = vec!["a.default".to_owned(), "b.default".to_owned()];
+    let before: BTreeMap<String, String> = [("a.default".into(), "3".into()), ("b.default".into(), "3".into())].into();
+    let missing = steps::sync_state(&expected, &[status("a.default", "3", Some("3"), None)], &before);
+    assert!(matches!(missing, Sync::Waiting(ref why) if why.contains("b.default is not connected")), "{missing:?}");
+    let behind = [status("a.default", "4", Some("3"), None), status("b.default", "3", Some("3"), None)];
+    assert!(matches!(steps::sync_state(&expected, &behind, &before), Sync::Waiting(_)));
+    let refused =
+        [status("a.default", "4", Some("3"), Some("unknown cluster")), status("b.default", "3", Some("3"), None)];
+    let state = steps::sync_state(&expected, &refused, &before);
+    assert!(matches!(state, Sync::Refused(ref e) if e.contains("a.default") && e.contains("unknown cluster")));
+    let synced = [status("a.default", "4", Some("4"), None), status("b.default", "3", Some("3"), None)];
+    assert_eq!(steps::sync_state(&expected, &synced, &before), Sync::Synced { changed: vec!["a.default".into()] });
+}
+
+#[test]
+fn a_booking_answer_is_read_from_its_headers_and_body() {
+    let body = r#"{"service":"booking","version":"v1",
+        "inventory":{"status":null,"proxyError":"circuit breaker open"},
+        "shipping":{"status":200,"version":"v2"}}"#;
+    let answer = Answer {
+        status: 503,
+        headers: [("x-ordering-service".to_owned(), "booking".to_owned()), ("x-ordering-version".into(), "v1".into())]
+            .into(),
+        body: body.as_bytes().to_vec(),
+    };
+    let reply = Reply::from_answer(&answer);
+    assert!(!reply.booked());
+    assert_eq!(reply.inventory.as_ref().and_then(|i| i.proxy_error.as_deref()), Some("circuit breaker open"));
+    assert_eq!(reply.describe(), "503 from booking v1 (inventory: proxy said circuit breaker open, shipping v2)");
+    assert_eq!(booking("v2").shipping_version(), Some("v2"));
+    assert_eq!(from_proxy(404, "no route").describe(), "404 from the proxy (no route)");
+    assert_eq!(Reply::from_result(Err("connection refused".into())).describe(), "no answer (connection refused)");
+}
+
+#[test]
+fn the_route_check_wants_every_booking_through_the_gateway_and_a_404_for_other_paths() {
+    let url = "http://127.0.1.10/api/v1/booking";
+    let other = "http://127.0.1.10/api/v1/unknown";
+    let passed = checks::route(url, &bookings(3, 1), other, &from_proxy(404, "no route"), Split::of(&bookings(3, 1)));
+    assert_eq!(passed.verdict, Verdict::Pass, "{passed:?}");
+    assert!(passed.summary.contains("-> 200 from booking v1") && passed.summary.contains("4 of 4"), "{passed:?}");
+    assert!(passed.details.iter().any(|d| d.contains("shipping answered v1 75.0%, v2 25.0%")), "{passed:?}");
+    let mut some_failed = bookings(3, 0);
+    some_failed.push(unanswered("connection refused"));
+    let failed = checks::route(url, &some_failed, other, &from_proxy(404, "no route"), Split::default());
+    assert_eq!(failed.verdict, Verdict::Fail);
+    assert!(failed.summary.contains("no answer (connection refused)"), "{failed:?}");
+    let app_404 = Reply { status: Some(404), service: Some("booking".into()), ..Reply::default() };
+    assert_eq!(checks::route(url, &bookings(1, 0), other, &app_404, Split::default()).verdict, Verdict::Fail);
+    assert_eq!(checks::route(url, &[], other, &from_proxy(404, "x"), Split::default()).verdict, Verdict::Fail);
+}
+
+#[test]
+fn the_split_check_accepts_ninety_ten_within_its_tolerance_and_nothing_else() {
+    assert_eq!(checks::split(&bookings(450, 50)).verdict, Verdict::Pass);
+    assert_eq!(checks::split(&bookings(460, 40)).verdict, Verdict::Pass, "8% is within 4 sigmas of 10% over 500");
+    assert_eq!(checks::split(&bookings(250, 250)).verdict, Verdict::Fail, "an even split is not 90/10");
+    assert_eq!(checks::split(&bookings(500, 0)).verdict, Verdict::Fail, "no v2 at all");
+    let mut with_error = bookings(450, 50);
+    with_error.push(from_proxy(503, "no healthy upstream"));
+    let failed = checks::split(&with_error);
+    assert_eq!(failed.verdict, Verdict::Fail);
+    assert!(failed.summary.contains("1 failed") && failed.details[0].contains("no healthy upstream"), "{failed:?}");
+    assert_eq!(checks::split(&[]).verdict, Verdict::Fail);
+    let summary = checks::split(&bookings(451, 49)).summary;
+    assert!(summary.starts_with("shipping v1 90.2%, v2 9.8% of 500 bookings"), "{summary}");
+}
+
+#[test]
+fn the_split_tolerance_shrinks_with_more_requests_but_never_below_its_floor() {
+    let small = checks::split_tolerance(100, 10.0);
+    let large = checks::split_tolerance(500, 10.0);
+    assert!((small - 12.0).abs() < 0.01, "{small}");
+    assert!((large - 5.37).abs() < 0.01, "{large}");
+    assert_eq!(checks::split_tolerance(1_000_000, 10.0), checks::MIN_SPLIT_TOLERANCE);
+    assert_eq!(checks::split_tolerance(0, 10.0), 100.0);
+}
+
+#[test]
+fn checks_of_features_not_enforced_yet_are_skipped_whatever_they_observe() {
+    assert!(!Feature::CircuitBreaking.enforced() && !Feature::Mtls.enforced() && !Feature::Jwt.enforced());
+    let all_booked = checks::circuit_breaking(&bookings(10, 0));
+    assert_eq!(all_booked.verdict, Verdict::Skip);
+    assert!(all_booked.summary.starts_with("not enforced yet; observed: 10 concurrent bookings"), "{all_booked:?}");
+    let mut overflow = bookings(2, 0);
+    let mut rejected = booking("v1");
+    rejected.status = Some(503);
+    rejected.inventory = Some(Dependency { proxy_error: Some("circuit breaker open".into()), ..Default::default() });
+    overflow.extend(std::iter::repeat_n(rejected, 8));
+    let breaking = checks::circuit_breaking(&overflow);
+    assert_eq!(breaking.verdict, Verdict::Skip);
+    assert!(breaking.summary.contains("it already passes") && breaking.summary.contains("8 rejected"), "{breaking:?}");
+}
+
+#[test]
+fn the_checks_of_later_features_pass_only_on_what_enforcement_looks_like() {
+    // Judged as they will be once enforced: the observation decides, not the flag.
+    let passes = |check: checks::Check| check.summary.contains("it already passes");
+    let mut overflow = bookings(1, 0);
+    overflow.push(Reply {
+        status: Some(503),
+        service: Some("booking".into()),
+        inventory: Some(Dependency { proxy_error: Some("overflow".into()), ..Default::default() }),
+        ..Reply::default()
+    });
+    assert!(passes(checks::circuit_breaking(&overflow)));
+    assert!(!passes(checks::circuit_breaking(&bookings(10, 0))), "nothing rejected");
+    let app = Reply { status: Some(200), service: Some("shipping".into()), ..Reply::default() };
+    let ids = [("booking-v1 sidecar".to_owned(), "spiffe://cluster.local/ns/default/sa/booking".to_owned())];
+    let refused = unanswered("connection reset by peer");
+    assert!(passes(checks::mtls("shipping", &refused, &booking("v1"), &ids)));
+    assert!(!passes(checks::mtls("shipping", &app, &booking("v1"), &ids)), "plain text reached the app");
+    assert!(!passes(checks::mtls("shipping", &refused, &unanswered("reset"), &ids)), "the mesh broke too");
+    assert!(checks::mtls("shipping", &refused, &booking("v1"), &ids).details[0].contains("sa/booking"));
+    let denied = from_proxy(403, "RBAC: access denied");
+    let unauthenticated = from_proxy(401, "Jwt verification fails");
+    assert!(passes(checks::jwt(&denied, &unauthenticated, None)));
+    assert!(passes(checks::jwt(&denied, &unauthenticated, Some(&booking("v1")))));
+    assert!(!passes(checks::jwt(&denied, &unauthenticated, Some(&denied))), "a valid token must book");
+    assert!(!passes(checks::jwt(&booking("v1"), &unauthenticated, None)), "no token must be denied");
+}
+
+#[test]
+fn the_metrics_check_reads_the_sidecars_request_counters_per_cluster() {
+    let host = "shipping-service.default.svc.cluster.local";
+    let (v1, v2) = (cluster_name(80, "v1", host), cluster_name(80, "v2", host));
+    let text = format!(
+        "# TYPE trellis_requests_total counter\n\
+         trellis_requests_total{{direction=\"Outbound\",cluster=\"{v1}\",code_class=\"2xx\"}} 440\n\
+         trellis_requests_total{{direction=\"Outbound\",cluster=\"{v1}\",code_class=\"5xx\"}} 10\n\
+         trellis_requests_total{{direction=\"Outbound\",cluster=\"{v2}\",code_class=\"2xx\"}} 50\n\
+         trellis_requests_total_other{{cluster=\"{v2}\"}} 7\n"
+    );
+    assert_eq!(checks::counter_sum(&text, checks::REQUESTS_METRIC, "cluster", &v1), 450.0);
+    let answer = Ok(Answer { status: 200, headers: BTreeMap::new(), body: text.into_bytes() });
+    let clusters = [("shipping v1", v1.clone()), ("shipping v2", v2.clone())];
+    let url = "http://127.0.1.1:15090/stats/prometheus";
+    let check = checks::metrics(url, &answer, &clusters, 500);
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(check.summary.contains("counted requests 450 to shipping v1 and 50 to shipping v2"), "{check:?}");
+    assert_eq!(checks::metrics(url, &answer, &clusters, 501).verdict, Verdict::Fail, "fewer than sent");
+    assert_eq!(checks::metrics(url, &Err("connection refused".into()), &clusters, 1).verdict, Verdict::Fail);
+    let escaped = "trellis_requests_total{cluster=\"a\\\"b\",x=\"y\"} 2\n";
+    assert_eq!(checks::counter_sum(escaped, checks::REQUESTS_METRIC, "cluster", "a\"b"), 2.0);
+}
+
+#[test]
+fn a_config_dump_tells_the_hosts_a_proxy_knows_and_its_identity() {
+    let dump = serde_json::json!({"config": {"node": {"identity": "spiffe://cluster.local/ns/default/sa/booking"},
+        "outbound": {"virtualHosts": [{"name": "order-service.default.svc.cluster.local"}]}}});
+    assert!(checks::knows_host(&dump, "order-service.default.svc.cluster.local"));
+    assert!(!checks::knows_host(&dump, "other.default.svc.cluster.local"));
+    assert!(!checks::knows_host(&serde_json::Value::Null, "order-service.default.svc.cluster.local"));
+    assert_eq!(checks::identity(&dump).as_deref(), Some("spiffe://cluster.local/ns/default/sa/booking"));
+    let known = [("a".to_owned(), true), ("b".to_owned(), false)];
+    let check = checks::discovery("order-service.default.svc.cluster.local", &known);
+    assert_eq!(check.verdict, Verdict::Fail);
+    assert!(check.summary.contains("missing from the config of b"), "{check:?}");
+}
+
+#[test]
+fn the_report_counts_passed_failed_and_skipped_checks() {
+    let checks = vec![
+        checks::split(&bookings(450, 50)),
+        checks::split(&bookings(250, 250)),
+        checks::circuit_breaking(&bookings(10, 0)),
+    ];
+    let text = report::report(&checks);
+    assert!(text.contains("  PASS  split "), "{text}");
+    assert!(text.contains("  FAIL  split "), "{text}");
+    assert!(text.contains("  SKIP  circuit breaking "), "{text}");
+    assert!(text.ends_with("3 checks: 1 passed, 1 failed, 1 skipped (not enforced yet)"), "{text}");
+    assert!(!report::all_passed(&checks));
+    assert!(report::all_passed(&checks[2..]), "a skipped check does not fail the run");
+    assert_eq!(report::progress(std::time::Duration::from_millis(1234), "hello"), "[  1.2s] hello");
+    let try_it = report::try_it(&plan(), "/tmp/mesh");
+    assert!(try_it.contains("\n  curl http://127.0.1.10/api/v1/booking  "), "{try_it}");
+    assert!(try_it.contains("trellis proxy-status --control-plane 127.0.1.100:15012"), "{try_it}");
+}
+
+#[test]
+fn the_live_line_shows_the_last_seconds_rate_the_windows_split_and_all_errors() {
+    let mut stats = LiveStats::default();
+    assert_eq!(stats.line(), "live: 0 req/s | shipping - (last 0 s) | errors 0 of 0 | Ctrl-C stops");
+    for reply in bookings(9, 1) {
+        stats.record(&reply);
+    }
+    stats.record(&unanswered("timeout"));
+    stats.rotate();
+    assert_eq!(stats.line(), "live: 11 req/s | shipping v1 90% v2 10% (last 1 s) | errors 1 of 11 | Ctrl-C stops");
+    for _ in 0..report::LIVE_WINDOW_SECONDS {
+        stats.record(&booking("v2"));
+        stats.rotate();
+    }
+    assert_eq!(stats.line(), "live: 1 req/s | shipping v1 0% v2 100% (last 10 s) | errors 1 of 21 | Ctrl-C stops");
+}
+
+#[test]
+fn the_gateway_url_leaves_out_port_80() {
+    let mut plan = plan();
+    assert_eq!(plan.gateway_url("/api/v1/booking"), "http://127.0.1.10/api/v1/booking");
+    plan.gateway_port = 8080;
+    assert_eq!(plan.gateway_url("/api/v1/booking"), "http://127.0.1.10:8080/api/v1/booking");
+    assert_eq!(plan.metrics_url(&BOOKING), "http://127.0.1.1:15090/stats/prometheus");
+}
+
+#[test]
+fn binaries_are_looked_up_in_order_and_a_missing_one_is_named_with_how_to_build_it() {
+    use super::procs::{self, Binaries};
+    let (first, second) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    std::fs::write(second.path().join("trellisd"), "").expect("write");
+    let dirs = [first.path().to_owned(), second.path().to_owned()];
+    assert_eq!(procs::locate("trellisd", &dirs), Some(second.path().join("trellisd")));
+    std::fs::write(first.path().join("trellisd"), "").expect("write");
+    assert_eq!(procs::locate("trellisd", &dirs), Some(first.path().join("trellisd")), "the first folder wins");
+    assert_eq!(procs::locate("trellis-proxy", &dirs), None);
+    let joined = std::env::join_paths([first.path(), second.path()]).expect("join");
+    assert_eq!(procs::path_dirs(Some(&joined)), dirs);
+    assert!(procs::path_dirs(None).is_empty());
+    let error = Binaries::find(Some(first.path())).expect_err("trellis-proxy is missing").to_string();
+    assert!(error.contains("cannot find trellis-proxy, trellis-ordering"), "{error}");
+    assert!(error.contains("cargo build --release -p trellis-proxy -p trellis-ordering"), "{error}");
+}

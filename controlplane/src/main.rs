@@ -1,0 +1,269 @@
+//! `trellisd`, the Trellis control plane binary: parses flags, starts one source (a folder of YAML in
+//! local mode, or the Kubernetes API server), and serves the config push on 15012 with translate over
+//! the source's index, until SIGTERM or Ctrl-C.
+//!
+//! Once it accepts connections it prints `trellisd listening on ADDR` on stdout (so `--listen
+//! 127.0.0.1:0` works and `trellis run` knows when to go on); logs go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing_subscriber::EnvFilter;
+use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, MeshSpec};
+use trellis_controlplane::push::{self, PushServer};
+use trellis_controlplane::sources::SharedIndex;
+use trellis_controlplane::sources::folder::FolderSource;
+use trellis_controlplane::sources::kubernetes::{self, KubernetesSource};
+use trellis_controlplane::translated::TranslatedSource;
+
+/// Address the config push listens on (Istio's istiod port).
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:15012";
+/// Log filter at start (`tracing` env-filter syntax).
+pub const DEFAULT_LOG: &str = "info";
+/// How often the folder is checked for changed files (local mode).
+pub const DEFAULT_FOLDER_POLL: &str = "200ms";
+/// Environment variable of `--folder`.
+pub const FOLDER_ENV: &str = "TRELLIS_FOLDER";
+/// Environment variable of `--kubernetes`.
+pub const KUBERNETES_ENV: &str = "TRELLIS_KUBERNETES";
+/// Environment variable of `--listen`.
+pub const LISTEN_ENV: &str = "TRELLIS_LISTEN";
+/// Environment variable of `--root-namespace`.
+pub const ROOT_NAMESPACE_ENV: &str = "TRELLIS_ROOT_NAMESPACE";
+/// Environment variable of `--folder-poll`.
+pub const FOLDER_POLL_ENV: &str = "TRELLIS_FOLDER_POLL";
+/// Environment variable of `--log`.
+pub const LOG_ENV: &str = "TRELLIS_LOG";
+/// Environment variable of `--stop-on-stdin-close`.
+pub const STOP_ON_STDIN_CLOSE_ENV: &str = "TRELLIS_STOP_ON_STDIN_CLOSE";
+/// What trellisd prints on stdout, followed by the address, once it accepts connections.
+pub const LISTENING_LINE: &str = "trellisd listening on";
+/// How long a stopping trellisd waits for proxies' streams to close.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(6);
+
+/// trellisd: the Trellis control plane. Reads the mesh from a folder of YAML (local mode) or from
+/// Kubernetes, and streams each proxy its config.
+#[derive(Debug, Parser)]
+#[command(name = "trellisd", version, about)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["folder", "kubernetes"])))]
+struct Args {
+    /// Local mode: read every *.yaml, *.yml and *.json under DIR (recursively), following changes.
+    #[arg(long, env = FOLDER_ENV, value_name = "DIR")]
+    folder: Option<PathBuf>,
+    /// Watch the Kubernetes API server (in-cluster config, else the kubeconfig).
+    #[arg(long, env = KUBERNETES_ENV)]
+    kubernetes: bool,
+    /// Address of the config push (HTTP/2) and of `GET /v1/proxies`.
+    #[arg(long, env = LISTEN_ENV, default_value = DEFAULT_LISTEN_ADDR)]
+    listen: SocketAddr,
+    /// Namespace of mesh-wide policy while no `Mesh` object sets one (`istio-system` is always an alias).
+    #[arg(long, env = ROOT_NAMESPACE_ENV, default_value = DEFAULT_ROOT_NAMESPACE, value_name = "NAMESPACE")]
+    root_namespace: String,
+    /// How often the folder is checked for changes (local mode).
+    #[arg(long, env = FOLDER_POLL_ENV, default_value = DEFAULT_FOLDER_POLL, value_parser = parse_duration)]
+    folder_poll: Duration,
+    /// Log filter (`tracing` env-filter syntax: `info`, `debug`, `trellis_controlplane=debug`).
+    #[arg(long, env = LOG_ENV, default_value = DEFAULT_LOG)]
+    log: String,
+    /// Also stop when standard input closes: a supervisor (`trellis run`) holds its other end, so
+    /// trellisd never outlives it, however it ends.
+    #[arg(long, env = STOP_ON_STDIN_CLOSE_ENV)]
+    stop_on_stdin_close: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = trellis_api::duration::parse(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("trellisd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start(args: Args) -> Result<()> {
+    let filter = EnvFilter::try_new(&args.log).with_context(|| format!("invalid value for --log: {:?}", args.log))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let mesh = default_mesh(&args.root_namespace)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(serve(args, mesh))
+}
+
+/// The mesh settings used while no `Mesh` object is given, when `--root-namespace` is not the default.
+fn default_mesh(root_namespace: &str) -> Result<Option<MeshSpec>> {
+    let valid = !root_namespace.is_empty()
+        && root_namespace.len() <= 63
+        && root_namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !root_namespace.starts_with('-')
+        && !root_namespace.ends_with('-');
+    if !valid {
+        bail!("invalid value for --root-namespace: {root_namespace:?} is not a namespace name (RFC 1123 label)");
+    }
+    if root_namespace == DEFAULT_ROOT_NAMESPACE {
+        return Ok(None);
+    }
+    // Through serde, so every other setting is the default a `Mesh` object without it would have.
+    let spec = serde_json::from_value(serde_json::json!({ "rootNamespace": root_namespace }))
+        .context("the default mesh settings")?;
+    Ok(Some(spec))
+}
+
+async fn serve(args: Args, mesh: Option<MeshSpec>) -> Result<()> {
+    let index = SharedIndex::default();
+    if mesh.is_some() {
+        index.update(|index| index.set_default_mesh(mesh));
+    }
+    let Some(source) = start_source(&args, &index).await? else {
+        return Ok(());
+    };
+    let server = PushServer::new(Arc::new(TranslatedSource::new(index)), push::Options::default());
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr().with_context(|| format!("binding {}", args.listen))?;
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await })
+    };
+    tracing::info!(address = %local, "serving the config push");
+    println!("{LISTENING_LINE} {local}");
+    if args.stop_on_stdin_close {
+        let closed = stdin_closed();
+        tokio::select! {
+            () = shutdown_signal() => {}
+            _ = closed => tracing::info!("standard input closed"),
+        }
+    } else {
+        shutdown_signal().await;
+    }
+    tracing::info!("stopping: ending every proxy's stream (proxies keep their configs)");
+    server.shutdown();
+    let _ = serving.await;
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while !server.statuses().proxies.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    source.abort();
+    Ok(())
+}
+
+/// Starts the source the flags name, once it has read everything there is: the folder's first scan,
+/// or every Kubernetes kind listed once. `None` when a signal came first.
+async fn start_source(args: &Args, index: &SharedIndex) -> Result<Option<JoinHandle<()>>> {
+    if let Some(dir) = &args.folder {
+        let mut source = FolderSource::new(dir, index.clone());
+        let (source, scan) = tokio::task::spawn_blocking(move || {
+            let scan = source.scan();
+            (source, scan)
+        })
+        .await
+        .context("reading the folder")?;
+        let scan = scan?;
+        scan.log();
+        tracing::info!(folder = %dir.display(), files = scan.files, objects = scan.objects, "local mode");
+        return Ok(Some(tokio::spawn(source.run(args.folder_poll))));
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config, else the kubeconfig)")?;
+    let source = KubernetesSource::new(client, index.clone(), kubernetes::Options::default());
+    let mut synced = source.synced();
+    let running = tokio::spawn(source.run());
+    tracing::info!("listing every watched kind before serving");
+    tokio::select! {
+        result = synced.wait_for(|synced| *synced) => {
+            result.context("the Kubernetes source stopped")?;
+        }
+        () = shutdown_signal() => {
+            running.abort();
+            return Ok(None);
+        }
+    }
+    tracing::info!(objects = index.read().len(), "Kubernetes listed");
+    Ok(Some(running))
+}
+
+/// Completes once standard input reaches its end. Read on a thread of its own: a blocking read on the
+/// runtime's pool would hold up its shutdown while the input stays open.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut input = std::io::stdin().lock();
+        let mut buffer = [0u8; 256];
+        while let Ok(1..) = std::io::Read::read(&mut input, &mut buffer) {}
+        let _ = closed.send(());
+    });
+    receiver
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops trellisd");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_folder_or_kubernetes_must_be_named_and_not_both() {
+        let err = Args::try_parse_from(["trellisd"]).expect_err("no source");
+        assert!(err.to_string().contains("--folder"), "{err}");
+        let err = Args::try_parse_from(["trellisd", "--folder", "x", "--kubernetes"]).expect_err("two sources");
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        let args = Args::try_parse_from(["trellisd", "--folder", "mesh"]).expect("a folder");
+        assert_eq!(args.listen, DEFAULT_LISTEN_ADDR.parse::<SocketAddr>().expect("an address"));
+        assert_eq!(args.root_namespace, DEFAULT_ROOT_NAMESPACE);
+        assert_eq!(args.folder_poll, trellis_controlplane::sources::folder::DEFAULT_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn a_root_namespace_other_than_the_default_becomes_the_default_mesh() {
+        assert_eq!(default_mesh(DEFAULT_ROOT_NAMESPACE).expect("valid"), None);
+        let mesh = default_mesh("mesh-root").expect("valid").expect("not the default");
+        assert_eq!(mesh.root_namespace, "mesh-root");
+        assert_eq!(mesh.trust_domain, trellis_api::mesh::DEFAULT_TRUST_DOMAIN, "the rest keeps a Mesh's defaults");
+        for bad in ["", "Mesh", "-x", "a_b", &"x".repeat(64)] {
+            let err = default_mesh(bad).expect_err("not a namespace").to_string();
+            assert!(err.starts_with("invalid value for --root-namespace"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_poll_interval_must_be_a_positive_duration() {
+        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -19,16 +19,11 @@ use crate::http::{self, Context, Shared, Side};
 use crate::metrics::ClusterMetrics;
 use crate::route::pick_weighted;
 use crate::state::Compiled;
-use crate::{Error, tcp};
+use crate::tcp;
 
 mod explicit;
 
 pub use explicit::serve_explicit;
-
-/// Binds a TCP listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(Error::io(format!("binding {addr}")))
-}
 
 /// Accepts connections on `listener` for `side` until the proxy drains.
 pub async fn serve(shared: Shared, listener: TcpListener, side: Side) {

@@ -2,8 +2,8 @@
 //! `trellisd`, `trellis-proxy` and `trellis-ordering` binaries found next to it, drives the tutorial, and
 //! must leave no process behind, whether it ends on its own (`--once`) or on Ctrl-C.
 //!
-//! The sibling binaries are built into the same target folder first (`cargo build` is a no-op when
-//! they are fresh), so `cargo test --workspace` works from a clean clone. Each test uses its own
+//! The sibling binaries are built into the same target folder first, by `trellis-test-support` with
+//! the tests' own cargo command, so `cargo test --workspace` works from a clean clone. Each test uses its own
 //! loopback /24, so the tests, and a demo a developer is running, do not collide.
 
 use std::io::{BufRead as _, BufReader, Read as _};
@@ -21,42 +21,12 @@ fn trellis() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_trellis"))
 }
 
-/// Builds `trellisd`, `trellis-proxy` and `trellis-ordering` next to `trellis`, with the same profile
-/// and target folder.
+/// Builds `trellisd`, `trellis-proxy` and `trellis-ordering` next to `trellis` (once per test binary).
 fn build_siblings() {
-    let exe = trellis();
-    let dir = exe.parent().expect("trellis lives in a folder");
-    let profile = dir.file_name().and_then(|n| n.to_str()).expect("a profile folder").to_owned();
-    let above = dir.parent().expect("the profile folder is in a target folder");
-    let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
-        (above.to_owned(), None)
-    } else {
-        let triple = above.file_name().and_then(|n| n.to_str()).map(str::to_owned);
-        (above.parent().expect("a target folder").to_owned(), triple)
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.arg("build").arg("--target-dir").arg(&target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            command.arg("--release");
-        }
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    if let Some(triple) = triple {
-        command.args(["--target", &triple]);
-    }
-    command.args(["-p", "trellis-controlplane", "--bin", "trellisd"]);
-    command.args(["-p", "trellis-proxy", "--bin", "trellis-proxy"]);
-    command.args(["-p", "trellis-ordering", "--bin", "trellis-ordering"]);
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    let status = command.status().expect("cargo runs");
-    assert!(status.success(), "building the demo's binaries failed: {status}");
+    let dir = trellis().parent().expect("trellis lives in a folder").to_owned();
     for name in ["trellisd", "trellis-proxy", "trellis-ordering"] {
-        assert!(dir.join(name).is_file(), "{name} was not built into {}", dir.display());
+        let built = trellis_test_support::workspace_binary(name);
+        assert_eq!(built.parent(), Some(dir.as_path()), "{name} is built next to trellis");
     }
 }
 

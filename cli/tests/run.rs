@@ -1,14 +1,14 @@
 //! `trellis run` and `trellis proxy-status` as a user runs them: real `trellis` and `trellisd`
 //! processes, a folder of YAML, and a real proxy discovery client connecting to the control plane.
 //!
-//! `trellisd` belongs to another crate: it is built with cargo into this target folder (a no-op when
-//! the workspace is already built), next to `trellis`, where `trellis run` looks first.
+//! `trellisd` belongs to another crate: `trellis-test-support` builds it into this target folder, next
+//! to `trellis`, where `trellis run` looks first.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use trellis_api::proxy_config::{Node, ProxyMode};
@@ -43,39 +43,11 @@ fn loopback(host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 79, (std::process::id() % 256) as u8, host))
 }
 
-/// Variables cargo sets for a test process that must not reach a cargo run from it: build scripts
-/// (ring's) track some of them, and a different value rebuilds them and everything above them.
-fn without_test_variables(command: &mut Command) -> &mut Command {
-    let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"];
-    for (name, _) in std::env::vars_os() {
-        let text = name.to_string_lossy();
-        if set_for_tests.iter().any(|prefix| text.starts_with(prefix))
-            || text == "CARGO_TARGET_TMPDIR"
-            || text == "OUT_DIR"
-        {
-            command.env_remove(&name);
-        }
-    }
-    command
-}
-
-/// Builds `trellisd` next to `trellis` once per test binary.
+/// Builds `trellisd` next to `trellis` (once per test binary).
 fn build_trellisd() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_trellis")).parent().expect("the binaries' folder");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-p", "trellis-controlplane", "--bin", "trellisd"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if bin_dir.file_name().is_some_and(|name| name == "release") {
-            build.arg("--release");
-        }
-        let status = without_test_variables(&mut build).status().expect("run cargo build for trellisd");
-        assert!(status.success(), "cargo build -p trellis-controlplane failed: {status}");
-        assert!(bin_dir.join("trellisd").is_file(), "no trellisd next to trellis after building it");
-    });
+    let trellisd = trellis_test_support::workspace_binary("trellisd");
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_trellis")).parent().expect("the binaries' folder");
+    assert_eq!(trellisd.parent(), Some(bin_dir), "trellisd is built next to trellis");
 }
 
 fn trellis(args: &[&str]) -> Command {

@@ -3,8 +3,7 @@
 //! sidecar's explicit proxy and records every answer.
 //!
 //! `trellisd` is this crate's binary (`CARGO_BIN_EXE_trellisd`); `trellis-proxy` belongs to another
-//! crate, so it is built with cargo into the same target folder (a no-op when `cargo test --workspace`
-//! already built it) and found next to `trellisd`.
+//! crate and comes from `trellis-test-support`, which builds it with the tests' own cargo command.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -12,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,39 +35,9 @@ pub fn loopback(host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 78, (std::process::id() % 256) as u8, host))
 }
 
-/// The `trellis-proxy` binary, built into the target folder of this test's binaries.
-pub fn trellis_proxy() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_trellisd")).parent().expect("the binaries' folder");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "trellis-proxy", "--bin", "trellis-proxy"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if bin_dir.file_name().is_some_and(|name| name == "release") {
-            build.arg("--release");
-        }
-        let status = without_test_variables(&mut build).status().expect("run cargo build for trellis-proxy");
-        assert!(status.success(), "cargo build -p trellis-proxy failed: {status}");
-        let binary = bin_dir.join("trellis-proxy");
-        assert!(binary.is_file(), "no trellis-proxy at {} after building it", binary.display());
-        binary
-    })
-}
-
-/// Variables cargo sets for a test process that must not reach a cargo run from it: build scripts
-/// (ring's) track some of them, and a different value rebuilds them and everything above them.
-fn without_test_variables(command: &mut Command) -> &mut Command {
-    let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"];
-    for (name, _) in std::env::vars_os() {
-        let text = name.to_string_lossy();
-        if set_for_tests.iter().any(|prefix| text.starts_with(prefix))
-            || text == "CARGO_TARGET_TMPDIR"
-            || text == "OUT_DIR"
-        {
-            command.env_remove(&name);
-        }
-    }
-    command
+/// The `trellis-proxy` binary, built (once) into the target folder of this test's binaries.
+pub fn trellis_proxy() -> PathBuf {
+    trellis_test_support::workspace_binary("trellis-proxy")
 }
 
 /// A child process, killed when dropped.

@@ -15,6 +15,9 @@ pub enum Error {
     /// An HTTP exchange with an upstream failed; `context` says which and with whom.
     #[error("{context}: {source}")]
     Http { context: String, source: hyper::Error },
+    /// A certificate, key or TLS setting is unusable; the message names which and why.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Writing or reading interception rules failed.
     #[error("iptables: {0}")]
     Iptables(String),

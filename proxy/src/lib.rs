@@ -7,7 +7,8 @@
 //! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
 //! balancing), `route` (pure request routing), `state` (config compilation and hot reload), `http`
 //! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
-//! `drain`, `settings` (flags, env vars, defaults) and `init` (iptables).
+//! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity) and `init`
+//! (iptables).
 
 pub mod admin;
 pub mod balance;
@@ -23,6 +24,7 @@ pub mod route;
 pub mod settings;
 pub mod state;
 pub mod tcp;
+pub mod tls;
 pub mod workers;
 
 pub use error::Error;

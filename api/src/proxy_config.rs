@@ -27,6 +27,9 @@ pub use route::*;
 /// The schema identifier every `ProxyConfig` carries.
 pub const PROXY_CONFIG_SCHEMA: &str = "trellis.dev/proxyconfig/v1alpha1";
 
+/// Port of the inbound listener that stands for every workload port without a listener of its own.
+pub const INBOUND_CATCH_ALL_PORT: u16 = 0;
+
 /// The whole configuration of one proxy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -39,7 +42,9 @@ pub struct ProxyConfig {
     pub node: Node,
     /// Sidecar or gateway.
     pub mode: ProxyMode,
-    /// Ports of the local workload, as seen by the inbound capture (sidecar mode).
+    /// Ports of the local workload, as seen by the inbound capture (sidecar mode). A listener with
+    /// port [`INBOUND_CATCH_ALL_PORT`] applies to every port not listed (Envoy's inbound passthrough
+    /// chain); without one, such ports are PERMISSIVE with no policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound: Vec<InboundListener>,
     /// Where the local workload's outbound traffic goes (sidecar mode).

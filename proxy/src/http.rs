@@ -24,13 +24,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use forward::{Context, handle, passthrough_source};
+pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 
 use crate::drain;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::Store;
+use crate::tls::MeshTls;
 
 /// Body type of every request and response the proxy produces.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -47,13 +48,14 @@ pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Header sent with every response the proxy itself generates (no route, no upstream...).
 pub const PROXY_ERROR_HEADER: &str = "x-trellis-error";
 
-/// What every connection handler shares: config, metrics, clients, settings, drain.
+/// What every connection handler shares: config, metrics, clients, settings, mesh TLS, drain.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub clients: Clients,
+    pub tls: Arc<MeshTls>,
     pub drain: drain::Watch,
 }
 
@@ -117,8 +119,10 @@ where
 {
     // One Arc per connection, so each request clones a single pointer.
     let service_shared = Arc::new(shared.clone());
+    let service_context = context.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
+        let context = service_context.clone();
         async move { Ok::<_, Infallible>(handle(&shared, req, context).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -12,14 +12,15 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use trellis_api::proxy_config::{Protocol as Declared, UnknownDestinations};
+use trellis_api::proxy_config::{InboundMtls, Protocol as Declared, UnknownDestinations};
 
-use crate::detect::{self, Protocol};
-use crate::http::{self, Context, Shared, Side};
+use crate::detect::{self, Detection, Protocol};
+use crate::http::{self, Context, MeshTarget, Shared, Side};
 use crate::metrics::ClusterMetrics;
 use crate::route::pick_weighted;
 use crate::state::Compiled;
 use crate::tcp;
+use crate::tls::{self, MeshProtocol};
 
 mod explicit;
 
@@ -56,7 +57,7 @@ pub async fn serve(shared: Shared, listener: TcpListener, side: Side) {
         tokio::spawn(async move {
             let _guard = shared.drain.connection();
             shared.metrics.open_connections.inc();
-            let cx = Context { side, peer, destination };
+            let cx = Context::plain(side, peer, destination);
             handle_connection(&shared, stream, cx).await;
             shared.metrics.open_connections.dec();
         });
@@ -84,17 +85,16 @@ where
         return;
     };
     let port = cx.destination.port();
-    let declared = declared_protocol(&compiled, cx);
-    if detect::skips_detection(port, declared) {
-        match declared {
-            Declared::Http | Declared::Http2 | Declared::Grpc => {
-                // Each request loads the current config; the connection must not pin this one.
-                drop(compiled);
-                http::serve(shared.clone(), stream, cx).await
-            }
-            _ => opaque(shared, &compiled, stream, cx, None).await,
+    if cx.side == Side::Inbound && cx.peer_identity.is_none() {
+        let mode = compiled.inbound_mtls(port);
+        // Without a certificate PERMISSIVE can only be plaintext: no need to look for mesh TLS.
+        if mode == InboundMtls::Strict || (mode == InboundMtls::Permissive && shared.tls.is_ready()) {
+            return inbound_mesh(shared, compiled, stream, cx, mode).await;
         }
-        return;
+    }
+    let declared = declared_protocol(&compiled, &cx);
+    if detect::skips_detection(port, declared) {
+        return serve_declared(shared, compiled, stream, cx, declared).await;
     }
     let (detection, stream) = match detect::detect(stream, shared.settings.detect_timeout).await {
         Ok(pair) => pair,
@@ -103,6 +103,29 @@ where
             return;
         }
     };
+    serve_detected(shared, compiled, stream, cx, detection).await;
+}
+
+/// Serves a connection whose port declares its protocol.
+async fn serve_declared<S>(shared: &Shared, compiled: Arc<Compiled>, stream: S, cx: Context, declared: Declared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match declared {
+        Declared::Http | Declared::Http2 | Declared::Grpc => {
+            // Each request loads the current config; the connection must not pin this one.
+            drop(compiled);
+            http::serve(shared.clone(), stream, cx).await
+        }
+        _ => opaque(shared, &compiled, stream, cx, None).await,
+    }
+}
+
+/// Serves a connection by the protocol detection found.
+async fn serve_detected<S>(shared: &Shared, compiled: Arc<Compiled>, stream: S, cx: Context, detection: Detection)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let label = match &detection.protocol {
         Protocol::Http1 => "http1",
         Protocol::Http2 => "http2",
@@ -120,8 +143,59 @@ where
     }
 }
 
+/// An inbound connection to a port whose mode is STRICT or PERMISSIVE: mesh TLS (told by its ALPN)
+/// is terminated and served with the client's identity; plaintext, or an application's own TLS, is
+/// refused under STRICT and served as it is under PERMISSIVE.
+async fn inbound_mesh<S>(shared: &Shared, compiled: Arc<Compiled>, stream: S, cx: Context, mode: InboundMtls)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (detection, stream) = match detect::detect(stream, shared.settings.detect_timeout).await {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(error = %err, peer = %cx.peer, "protocol detection failed");
+            return;
+        }
+    };
+    let mesh_tls = matches!(&detection.protocol, Protocol::Tls { alpn, .. } if tls::is_mesh_alpn(alpn));
+    if !mesh_tls {
+        if mode == InboundMtls::Strict {
+            shared.metrics.mtls_refused("plaintext");
+            tracing::debug!(peer = %cx.peer, port = cx.destination.port(), "plaintext refused: STRICT mutual TLS");
+            return;
+        }
+        let declared = declared_protocol(&compiled, &cx);
+        if declared != Declared::Detect {
+            return serve_declared(shared, compiled, stream, cx, declared).await;
+        }
+        return serve_detected(shared, compiled, stream, cx, detection).await;
+    }
+    let Some(configs) = shared.tls.current() else {
+        shared.metrics.mtls_refused("no_certificate");
+        tracing::warn!(peer = %cx.peer, "mesh TLS connection refused: this proxy has no certificate yet");
+        return;
+    };
+    let (tls, protocol, peer) = match configs.accept(stream).await {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            shared.metrics.mtls_refused("handshake");
+            tracing::debug!(error = %err, peer = %cx.peer, "mesh TLS handshake failed");
+            return;
+        }
+    };
+    shared.metrics.detected("mtls", false);
+    let cx = Context { peer_identity: Some(Arc::new(peer)), ..cx };
+    match protocol {
+        MeshProtocol::Http2 | MeshProtocol::Http1 => {
+            drop(compiled);
+            http::serve(shared.clone(), tls, cx).await
+        }
+        MeshProtocol::Tcp => opaque(shared, &compiled, tls, cx, None).await,
+    }
+}
+
 /// The protocol the config declares for a connection's destination port.
-fn declared_protocol(compiled: &Compiled, cx: Context) -> Declared {
+fn declared_protocol(compiled: &Compiled, cx: &Context) -> Declared {
     match cx.side {
         Side::Inbound => compiled.inbound.get(&cx.destination.port()).copied().unwrap_or_default(),
         Side::Outbound => compiled.outbound.by_address(cx.destination).map(|v| v.protocol).unwrap_or_default(),
@@ -155,8 +229,19 @@ where
                         return;
                     };
                     let addr = pick.addr;
+                    let endpoint = pick.endpoint();
+                    let mtls = match http::mesh_tls(shared, &cluster.config.tls, endpoint.meshed, &endpoint.identity) {
+                        Ok(mtls) => mtls,
+                        Err(message) => {
+                            tracing::debug!(cluster = %cluster.config.name, message, "refusing TCP connection");
+                            return;
+                        }
+                    };
                     // The pick stays alive for the connection so least-request balancing sees it.
-                    copy(&mut stream, addr, shared, &cluster.metrics).await;
+                    match mtls {
+                        Some(mtls) => copy_mesh(&mut stream, addr, &mtls, shared, &cluster.metrics).await,
+                        None => copy(&mut stream, addr, shared, &cluster.metrics).await,
+                    }
                     drop(pick);
                     return;
                 }
@@ -171,6 +256,42 @@ where
         }
     };
     copy(&mut stream, target, shared, metrics).await;
+}
+
+/// Proxies an opaque stream to a meshed endpoint inside mesh TLS.
+async fn copy_mesh<S>(
+    stream: &mut S,
+    target: SocketAddr,
+    mtls: &MeshTarget<'_>,
+    shared: &Shared,
+    metrics: &ClusterMetrics,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if shared.settings.is_own_listener(target) {
+        tracing::warn!(%target, "refusing to proxy a connection to this proxy's own listener");
+        return;
+    }
+    let connected = http::pool::connect_within(http::UPSTREAM_CONNECT_TIMEOUT, target, None).await;
+    let mut upstream = match connected {
+        Ok(tcp) => match mtls.configs.connect(tcp, target, MeshProtocol::Tcp, Some(mtls.expected)).await {
+            Ok(tls) => tls,
+            Err(err) => {
+                tracing::debug!(error = %err, %target, "mesh TLS to upstream failed");
+                return;
+            }
+        },
+        Err(err) => {
+            tracing::debug!(error = %err, %target, "upstream connect failed");
+            return;
+        }
+    };
+    metrics.tcp_opened.inc();
+    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, metrics).await
+    {
+        tracing::debug!(error = %err, %target, "mesh tcp proxying ended with an error");
+    }
+    metrics.tcp_closed.inc();
 }
 
 async fn copy<S>(stream: &mut S, target: SocketAddr, shared: &Shared, metrics: &ClusterMetrics)

@@ -17,6 +17,7 @@ use trellis_proxy::http::Side;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
+use trellis_proxy::tls::MeshTls;
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
 use trellis_proxy::{discovery, init};
 
@@ -78,9 +79,16 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::default());
     let drain = Drain::new();
+    // Empty until a certificate source publishes an identity; until then the proxy speaks plaintext.
+    let tls = Arc::new(MeshTls::default());
     follow_config(&settings, &store, &metrics, &drain);
-    let common =
-        Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
+    let common = Common {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        tls: tls.clone(),
+        drain: drain.watch(),
+    };
     let workers = Workers::start(&common)?;
     if settings.mode == "gateway" {
         let mut bound = BTreeSet::new();

@@ -45,6 +45,11 @@ struct DetectLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -61,6 +66,7 @@ pub struct Metrics {
     tcp_closed: Family<TrafficLabels, Counter>,
     detections: Family<DetectLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    mtls_refused: Family<RefusedLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -89,6 +95,7 @@ impl Metrics {
         let tcp_closed = Family::<TrafficLabels, Counter>::default();
         let detections = Family::<DetectLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let mtls_refused = Family::<RefusedLabels, Counter>::default();
         let open_connections = Gauge::default();
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -110,6 +117,11 @@ impl Metrics {
         registry.register("tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
         registry.register("protocol_detections", "Protocol detection outcomes", detections.clone());
         registry.register("config_reloads", "Config loads, by result", reloads.clone());
+        registry.register(
+            "inbound_mtls_refused",
+            "Inbound connections refused by mutual-TLS policy: plaintext under STRICT, failed handshakes, no certificate",
+            mtls_refused.clone(),
+        );
         registry.register("open_connections", "Downstream connections currently open", open_connections.clone());
         Self {
             registry,
@@ -121,6 +133,7 @@ impl Metrics {
             tcp_closed,
             detections,
             reloads,
+            mtls_refused,
             open_connections,
         }
     }
@@ -153,6 +166,11 @@ impl Metrics {
     pub fn detected(&self, protocol: &'static str, timed_out: bool) {
         let labels = DetectLabels { protocol, timed_out: if timed_out { "true" } else { "false" } };
         self.detections.get_or_create(&labels).inc();
+    }
+
+    /// Counts one inbound connection refused by mutual-TLS policy, by `reason`.
+    pub fn mtls_refused(&self, reason: &'static str) {
+        self.mtls_refused.get_or_create(&RefusedLabels { reason }).inc();
     }
 
     /// Counts one config load attempt.

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use trellis_api::proxy_config::{
-    Cluster, HashKey, LoadBalancer, Protocol, ProxyConfig, UnknownDestinations, VirtualHost,
+    Cluster, HashKey, INBOUND_CATCH_ALL_PORT, InboundMtls, LoadBalancer, Protocol, ProxyConfig, UnknownDestinations,
+    VirtualHost,
 };
 
 use crate::balance::Balancer;
@@ -190,6 +191,8 @@ pub struct Compiled {
     pub gateway: BTreeMap<u16, HostTable>,
     /// Declared protocol of each inbound port.
     pub inbound: HashMap<u16, Protocol>,
+    /// Mutual-TLS mode of each inbound port; [`INBOUND_CATCH_ALL_PORT`] stands for the others.
+    pub inbound_mtls: HashMap<u16, InboundMtls>,
     pub unknown_destinations: UnknownDestinations,
     pub passthrough: Arc<ClusterMetrics>,
     pub inbound_metrics: Arc<ClusterMetrics>,
@@ -199,6 +202,16 @@ impl Compiled {
     /// The cluster at `index` (indices come from this config's routes).
     pub fn cluster(&self, index: usize) -> &Arc<ClusterState> {
         &self.clusters[index]
+    }
+
+    /// The mutual-TLS mode of inbound port `port` (the catch-all's for undeclared ports; PERMISSIVE
+    /// when the config has neither).
+    pub fn inbound_mtls(&self, port: u16) -> InboundMtls {
+        self.inbound_mtls
+            .get(&port)
+            .or_else(|| self.inbound_mtls.get(&INBOUND_CATCH_ALL_PORT))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The labels of this proxy's workload, for `sourceLabels` matches.
@@ -246,6 +259,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         .map(|l| Ok((l.port, HostTable::build_gateway(&l.virtual_hosts, &cluster_index)?)))
         .collect::<Result<BTreeMap<_, _>, Error>>()?;
     let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
+    let inbound_mtls = config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
     let unknown_destinations = config.outbound.unknown_destinations;
     let passthrough_name = match unknown_destinations {
         UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,
@@ -256,6 +270,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         outbound,
         gateway,
         inbound,
+        inbound_mtls,
         unknown_destinations,
         passthrough: metrics.cluster(direction, passthrough_name),
         inbound_metrics: metrics.cluster(Direction::Inbound, "inbound"),

@@ -13,6 +13,11 @@ use tokio::sync::watch;
 
 use crate::Error;
 
+mod mesh;
+mod verify;
+
+pub use mesh::*;
+
 /// URI scheme of mesh identities.
 pub const SPIFFE_SCHEME: &str = "spiffe://";
 

@@ -23,6 +23,7 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::state::Store;
+use crate::tls::MeshTls;
 
 /// Connections a listening socket queues before the workers accept them.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -76,6 +77,7 @@ pub struct Common {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
+    pub tls: Arc<MeshTls>,
     pub drain: drain::Watch,
 }
 
@@ -124,6 +126,7 @@ async fn run(common: Common, mut listeners: mpsc::UnboundedReceiver<(std::net::T
         metrics: common.metrics,
         clients: Clients::new(common.settings.pool_idle_timeout),
         settings: common.settings,
+        tls: common.tls,
         drain: common.drain,
     };
     tokio::spawn(sweep_idle(shared.clients.h2.clone(), shared.settings.pool_idle_timeout));

@@ -5,12 +5,13 @@
 //! A service port forwards to the workload's port: a WorkloadEntry's override for the port's name, else
 //! the target port (a named target port resolved among the workload's named ports). When two services
 //! declare the same workload port with different protocols, the first service (by kind, namespace and
-//! name) wins and the other is reported.
+//! name) wins and the other is reported. A catch-all listener (port 0) carries the workload's mode and
+//! policies for ports no service declares.
 
 use std::collections::BTreeMap;
 
 use trellis_api::FieldPath;
-use trellis_api::proxy_config::{InboundListener, Protocol};
+use trellis_api::proxy_config::{INBOUND_CATCH_ALL_PORT, InboundListener, InboundMtls, Protocol};
 
 use super::clusters::workload_port;
 use super::{Context, scope, security};
@@ -64,12 +65,20 @@ pub fn build(cx: &mut Context<'_>) -> Vec<InboundListener> {
             }
         }
     }
-    if ports.is_empty() {
-        return Vec::new();
-    }
     let authorization = security::authorization(cx);
     let jwt = security::jwt(cx);
-    ports
+    // Ports no service declares still get the workload's mutual-TLS mode and policies, as Istio's
+    // inbound passthrough chain does; left out when it says only what a proxy assumes anyway.
+    let catch_all = InboundListener {
+        port: INBOUND_CATCH_ALL_PORT,
+        protocol: Protocol::Detect,
+        mtls: security::mtls(cx, INBOUND_CATCH_ALL_PORT),
+        authorization: authorization.clone(),
+        jwt: jwt.clone(),
+    };
+    let needs_catch_all =
+        catch_all.mtls != InboundMtls::Permissive || !catch_all.authorization.is_empty() || !catch_all.jwt.is_empty();
+    let mut listeners: Vec<InboundListener> = ports
         .into_iter()
         .map(|(port, (protocol, _))| InboundListener {
             port,
@@ -78,5 +87,9 @@ pub fn build(cx: &mut Context<'_>) -> Vec<InboundListener> {
             authorization: authorization.clone(),
             jwt: jwt.clone(),
         })
-        .collect()
+        .collect();
+    if needs_catch_all {
+        listeners.insert(0, catch_all);
+    }
+    listeners
 }

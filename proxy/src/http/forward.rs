@@ -2,6 +2,7 @@
 //! response, no route) or forward to an endpoint picked from the route's cluster.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HOST;
@@ -9,7 +10,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use trellis_api::proxy_config::{HashKey, UnknownDestinations};
+use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::{Body, Shared, Side, full, local_response, upgrade};
@@ -17,18 +18,35 @@ use crate::balance::hash_bytes;
 use crate::metrics::ClusterMetrics;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
+use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
+
+/// A mesh TLS connection's configs and the identity the endpoint must present (empty: any mesh one).
+#[derive(Debug, Clone)]
+pub struct MeshTarget<'a> {
+    pub configs: Arc<TlsConfigs>,
+    pub expected: &'a str,
+}
 
 /// Latency recorded for an endpoint whose request failed (connect error, reset), so peak-EWMA and
 /// least-request stop preferring an endpoint that fails fast.
 pub const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Facts of the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Context {
     pub side: Side,
     pub peer: SocketAddr,
     /// The original destination (capture listeners), the CONNECT target, or the listener address.
     pub destination: SocketAddr,
+    /// The client proxy's identity, when the connection came over mesh TLS.
+    pub peer_identity: Option<Arc<PeerIdentity>>,
+}
+
+impl Context {
+    /// A plaintext connection's context.
+    pub fn plain(side: Side, peer: SocketAddr, destination: SocketAddr) -> Self {
+        Self { side, peer, destination, peer_identity: None }
+    }
 }
 
 /// Routes and answers one request.
@@ -209,12 +227,42 @@ async fn to_cluster(
     let h2 = meshed
         || matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc)
         || (cluster.config.protocol == Protocol::Detect && req.version() == Version::HTTP_2);
+    let mtls = match mesh_tls(shared, &cluster.config.tls, meshed, pick.identity()) {
+        Ok(mtls) => mtls,
+        Err(message) => {
+            cluster.metrics.request(503, 0.0);
+            return local_response(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+    };
     let started = Instant::now();
-    let response = send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, &cluster.metrics).await;
+    let response = send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, mtls, &cluster.metrics).await;
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
     pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
     response
+}
+
+/// Whether a connection to an endpoint uses mesh TLS: always under ISTIO_MUTUAL, to meshed endpoints
+/// under auto mTLS when this proxy has a certificate, never otherwise.
+pub fn mesh_tls<'a>(
+    shared: &Shared,
+    tls: &UpstreamTls,
+    meshed: bool,
+    expected: &'a str,
+) -> Result<Option<MeshTarget<'a>>, &'static str> {
+    let wanted = match tls {
+        UpstreamTls::IstioMutual => true,
+        UpstreamTls::Auto => meshed,
+        UpstreamTls::Disable | UpstreamTls::Simple { .. } => false,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    match shared.tls.current() {
+        Some(configs) => Ok(Some(MeshTarget { configs, expected })),
+        None if matches!(tls, UpstreamTls::IstioMutual) => Err("ISTIO_MUTUAL but this proxy has no certificate yet"),
+        None => Ok(None),
+    }
 }
 
 /// Forwards to the original destination of a connection whose authority the mesh does not know.
@@ -226,7 +274,7 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let h2 = req.version() == Version::HTTP_2;
-    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, &compiled.passthrough).await
+    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough).await
 }
 
 /// Forwards to the application behind an inbound listener.
@@ -236,6 +284,11 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let carried_h1 = req.headers_mut().remove(ORIG_PROTO_HEADER).is_some();
+    // Who called is ours to say (Istio's SANITIZE_SET): set for mesh TLS clients, removed otherwise.
+    req.headers_mut().remove(XFCC_HEADER);
+    if let Some(value) = cx.peer_identity.as_ref().and_then(|peer| peer.xfcc(&compiled.config.node.identity)) {
+        req.headers_mut().insert(XFCC_HEADER, value);
+    }
     let declared_h2 = matches!(
         compiled.inbound.get(&cx.destination.port()),
         Some(trellis_api::proxy_config::Protocol::Http2 | trellis_api::proxy_config::Protocol::Grpc)
@@ -248,7 +301,7 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     } else {
         Upstream::App { h2 }
     };
-    send(shared, req, target, upstream, &compiled.inbound_metrics).await
+    send(shared, req, target, upstream, None, &compiled.inbound_metrics).await
 }
 
 /// The passthrough source address of the family of `target`.
@@ -268,12 +321,14 @@ enum Upstream {
     App { h2: bool },
 }
 
-/// Sends `req` to `addr` over a pooled connection and returns the upstream's response.
+/// Sends `req` to `addr` over a pooled connection (mesh TLS when `mtls` says so) and returns the
+/// upstream's response.
 async fn send(
     shared: &Shared,
     req: Request<Incoming>,
     addr: SocketAddr,
     upstream: Upstream,
+    mtls: Option<MeshTarget<'_>>,
     metrics: &ClusterMetrics,
 ) -> Response<Body> {
     let (h2, app, meshed) = match upstream {
@@ -295,7 +350,7 @@ async fn send(
     {
         parts.headers.insert(HOST, value);
     }
-    let use_h2 = h2 && !upgrading;
+    let use_h2 = (h2 || mtls.is_some()) && !upgrading;
     // The marker is ours alone: never taken from a client, only sent to another Trellis proxy.
     parts.headers.remove(ORIG_PROTO_HEADER);
     if meshed && use_h2 && arrived_h1 {
@@ -303,7 +358,13 @@ async fn send(
     }
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let source = app.then(|| passthrough_source(addr));
-    let result = if use_h2 {
+    let result = if let (Some(mtls), true) = (&mtls, upgrading) {
+        // An upgrade cannot ride HTTP/2 between proxies: one mesh TLS connection of its own.
+        parts.uri = Uri::from(path);
+        parts.version = Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
+        Box::pin(super::pool::send_http1_once(addr, mtls, request)).await.map_err(|e| e.to_string())
+    } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
         let host = parts.headers.remove(HOST);
         let authority = host.as_ref().and_then(|h| Authority::try_from(h.as_bytes()).ok());
@@ -319,7 +380,12 @@ async fn send(
             Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
         }
         parts.version = Version::HTTP_2;
-        shared.clients.h2.send(addr, source, Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
+        shared
+            .clients
+            .h2
+            .send(addr, source, mtls.as_ref(), Request::from_parts(parts, body))
+            .await
+            .map_err(|e| e.to_string())
     } else {
         // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
         let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {

@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::Body;
+use super::{Body, MeshTarget};
 use crate::Error;
+use crate::tls::MeshProtocol;
 
 /// Per-stream HTTP/2 flow-control window towards upstreams (and from downstreams): large enough for
 /// loopback and LAN bandwidth, small enough that a slow reader pins little memory.
@@ -36,10 +38,13 @@ struct Entry {
     last_used: Instant,
 }
 
-/// HTTP/2 connections of one worker, by (endpoint, source address).
+/// Pool key: the endpoint, the source address, and whether the connection is mesh TLS.
+type Key = (SocketAddr, Option<SocketAddr>, bool);
+
+/// HTTP/2 connections of one worker, by (endpoint, source address, mesh TLS).
 #[derive(Debug)]
 pub struct H2Pool {
-    connections: Mutex<HashMap<(SocketAddr, Option<SocketAddr>), Entry>>,
+    connections: Mutex<HashMap<Key, Entry>>,
     connect_timeout: Duration,
 }
 
@@ -49,15 +54,16 @@ impl H2Pool {
         Self { connections: Mutex::new(HashMap::new()), connect_timeout }
     }
 
-    /// Sends `req` to `addr` (from `source` when given) on the endpoint's connection, opening one
-    /// when there is none or the last one closed.
+    /// Sends `req` to `addr` (from `source` when given; over mesh TLS when `mtls` is given) on the
+    /// endpoint's connection, opening one when there is none or the last one closed.
     pub async fn send(
         &self,
         addr: SocketAddr,
         source: Option<SocketAddr>,
+        mtls: Option<&MeshTarget<'_>>,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        let key = (addr, source);
+        let key = (addr, source, mtls.is_some());
         let reusable = self.lock().get_mut(&key).filter(|e| !e.sender.is_closed()).map(|e| {
             e.last_used = Instant::now();
             e.sender.clone()
@@ -66,7 +72,7 @@ impl H2Pool {
             Some(sender) => sender,
             None => {
                 // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-                let sender = Box::pin(self.connect(addr, source)).await?;
+                let sender = Box::pin(self.connect(addr, source, mtls)).await?;
                 self.lock().insert(key, Entry { sender: sender.clone(), last_used: Instant::now() });
                 sender
             }
@@ -92,18 +98,32 @@ impl H2Pool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, Option<SocketAddr>), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         // The map stays consistent even if a holder panicked: every update is a single insert or retain.
         self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<SendRequest<Body>, Error> {
-        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-        let stream = tokio::time::timeout(self.connect_timeout, connect(addr, source))
-            .await
-            .unwrap_or_else(|_| Err(timed_out()))
-            .map_err(Error::io(format!("connecting to {addr}")))?;
-        let _ = stream.set_nodelay(true);
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        source: Option<SocketAddr>,
+        mtls: Option<&MeshTarget<'_>>,
+    ) -> Result<SendRequest<Body>, Error> {
+        let stream = connect_within(self.connect_timeout, addr, source).await?;
+        match mtls {
+            Some(mtls) => {
+                let tls = mtls.configs.connect(stream, addr, MeshProtocol::Http2, Some(mtls.expected)).await?;
+                Self::handshake(addr, tls).await
+            }
+            None => Self::handshake(addr, stream).await,
+        }
+    }
+
+    /// The HTTP/2 handshake on a connected stream; the connection then runs on its own task.
+    async fn handshake<S>(addr: SocketAddr, stream: S) -> Result<SendRequest<Body>, Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(H2_STREAM_WINDOW)
@@ -120,6 +140,40 @@ impl H2Pool {
         });
         Ok(sender)
     }
+}
+
+/// Connects to `target` within `timeout`, with TCP_NODELAY.
+pub async fn connect_within(
+    timeout: Duration,
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+) -> Result<TcpStream, Error> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+    let stream = tokio::time::timeout(timeout, connect(target, source))
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+        .map_err(Error::io(format!("connecting to {target}")))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Sends one HTTP/1.1 request (an upgrade) to `addr` on a mesh TLS connection of its own, kept open
+/// for the upgraded stream.
+pub async fn send_http1_once(
+    addr: SocketAddr,
+    mtls: &MeshTarget<'_>,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, Error> {
+    let stream = connect_within(super::UPSTREAM_CONNECT_TIMEOUT, addr, None).await?;
+    let tls = mtls.configs.connect(stream, addr, MeshProtocol::Http1, Some(mtls.expected)).await?;
+    let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr} over mesh TLS"), source };
+    let (mut sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(failed)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(error = %err, upstream = %addr, "upstream mesh HTTP/1.1 connection ended with an error");
+        }
+    });
+    sender.send_request(req).await.map_err(failed)
 }
 
 /// Connects to `target`, from `source` when given (the passthrough address towards the application).

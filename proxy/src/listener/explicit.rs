@@ -154,7 +154,7 @@ async fn explicit_request(shared: Shared, mut req: Request<Incoming>, peer: Sock
     }
     // A name the mesh knows needs no address for HTTP: requests are routed by their Host.
     let destination = resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
-    let cx = Context { side: Side::Outbound, peer, destination };
+    let cx = Context::plain(Side::Outbound, peer, destination);
     if req.method() != Method::CONNECT {
         return handle(&shared, req, cx).await;
     }

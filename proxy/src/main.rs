@@ -17,7 +17,7 @@ use trellis_proxy::http::Side;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
-use trellis_proxy::tls::MeshTls;
+use trellis_proxy::tls::{MeshTls, WorkloadIdentity};
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
 use trellis_proxy::{discovery, init};
 
@@ -72,15 +72,34 @@ fn serve(args: &ServeArgs, mode: &'static str) -> Result<()> {
     // This thread runs the control side (config reloads, admin, signals, drain); the data path runs
     // on the workers (see `trellis_proxy::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(run(settings, set_log_filter))
+    let identity = static_identity(args)?;
+    runtime.block_on(run(settings, set_log_filter, identity))
 }
 
-async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Result<()> {
+/// The workload identity given as files (`--tls-cert`, `--tls-key`, `--tls-roots`), if any.
+fn static_identity(args: &ServeArgs) -> Result<Option<Arc<WorkloadIdentity>>> {
+    let (Some(cert), Some(key), Some(roots)) = (&args.tls_cert, &args.tls_key, &args.tls_roots) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let identity = WorkloadIdentity::from_pem(&read(cert)?, &read(key)?, &read(roots)?)
+        .with_context(|| format!("loading the mesh identity from {}", cert.display()))?;
+    Ok(Some(Arc::new(identity)))
+}
+
+async fn run(
+    settings: Arc<Settings>,
+    set_log_filter: admin::SetLogFilter,
+    identity: Option<Arc<WorkloadIdentity>>,
+) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::default());
     let drain = Drain::new();
     // Empty until a certificate source publishes an identity; until then the proxy speaks plaintext.
     let tls = Arc::new(MeshTls::default());
+    if let Some(identity) = identity {
+        tls.install(identity)?;
+    }
     follow_config(&settings, &store, &metrics, &drain);
     let common = Common {
         store: store.clone(),

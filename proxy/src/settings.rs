@@ -99,6 +99,15 @@ pub struct ServeArgs {
     #[arg(long = "instance-ip", env = INSTANCE_IP_ENV, value_name = "IP", value_delimiter = ',')]
     pub instance_ips: Vec<IpAddr>,
     /// IP the capture and gateway listeners bind to (local mode gives each sidecar its own, e.g. 127.0.1.N).
+    /// The workload's certificate chain (PEM, leaf first) for mesh TLS; needs --tls-key and --tls-roots.
+    #[arg(long, env = "TRELLIS_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_roots"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "TRELLIS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The mesh's trust bundle (PEM): peers' certificates must chain to one of these.
+    #[arg(long, env = "TRELLIS_TLS_ROOTS", value_name = "FILE", requires = "tls_cert")]
+    pub tls_roots: Option<PathBuf>,
     #[arg(long, env = "TRELLIS_LISTEN_IP", default_value = DEFAULT_LISTEN_IP)]
     pub listen_ip: std::net::IpAddr,
     #[arg(long, env = "TRELLIS_OUTBOUND_PORT", default_value_t = DEFAULT_OUTBOUND_PORT)]

@@ -18,6 +18,9 @@ pub enum Error {
     /// A certificate, key or TLS setting is unusable; the message names which and why.
     #[error("tls: {0}")]
     Tls(String),
+    /// An authorization policy could not be compiled; `message` names the field and why.
+    #[error("policy {policy}: {message}")]
+    Authorization { policy: String, message: String },
     /// Writing or reading interception rules failed.
     #[error("iptables: {0}")]
     Iptables(String),

@@ -11,6 +11,7 @@
 //! (iptables).
 
 pub mod admin;
+pub mod authz;
 pub mod balance;
 pub mod detect;
 pub mod discovery;

@@ -197,8 +197,8 @@ fn the_most_specific_peer_authentication_decides_each_ports_mtls_mode() {
     let modes: Vec<(u16, InboundMtls)> = t.config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
     assert_eq!(
         modes,
-        [(9080, InboundMtls::Permissive), (19090, InboundMtls::Disable)],
-        "UNSET inherits the namespace's"
+        [(0, InboundMtls::Permissive), (9080, InboundMtls::Permissive), (19090, InboundMtls::Disable)],
+        "UNSET inherits the namespace's; the catch-all (port 0) carries the workload's policies to undeclared ports"
     );
 }
 

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_api::proxy_config::{InboundMtls, Protocol as Declared, UnknownDestinations};
 
+use crate::authz::{HttpFacts, RequestFacts};
 use crate::detect::{self, Detection, Protocol};
 use crate::http::{self, Context, MeshTarget, Shared, Side};
 use crate::metrics::ClusterMetrics;
@@ -47,10 +48,15 @@ pub async fn serve(shared: Shared, listener: TcpListener, side: Side) {
             Some(destination) => destination,
             // An inbound connection that was not redirected has nowhere to go (Istio's inbound
             // blackhole); forwarding it to the listener's own address would loop.
-            None if side == Side::Inbound && shared.settings.inbound_target.is_none() => {
-                tracing::debug!(%peer, "dropping inbound connection without an original destination");
-                continue;
-            }
+            None if side == Side::Inbound => match shared.settings.inbound_target {
+                // Local mode: the application behind the listener is the destination, so its port
+                // selects the inbound policy as an original destination would.
+                Some(target) => target,
+                None => {
+                    tracing::debug!(%peer, "dropping inbound connection without an original destination");
+                    continue;
+                }
+            },
             None => local.unwrap_or(peer),
         };
         let shared = shared.clone();
@@ -194,6 +200,19 @@ where
     }
 }
 
+/// What authorization looks at for a connection (and, for HTTP, a request) on the inbound side.
+pub fn authz_facts<'a>(cx: &'a Context, http: Option<HttpFacts<'a>>) -> RequestFacts<'a> {
+    RequestFacts {
+        source_ip: cx.peer.ip(),
+        remote_ip: cx.peer.ip(),
+        destination_ip: cx.destination.ip(),
+        destination_port: cx.destination.port(),
+        peer: cx.peer_identity.as_deref().map(|peer| peer.principal()),
+        sni: None,
+        http,
+    }
+}
+
 /// The protocol the config declares for a connection's destination port.
 fn declared_protocol(compiled: &Compiled, cx: &Context) -> Declared {
     match cx.side {
@@ -210,6 +229,14 @@ where
 {
     let (target, metrics): (SocketAddr, &Arc<ClusterMetrics>) = match cx.side {
         Side::Inbound => {
+            if let Some(policies) = compiled.inbound_authz(cx.destination.port()) {
+                let decision = policies.evaluate(&authz_facts(&cx, None));
+                if !decision.allowed {
+                    tracing::debug!(peer = %cx.peer, %decision, "TCP connection denied");
+                    shared.metrics.authz_denied("tcp");
+                    return;
+                }
+            }
             let target = shared.settings.inbound_target.unwrap_or(cx.destination);
             let source = shared.settings.inbound_target.is_none().then(|| http::passthrough_source(target));
             copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics).await;

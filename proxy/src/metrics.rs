@@ -50,6 +50,11 @@ struct RefusedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeniedLabels {
+    protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -67,6 +72,7 @@ pub struct Metrics {
     detections: Family<DetectLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     mtls_refused: Family<RefusedLabels, Counter>,
+    authz_denied: Family<DeniedLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -96,6 +102,7 @@ impl Metrics {
         let detections = Family::<DetectLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let mtls_refused = Family::<RefusedLabels, Counter>::default();
+        let authz_denied = Family::<DeniedLabels, Counter>::default();
         let open_connections = Gauge::default();
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -122,6 +129,11 @@ impl Metrics {
             "Inbound connections refused by mutual-TLS policy: plaintext under STRICT, failed handshakes, no certificate",
             mtls_refused.clone(),
         );
+        registry.register(
+            "authorization_denied",
+            "Inbound requests (http) and connections (tcp) denied by AuthorizationPolicy",
+            authz_denied.clone(),
+        );
         registry.register("open_connections", "Downstream connections currently open", open_connections.clone());
         Self {
             registry,
@@ -134,6 +146,7 @@ impl Metrics {
             detections,
             reloads,
             mtls_refused,
+            authz_denied,
             open_connections,
         }
     }
@@ -171,6 +184,11 @@ impl Metrics {
     /// Counts one inbound connection refused by mutual-TLS policy, by `reason`.
     pub fn mtls_refused(&self, reason: &'static str) {
         self.mtls_refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// Counts one inbound request or connection denied by authorization.
+    pub fn authz_denied(&self, protocol: &'static str) {
+        self.authz_denied.get_or_create(&DeniedLabels { protocol }).inc();
     }
 
     /// Counts one config load attempt.

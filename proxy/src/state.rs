@@ -17,6 +17,7 @@ use trellis_api::proxy_config::{
     VirtualHost,
 };
 
+use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
@@ -193,6 +194,8 @@ pub struct Compiled {
     pub inbound: HashMap<u16, Protocol>,
     /// Mutual-TLS mode of each inbound port; [`INBOUND_CATCH_ALL_PORT`] stands for the others.
     pub inbound_mtls: HashMap<u16, InboundMtls>,
+    /// Authorization policies of each inbound port (the catch-all's for the others).
+    pub inbound_authz: HashMap<u16, Arc<AuthzPolicies>>,
     pub unknown_destinations: UnknownDestinations,
     pub passthrough: Arc<ClusterMetrics>,
     pub inbound_metrics: Arc<ClusterMetrics>,
@@ -212,6 +215,13 @@ impl Compiled {
             .or_else(|| self.inbound_mtls.get(&INBOUND_CATCH_ALL_PORT))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The authorization policies of inbound port `port` (the catch-all's for undeclared ports), if
+    /// any apply.
+    pub fn inbound_authz(&self, port: u16) -> Option<&AuthzPolicies> {
+        let policies = self.inbound_authz.get(&port).or_else(|| self.inbound_authz.get(&INBOUND_CATCH_ALL_PORT))?;
+        (!policies.is_empty()).then_some(&**policies)
     }
 
     /// The labels of this proxy's workload, for `sourceLabels` matches.
@@ -260,6 +270,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         .collect::<Result<BTreeMap<_, _>, Error>>()?;
     let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
     let inbound_mtls = config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
+    let inbound_authz = compile_authorization(&config)?;
     let unknown_destinations = config.outbound.unknown_destinations;
     let passthrough_name = match unknown_destinations {
         UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,
@@ -271,11 +282,35 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         gateway,
         inbound,
         inbound_mtls,
+        inbound_authz,
         unknown_destinations,
         passthrough: metrics.cluster(direction, passthrough_name),
         inbound_metrics: metrics.cluster(Direction::Inbound, "inbound"),
         config: Arc::new(config),
     })
+}
+
+/// Compiles each inbound listener's authorization policies once; listeners with the same policies (the
+/// usual case: policies apply per workload) share one compiled set.
+fn compile_authorization(config: &ProxyConfig) -> Result<HashMap<u16, Arc<AuthzPolicies>>, Error> {
+    let mut compiled: Vec<(&[trellis_api::proxy_config::AuthorizationRule], Arc<AuthzPolicies>)> = Vec::new();
+    let mut by_port = HashMap::new();
+    for listener in &config.inbound {
+        let rules = listener.authorization.as_slice();
+        let policies = match compiled.iter().find(|(seen, _)| *seen == rules) {
+            Some((_, policies)) => policies.clone(),
+            None => {
+                let policies = Arc::new(AuthzPolicies::compile(rules).map_err(|err| Error::Config {
+                    origin: format!("version {}", config.version),
+                    message: format!("inbound port {}: {err}", listener.port),
+                })?);
+                compiled.push((rules, policies.clone()));
+                policies
+            }
+        };
+        by_port.insert(listener.port, policies);
+    }
+    Ok(by_port)
 }
 
 /// Parses a config file's text: JSON, or YAML for hand-written files.

@@ -7,29 +7,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::pki::{Ca, Workload};
+use support::pki::{Ca, Certs, certs, flags};
 use support::upstream::{http_echo, tcp_echo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trellis_api::proxy_config::*;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// A workload's certificate files in a folder that lives as long as the test.
-struct Certs {
-    _dir: tempfile::TempDir,
-    flags: Vec<String>,
-}
-
-fn certs(workload: &Workload) -> Certs {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let flags = workload.write(dir.path());
-    Certs { _dir: dir, flags }
-}
-
-fn flags<'a>(certs: &'a Certs, more: &[&'a str]) -> Vec<&'a str> {
-    certs.flags.iter().map(String::as_str).chain(more.iter().copied()).collect()
-}
 
 /// The server side: a `shipping` sidecar in front of an HTTP echo app, with `mode` for every port.
 fn shipping(app: SocketAddr, mode: InboundMtls, certs: &Certs) -> Proxy {
@@ -135,7 +119,10 @@ async fn strict_refuses_plaintext_while_permissive_serves_it() {
 async fn a_client_proxy_with_a_certificate_from_another_ca_is_refused() {
     let (mesh, other) = (Ca::new("mesh"), Ca::new("intruder"));
     let server_certs = certs(&mesh.issue("default", "shipping", DAY));
-    let client_certs = certs(&other.issue("default", "booking", DAY));
+    // The intruder trusts the mesh's root, so only the server's check of its certificate can stop it.
+    let mut intruder = other.issue("default", "booking", DAY);
+    intruder.roots_pem = mesh.cert_pem.clone();
+    let client_certs = certs(&intruder);
     let app = http_echo(SocketAddr::new(unique_ip(), 0), "app").await;
     let server = shipping(app, InboundMtls::Strict, &server_certs);
     let explicit = SocketAddr::new(unique_ip(), 15080);
@@ -143,8 +130,15 @@ async fn a_client_proxy_with_a_certificate_from_another_ca_is_refused() {
     let (status, text) = get_through(explicit).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("x-trellis-error"), "the client proxy answers for the refused upstream: {text}");
-    let metrics = server.metrics();
-    assert!(metrics.contains(r#"trellis_inbound_mtls_refused_total{reason="handshake"}"#), "{metrics}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = server.metrics();
+        if metrics.contains(r#"trellis_inbound_mtls_refused_total{reason="handshake"}"#) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server never counted the refused handshake:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

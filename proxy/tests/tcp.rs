@@ -16,7 +16,8 @@ fn inbound_sidecar(app: SocketAddr, declared: Option<Protocol>) -> Proxy {
     let mut config = sidecar_config("db", Vec::new(), Vec::new());
     if let Some(protocol) = declared {
         config.inbound = vec![InboundListener {
-            port: 15006,
+            // Local mode: the application's port selects the inbound listener.
+            port: app.port(),
             protocol,
             mtls: InboundMtls::Disable,
             authorization: Vec::new(),

@@ -14,6 +14,7 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::{Body, Shared, Side, full, local_response, upgrade};
+use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts};
 use crate::balance::hash_bytes;
 use crate::metrics::ClusterMetrics;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
@@ -279,6 +280,18 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
 
 /// Forwards to the application behind an inbound listener.
 async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+    if let Some(policies) = compiled.inbound_authz(cx.destination.port()) {
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let http = HttpFacts { host, method: req.method().as_str(), path, headers: req.headers(), jwt: None };
+        let decision = policies.evaluate(&crate::listener::authz_facts(&cx, Some(http)));
+        if !decision.allowed {
+            tracing::debug!(peer = %cx.peer, %decision, "request denied");
+            shared.metrics.authz_denied("http");
+            compiled.inbound_metrics.request(DENIED_STATUS.as_u16(), 0.0);
+            return denied();
+        }
+    }
     let target = shared.settings.inbound_target.unwrap_or(cx.destination);
     if shared.settings.is_own_listener(target) {
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
@@ -302,6 +315,14 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
         Upstream::App { h2 }
     };
     send(shared, req, target, upstream, None, &compiled.inbound_metrics).await
+}
+
+/// Envoy's answer to a request authorization denies: 403 `RBAC: access denied`.
+fn denied() -> Response<Body> {
+    let mut response = Response::new(full(DENIED_BODY));
+    *response.status_mut() = DENIED_STATUS;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
 /// The passthrough source address of the family of `target`.

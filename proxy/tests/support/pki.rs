@@ -62,3 +62,22 @@ impl Workload {
         [flag("--tls-cert", "cert.pem"), flag("--tls-key", "key.pem"), flag("--tls-roots", "roots.pem")].concat()
     }
 }
+
+/// A workload's certificate files in a folder that lives as long as the test, and the proxy flags
+/// naming them.
+pub struct Certs {
+    _dir: tempfile::TempDir,
+    pub flags: Vec<String>,
+}
+
+/// Writes `workload`'s files into a new temporary folder.
+pub fn certs(workload: &Workload) -> Certs {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = workload.write(dir.path());
+    Certs { _dir: dir, flags }
+}
+
+/// The certificate flags of `certs` followed by `more`.
+pub fn flags<'a>(certs: &'a Certs, more: &[&'a str]) -> Vec<&'a str> {
+    certs.flags.iter().map(String::as_str).chain(more.iter().copied()).collect()
+}

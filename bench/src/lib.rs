@@ -12,6 +12,7 @@
 
 pub mod chart;
 pub mod oha;
+pub mod pki;
 pub mod procstat;
 pub mod report;
 pub mod setups;

@@ -15,7 +15,7 @@ const PANEL_LEFT: f64 = 60.0;
 const PANEL_WIDTH: f64 = 250.0;
 const PANEL_GAP: f64 = 60.0;
 /// Horizontal room for one legend entry.
-const LEGEND_STEP: f64 = 175.0;
+const LEGEND_STEP: f64 = 150.0;
 /// Vertical distance between the value labels of successive setups at one point.
 const LABEL_STEP: f64 = 10.0;
 

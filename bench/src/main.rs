@@ -50,8 +50,8 @@ struct Args {
     /// Measured seconds per setup and load, split into `--rounds` runs.
     #[arg(long, default_value_t = 15)]
     seconds: u64,
-    /// Each load runs in this many rounds, the setups taking turns (direct, Trellis, HAProxy, direct,
-    /// ...), so a disturbance of the machine does not fall on one setup only.
+    /// Each load runs in this many rounds, the setups taking turns (direct, then each pair, then
+    /// direct again, ...), so a disturbance of the machine does not fall on one setup only.
     #[arg(long, default_value_t = 3)]
     rounds: u64,
     /// Length of the discarded warm-up run before each measured round.

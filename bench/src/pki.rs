@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 
 /// Trust domain of the bench's identities.
@@ -133,6 +133,8 @@ fn leaf(issuer: &Issuer<'_, KeyPair>, service_account: &str) -> Result<Leaf> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).context("generating a workload key")?;
     let id = spiffe_id(service_account);
     let mut params = CertificateParams::new(Vec::<String>::new()).context("workload certificate parameters")?;
+    // No subject, as Istio's workload certificates: the identity is the URI SAN alone.
+    params.distinguished_name = DistinguishedName::new();
     let uri = id.clone().try_into().with_context(|| format!("{id} as a URI SAN"))?;
     params.subject_alt_names.push(SanType::URI(uri));
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

@@ -43,6 +43,7 @@ fn the_leaves_carry_one_spiffe_id_each_and_chain_to_the_root() {
         let x509 = cert(&pem[0]);
         assert_eq!(uri_sans(&x509), vec![id.to_owned()]);
         assert!(!x509.is_ca());
+        assert_eq!(x509.subject().iter().count(), 0, "{id}: no subject, the URI SAN is the identity");
         let eku = x509.extended_key_usage().expect("one EKU extension").expect("an EKU extension").value;
         assert!(eku.server_auth && eku.client_auth, "{id}: serverAuth and clientAuth");
         assert_eq!(x509.issuer(), root.subject());

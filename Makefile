@@ -43,8 +43,8 @@ analyze-examples:
 clean:
 	$(CARGO) clean
 
-## bench-proxy: latency, CPU and memory of a Trellis proxy pair vs direct vs an HAProxy pair, in one
-## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~5 minutes).
+## bench-proxy: latency, CPU and memory of Trellis proxy pairs vs direct vs HAProxy pairs (plain text and mutual TLS), in one
+## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~8 minutes).
 .PHONY: bench-proxy
 bench-proxy:
 	CARGO="$(CARGO)" bash bench/bench-proxy.sh

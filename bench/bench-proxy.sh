@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-proxy`: builds the proxy and the bench in release mode, installs the load generator and
-# HAProxy if missing, and runs the bench driver (target/release/trellis-bench), which writes
+# HAProxy if missing, and runs the bench driver (target/release/trellis-bench: direct, Trellis and
+# HAProxy pairs in plain text and with mutual TLS; `--setups` picks some), which writes
 # bench/results/proxy.md and bench/results/proxy.svg. Extra arguments go to the driver
 # (`target/release/trellis-bench --help`). Every process the bench starts is stopped on exit,
 # including on Ctrl-C: the driver runs in its own process group, which the trap ends.

@@ -1,5 +1,6 @@
 //! The latency plot (`bench/results/proxy.svg`): one panel per percentile (p50, p99, p99.9), request
-//! rate across, latency in ms up, one line per setup. Plain SVG written by hand, no plotting library.
+//! rate across, latency in ms up, one line per setup measured (a TLS pair dashed, in its plain-text
+//! pair's colour). Plain SVG written by hand, no plotting library.
 
 use std::fmt::Write as _;
 
@@ -13,13 +14,22 @@ const PANEL_BOTTOM: f64 = 320.0;
 const PANEL_LEFT: f64 = 60.0;
 const PANEL_WIDTH: f64 = 250.0;
 const PANEL_GAP: f64 = 60.0;
+/// Horizontal room for one legend entry.
+const LEGEND_STEP: f64 = 150.0;
+/// Vertical distance between the value labels of successive setups at one point.
+const LABEL_STEP: f64 = 10.0;
 
 fn color(kind: Kind) -> &'static str {
     match kind {
         Kind::Direct => "#7f7f7f",
-        Kind::Trellis => "#1f77b4",
-        Kind::Haproxy => "#d62728",
+        Kind::Trellis | Kind::TrellisMtls => "#1f77b4",
+        Kind::Haproxy | Kind::HaproxyTls => "#d62728",
     }
+}
+
+/// The stroke pattern of a setup's line: dashed for the TLS pairs.
+fn dash(kind: Kind) -> &'static str {
+    if kind.is_tls() { r#" stroke-dasharray="6 3""# } else { "" }
 }
 
 /// A round step that splits `0..max` into about four intervals.
@@ -59,6 +69,8 @@ fn write_svg(svg: &mut String, points: &[Point], subtitle: &str) -> std::fmt::Re
         WIDTH / 2.0,
         escape(subtitle)
     )?;
+    // The setups measured (`--setups` may leave some out), in their usual order.
+    let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| points.iter().any(|p| p.run(*k).is_some())).collect();
     type Pick = fn(&crate::oha::Outcome) -> f64;
     let panels: [(&str, Pick); 3] = [("p50", |o| o.p50_ms), ("p99", |o| o.p99_ms), ("p99.9", |o| o.p999_ms)];
     for (i, (name, pick)) in panels.into_iter().enumerate() {
@@ -103,7 +115,7 @@ fn write_svg(svg: &mut String, points: &[Point], subtitle: &str) -> std::fmt::Re
                 point.rate
             )?;
         }
-        for (k, kind) in Kind::ALL.into_iter().enumerate() {
+        for (k, &kind) in kinds.iter().enumerate() {
             let coords: Vec<(f64, f64, f64)> = points
                 .iter()
                 .enumerate()
@@ -114,32 +126,36 @@ fn write_svg(svg: &mut String, points: &[Point], subtitle: &str) -> std::fmt::Re
             let path: Vec<String> = coords.iter().map(|(px, py, _)| format!("{px:.1},{py:.1}")).collect();
             writeln!(
                 svg,
-                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>"#,
+                r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{}/>"#,
                 path.join(" "),
-                color(kind)
+                color(kind),
+                dash(kind)
             )?;
             for (px, py, v) in &coords {
                 writeln!(svg, r#"<circle cx="{px:.1}" cy="{py:.1}" r="3.5" fill="{}"/>"#, color(kind))?;
-                // Labels of the three setups are staggered so they do not overlap.
+                // Labels of the setups are staggered around the point so they do not overlap.
+                let offset = (k as f64 - (kinds.len() as f64 - 1.0) / 2.0) * LABEL_STEP;
                 writeln!(
                     svg,
                     r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}" stroke="white" stroke-width="3" paint-order="stroke">{v:.3}</text>"#,
                     px + 6.0,
-                    py - 4.0 + (k as f64 - 1.0) * 11.0,
+                    py - 4.0 + offset,
                     color(kind)
                 )?;
             }
         }
     }
-    for (k, kind) in Kind::ALL.into_iter().enumerate() {
-        let lx = WIDTH / 2.0 - 200.0 + k as f64 * 150.0;
+    let legend_left = WIDTH / 2.0 - kinds.len() as f64 * LEGEND_STEP / 2.0;
+    for (k, &kind) in kinds.iter().enumerate() {
+        let lx = legend_left + k as f64 * LEGEND_STEP;
         writeln!(
             svg,
-            r#"<line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{lx}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="3"{}/><text x="{}" y="{}">{}</text>"#,
             HEIGHT - 22.0,
             lx + 24.0,
             HEIGHT - 22.0,
             color(kind),
+            dash(kind),
             lx + 30.0,
             HEIGHT - 18.0,
             kind.label()
@@ -159,7 +175,7 @@ mod tests {
     use crate::oha::Outcome;
     use crate::report::Run;
 
-    fn point(rate: u32, p99: [f64; 3]) -> Point {
+    fn point(rate: u32, p99: [f64; 5]) -> Point {
         let runs = Kind::ALL
             .into_iter()
             .zip(p99)
@@ -186,12 +202,27 @@ mod tests {
 
     #[test]
     fn the_plot_has_a_line_and_labelled_points_per_setup_and_panel() {
-        let svg = latency_svg(&[point(500, [0.2, 0.3, 0.5]), point(1000, [0.25, 0.4, 0.6])], "a <test> run");
+        let points = [point(500, [0.2, 0.3, 0.5, 0.35, 0.55]), point(1000, [0.25, 0.4, 0.6, 0.45, 0.7])];
+        let svg = latency_svg(&points, "a <test> run");
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 9, "3 panels x 3 setups");
-        assert_eq!(svg.matches("<circle").count(), 18);
+        assert_eq!(svg.matches("<polyline").count(), 15, "3 panels x 5 setups");
+        assert_eq!(svg.matches("<circle").count(), 30);
         assert!(svg.contains(">0.400<"), "p99 of the Trellis pair at 1000 rps is labelled");
+        assert!(svg.contains(">0.450<"), "p99 of the Trellis mTLS pair at 1000 rps is labelled");
+        assert_eq!(svg.matches("stroke-dasharray").count(), 3 * 2 + 2, "TLS pairs dashed, lines and legend");
+        assert!(svg.contains(">Trellis mTLS pair<") && svg.contains(">HAProxy TLS pair<"));
         assert!(svg.contains("a &lt;test&gt; run"));
+    }
+
+    #[test]
+    fn setups_left_out_get_no_line_and_no_legend() {
+        let mut points = [point(500, [0.2, 0.3, 0.5, 0.35, 0.55]), point(1000, [0.25, 0.4, 0.6, 0.45, 0.7])];
+        for p in &mut points {
+            p.runs.retain(|r| !r.kind.is_tls());
+        }
+        let svg = latency_svg(&points, "plain text only");
+        assert_eq!(svg.matches("<polyline").count(), 9, "3 panels x 3 setups");
+        assert!(!svg.contains("stroke-dasharray") && !svg.contains("mTLS"));
     }
 }

@@ -1,7 +1,8 @@
-//! `trellis-bench`: the driver of `make bench-proxy`. Starts the app, a Trellis proxy pair and an
-//! HAProxy pair on loopback addresses, puts the same load through each (direct, Trellis, HAProxy,
-//! taking turns round by round), reads the proxies' CPU and memory from `/proc`, and writes
-//! `bench/results/proxy.md` and `proxy.svg`. Every process it starts is killed when it exits.
+//! `trellis-bench`: the driver of `make bench-proxy`. Starts the app, Trellis proxy pairs (plain
+//! text and mutual TLS) and HAProxy pairs (plain text and TLS) on loopback addresses, puts the same
+//! load through each (direct, then every pair, taking turns round by round), reads the proxies' CPU
+//! and memory from `/proc`, and writes `bench/results/proxy.md` and `proxy.svg`. The TLS pairs'
+//! certificates are made fresh for each run. Every process it starts is killed when it exits.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use trellis_bench::oha::{self, Load};
+use trellis_bench::pki::{MeshPki, PkiFiles};
 use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, Usage};
 use trellis_bench::setups::{self, ENTRY_PORT, Kind, Pair, PairOptions};
 use trellis_bench::{chart, procstat};
 
-/// Compare a trellis-proxy pair with direct traffic and an HAProxy pair.
+/// Compare trellis-proxy pairs (plain text, mutual TLS) with direct traffic and HAProxy pairs.
 #[derive(Debug, Parser)]
 #[command(name = "trellis-bench", version, about)]
 struct Args {
@@ -36,6 +38,10 @@ struct Args {
     /// Scratch space: configs, logs, raw oha JSON.
     #[arg(long, default_value = "target/bench-proxy")]
     work: PathBuf,
+    /// Setups to measure, of: direct, trellis, haproxy, trellis-mtls, haproxy-tls (direct is always
+    /// measured: the other setups' added latency is against it).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind, default_value = "direct,trellis,haproxy,trellis-mtls,haproxy-tls")]
+    setups: Vec<Kind>,
     /// Fixed request rates (requests per second, all connections together).
     #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
     rates: Vec<u32>,
@@ -44,8 +50,8 @@ struct Args {
     /// Measured seconds per setup and load, split into `--rounds` runs.
     #[arg(long, default_value_t = 15)]
     seconds: u64,
-    /// Each load runs in this many rounds, the setups taking turns (direct, Trellis, HAProxy, direct,
-    /// ...), so a disturbance of the machine does not fall on one setup only.
+    /// Each load runs in this many rounds, the setups taking turns (direct, then each pair, then
+    /// direct again, ...), so a disturbance of the machine does not fall on one setup only.
     #[arg(long, default_value_t = 3)]
     rounds: u64,
     /// Length of the discarded warm-up run before each measured round.
@@ -77,9 +83,30 @@ struct Args {
     app_threads: usize,
 }
 
-/// The app's address; each phase puts its pairs on 127.90.<phase>.1-4.
+fn parse_kind(text: &str) -> Result<Kind> {
+    Kind::from_slug(text)
+}
+
+/// The setups of `--setups`: direct always, each once, in the order of [`Kind::ALL`].
+fn selected(setups: &[Kind]) -> Vec<Kind> {
+    Kind::ALL.into_iter().filter(|k| *k == Kind::Direct || setups.contains(k)).collect()
+}
+
+/// The app's address; each phase puts its pairs on 127.90.<phase>.1-8 (see [`pair_ips`]).
 fn app_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 90, 0, 1)), ENTRY_PORT)
+}
+
+/// The client and server proxies' addresses of a pair in a phase (direct: the app's, both).
+fn pair_ips(phase: u8, kind: Kind) -> (IpAddr, IpAddr) {
+    let first = match kind {
+        Kind::Direct => return (app_addr().ip(), app_addr().ip()),
+        Kind::Trellis => 1,
+        Kind::Haproxy => 3,
+        Kind::TrellisMtls => 5,
+        Kind::HaproxyTls => 7,
+    };
+    (ip(phase, first), ip(phase, first + 1))
 }
 
 fn ip(phase: u8, host: u8) -> IpAddr {
@@ -93,6 +120,7 @@ fn main() -> Result<()> {
     let mut results = Results {
         environment: environment(&args),
         settings: Settings {
+            setups: selected(&args.setups),
             rates: args.rates.clone(),
             connections: args.connections,
             seconds: args.seconds,
@@ -124,7 +152,7 @@ fn main() -> Result<()> {
 
     // Phase 2: memory with many connections, on fresh processes so the peak is this load's alone.
     let mut pairs = bench.start_pairs(2, "memory", options)?;
-    for pair in [&pairs.trellis, &pairs.haproxy] {
+    for pair in &pairs.pairs {
         let (client, server) = (procstat::memory(pair.client.pid())?, procstat::memory(pair.server.pid())?);
         results.idle_memory.push((pair.kind, client, server));
     }
@@ -157,40 +185,51 @@ fn main() -> Result<()> {
     std::fs::write(&svg_path, chart::latency_svg(&results.rates, &subtitle))
         .with_context(|| format!("writing {}", svg_path.display()))?;
     println!("\nTargets:");
-    for (what, trellis, haproxy, pass) in results.targets() {
-        let verdict = match pass {
+    for target in results.targets() {
+        let verdict = match target.pass {
             Some(true) => "pass",
             Some(false) => "FAIL",
             None => "not measured",
         };
-        println!("  {verdict:<4}  {what}: Trellis {trellis}, HAProxy {haproxy}");
+        println!(
+            "  {verdict:<4}  {}: {} {}, {} {}",
+            target.what,
+            target.trellis.0.label(),
+            target.trellis.1,
+            target.haproxy.0.label(),
+            target.haproxy.1
+        );
     }
     println!("\nWrote {} and {} in {:.0} s.", md_path.display(), svg_path.display(), results.elapsed_seconds);
     Ok(())
 }
 
-/// The pairs of one phase.
+/// The pairs of one phase, one per selected setup but direct.
 struct Pairs {
-    trellis: Pair,
-    haproxy: Pair,
+    pairs: Vec<Pair>,
 }
 
 impl Pairs {
-    fn pids(&self) -> [u32; 4] {
-        [self.trellis.client.pid(), self.trellis.server.pid(), self.haproxy.client.pid(), self.haproxy.server.pid()]
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pairs.iter().flat_map(|p| [p.client.pid(), p.server.pid()])
     }
 
     fn get(&mut self, kind: Kind) -> Option<&mut Pair> {
-        match kind {
-            Kind::Direct => None,
-            Kind::Trellis => Some(&mut self.trellis),
-            Kind::Haproxy => Some(&mut self.haproxy),
-        }
+        self.pairs.iter_mut().find(|p| p.kind == kind)
+    }
+
+    /// Where a setup's traffic enters.
+    fn entry(&self, kind: Kind) -> SocketAddr {
+        self.pairs.iter().find(|p| p.kind == kind).map_or_else(app_addr, |p| p.entry)
     }
 }
 
 struct Bench<'a> {
     args: &'a Args,
+    /// The setups measured, direct first.
+    kinds: Vec<Kind>,
+    /// The TLS pairs' certificates, made once per run (when a TLS pair is measured).
+    pki: Option<PkiFiles>,
     ticks_per_second: f64,
     app_pid: u32,
     /// Rounds that may still be measured again.
@@ -203,8 +242,22 @@ impl<'a> Bench<'a> {
             anyhow::ensure!(path.exists(), "{what} not found at {} (run `make bench-proxy`)", path.display());
         }
         std::fs::create_dir_all(&args.work).with_context(|| format!("creating {}", args.work.display()))?;
+        let kinds = selected(&args.setups);
+        let pki = match kinds.iter().any(|k| k.is_tls()) {
+            true => {
+                let dir = args.work.join("pki");
+                Some(
+                    MeshPki::generate()?
+                        .write(&dir)
+                        .with_context(|| format!("writing certificates to {}", dir.display()))?,
+                )
+            }
+            false => None,
+        };
         Ok(Bench {
             args,
+            kinds,
+            pki,
             ticks_per_second: procstat::clock_ticks() as f64,
             app_pid: 0,
             retry_budget: args.retry_budget.into(),
@@ -219,18 +272,28 @@ impl<'a> Bench<'a> {
 
     fn start_pairs(&self, phase: u8, name: &str, options: PairOptions) -> Result<Pairs> {
         let dir = self.phase_dir(name)?;
-        let trellis = setups::start_trellis(&self.args.proxy, &dir, (ip(phase, 1), ip(phase, 2)), app_addr(), options)?;
-        let haproxy =
-            setups::start_haproxy(&self.args.haproxy, &dir, (ip(phase, 3), ip(phase, 4)), app_addr(), options)?;
-        Ok(Pairs { trellis, haproxy })
+        let (trellis, haproxy) = (&self.args.proxy, &self.args.haproxy);
+        let mut pairs = Vec::new();
+        for &kind in &self.kinds {
+            let tls =
+                if kind.is_tls() { Some(self.pki.as_ref().context("no certificates for a TLS pair")?) } else { None };
+            let ips = pair_ips(phase, kind);
+            let pair = match kind {
+                Kind::Direct => continue,
+                Kind::Trellis | Kind::TrellisMtls => {
+                    setups::start_trellis(trellis, &dir, ips, app_addr(), options, tls)?
+                }
+                Kind::Haproxy | Kind::HaproxyTls => {
+                    setups::start_haproxy(haproxy, &dir, ips, app_addr(), options, tls)?
+                }
+            };
+            pairs.push(pair);
+        }
+        Ok(Pairs { pairs })
     }
 
     fn load(&self, kind: Kind, pairs: &Pairs, rate: Option<u32>, connections: u32, seconds: u64) -> Load {
-        let target = match kind {
-            Kind::Direct => app_addr(),
-            Kind::Trellis => pairs.trellis.entry,
-            Kind::Haproxy => pairs.haproxy.entry,
-        };
+        let target = pairs.entry(kind);
         Load { url: format!("http://{target}/"), rate, connections, duration: Duration::from_secs(seconds) }
     }
 
@@ -262,9 +325,9 @@ impl<'a> Bench<'a> {
         let round_seconds = (seconds / rounds).max(1);
         // Unthrottled runs get a longer warm-up: they are single rounds on fresh processes.
         let warmup = if rate.is_some() { self.args.warmup_seconds } else { self.args.warmup_seconds.max(2) };
-        let mut per_kind: Vec<Vec<Run>> = vec![Vec::new(); Kind::ALL.len()];
+        let mut per_kind: Vec<Vec<Run>> = vec![Vec::new(); self.kinds.len()];
         for round in 1..=rounds {
-            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            for (i, &kind) in self.kinds.iter().enumerate() {
                 let load = self.load(kind, pairs, rate, connections, round_seconds);
                 let label = rate.map_or("max".to_owned(), |r| format!("{r}rps"));
                 let name = format!("{tag}-{label}-{connections}c-{}-round{round}", kind.slug());
@@ -412,11 +475,24 @@ fn environment(args: &Args) -> Environment {
                 ),
             ),
             ("HAProxy".into(), command_line(&path(&args.haproxy), &["-v"]).unwrap_or_else(unknown)),
+            ("TLS libraries".into(), tls_libraries(&args.haproxy)),
             ("oha".into(), command_line(&path(&args.oha), &["--version"]).unwrap_or_else(unknown)),
             ("rustc".into(), command_line("rustc", &["--version"]).unwrap_or_else(unknown)),
         ],
         command: reproduce_command(),
     }
+}
+
+/// The TLS stacks of the TLS pairs: rustls (its version from Cargo.lock) and HAProxy's OpenSSL.
+fn tls_libraries(haproxy: &Path) -> String {
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let mut lines = lock.lines().skip_while(|l| *l != "name = \"rustls\"").skip(1);
+    let rustls = lines.next().and_then(|l| l.strip_prefix("version = ")).map_or("?", |v| v.trim_matches('"'));
+    let output = Command::new(haproxy).arg("-vv").output().map(|o| o.stdout).unwrap_or_default();
+    let text = String::from_utf8_lossy(&output);
+    let openssl =
+        text.lines().find_map(|l| l.strip_prefix("Running on OpenSSL version :")).map_or("unknown", str::trim);
+    format!("trellis-proxy: rustls {rustls} on ring; HAProxy: {openssl}")
 }
 
 fn reproduce_command() -> String {

@@ -1,13 +1,15 @@
 //! The measurements of one bench run and the markdown report made from them (`bench/results/proxy.md`).
 
-use std::fmt::Write as _;
-
 use crate::oha::Outcome;
 use crate::procstat::Memory;
 use crate::setups::Kind;
 
+mod markdown;
+
 /// Target: added p99 latency of the Trellis pair at 1,000 rps, in ms.
 pub const TARGET_ADDED_P99_MS: f64 = 0.10;
+/// Target: added p99 latency of the Trellis mTLS pair at 1,000 rps, in ms.
+pub const TARGET_MTLS_ADDED_P99_MS: f64 = 0.15;
 /// Target: CPU seconds per proxy per 1,000 requests (= vCPU per 1,000 rps).
 pub const TARGET_CPU_PER_1000: f64 = 0.05;
 /// Target: peak RSS per proxy at 1,000 rps over 64 connections, in MiB.
@@ -141,6 +143,8 @@ pub struct Environment {
 /// The knobs of the run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
+    /// The setups measured, in the order they took turns.
+    pub setups: Vec<Kind>,
     pub rates: Vec<u32>,
     pub connections: u32,
     pub seconds: u64,
@@ -195,6 +199,16 @@ fn verdict(pass: Option<bool>) -> &'static str {
     }
 }
 
+/// One target: what it asks, the Trellis setup and the HAProxy setup it is read from with their
+/// values, and whether it is met (`None`: a setup was not measured).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub what: String,
+    pub trellis: (Kind, String),
+    pub haproxy: (Kind, String),
+    pub pass: Option<bool>,
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b.abs() < 1e-12 || !a.is_finite() || !b.is_finite() { "n/a".to_owned() } else { format!("{:.2}x", a / b) }
 }
@@ -213,535 +227,112 @@ impl Results {
         self.max_run(kind)?.per_core().map(|(c, s)| c.min(s))
     }
 
-    /// The four targets: (what, Trellis, HAProxy, pass).
-    pub fn targets(&self) -> Vec<(String, String, String, Option<bool>)> {
-        let mut rows = Vec::new();
-        let at = self.point(TARGET_RATE);
-        let added_p99 = |kind| at.and_then(|p| p.added(kind)).map(|a| a.1);
-        let (t, h) = (added_p99(Kind::Trellis), added_p99(Kind::Haproxy));
-        rows.push((
-            format!("added p99 at {TARGET_RATE} rps <= {TARGET_ADDED_P99_MS:.2} ms and below the HAProxy pair's"),
-            t.map_or("-".into(), |v| format!("{v:+.3} ms")),
-            h.map_or("-".into(), |v| format!("{v:+.3} ms")),
-            t.zip(h).map(|(t, h)| t <= TARGET_ADDED_P99_MS && t < h),
-        ));
-        let cpu = |kind| at.and_then(|p| p.run(kind)?.cpu_per_1000()).map(|(c, s)| c.max(s));
-        let (t, h) = (cpu(Kind::Trellis), cpu(Kind::Haproxy));
-        rows.push((
-            format!("CPU per proxy per 1,000 rps (busier proxy, at {TARGET_RATE} rps) <= {TARGET_CPU_PER_1000} vCPU"),
-            t.map_or("-".into(), |v| format!("{v:.4} vCPU")),
-            h.map_or("-".into(), |v| format!("{v:.4} vCPU")),
-            t.map(|t| t <= TARGET_CPU_PER_1000),
-        ));
-        let rss = |kind| {
-            let (c, s) = self.memory.as_ref()?.run(kind)?.proxies?;
-            Some(mib(c.memory.hwm_kib.max(s.memory.hwm_kib)))
+    /// Added p99 of `kind` at the target rate, in ms.
+    fn added_p99(&self, kind: Kind) -> Option<f64> {
+        self.point(TARGET_RATE)?.added(kind).map(|a| a.1)
+    }
+
+    /// CPU seconds per 1,000 requests of `kind`'s busier proxy at the target rate.
+    fn cpu_per_1000(&self, kind: Kind) -> Option<f64> {
+        self.point(TARGET_RATE)?.run(kind)?.cpu_per_1000().map(|(c, s)| c.max(s))
+    }
+
+    /// Peak RSS of `kind`'s larger proxy in the memory run, in MiB.
+    fn peak_rss_mib(&self, kind: Kind) -> Option<f64> {
+        let (c, s) = self.memory.as_ref()?.run(kind)?.proxies?;
+        Some(mib(c.memory.hwm_kib.max(s.memory.hwm_kib)))
+    }
+
+    /// The targets: four for the plain-text pairs, two for the TLS pairs.
+    pub fn targets(&self) -> Vec<Target> {
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:+.3} ms"));
+        let target = |what: String, (t, h): (Kind, Kind), show: &dyn Fn(Kind) -> String, pass: Option<bool>| Target {
+            what,
+            trellis: (t, show(t)),
+            haproxy: (h, show(h)),
+            pass,
         };
-        let (t, h) = (rss(Kind::Trellis), rss(Kind::Haproxy));
+        let plain = (Kind::Trellis, Kind::Haproxy);
+        let tls = (Kind::TrellisMtls, Kind::HaproxyTls);
+        let added = |kind| ms(self.added_p99(kind));
+        let cpu = |kind| self.cpu_per_1000(kind).map_or("-".into(), |v| format!("{v:.4} vCPU"));
+        let rss = |kind| self.peak_rss_mib(kind).map_or("-".into(), |v| format!("{v:.1} MiB"));
+        let per_core = |kind| self.per_core(kind).map_or("-".into(), |v| format!("{v:.0} rps/core"));
+        let (t, h) = (self.added_p99(Kind::Trellis), self.added_p99(Kind::Haproxy));
+        let (tm, ht) = (self.added_p99(Kind::TrellisMtls), self.added_p99(Kind::HaproxyTls));
         let (rate, conns) = (self.settings.rss_rate, self.settings.rss_connections);
-        rows.push((
-            format!("peak RSS per proxy at {rate} rps over {conns} connections <= {TARGET_RSS_MIB} MiB"),
-            t.map_or("-".into(), |v| format!("{v:.1} MiB")),
-            h.map_or("-".into(), |v| format!("{v:.1} MiB")),
-            t.map(|t| t <= TARGET_RSS_MIB),
-        ));
-        let (t, h) = (self.per_core(Kind::Trellis), self.per_core(Kind::Haproxy));
-        rows.push((
-            "throughput per proxy core >= the HAProxy pair's".to_owned(),
-            t.map_or("-".into(), |v| format!("{v:.0} rps/core")),
-            h.map_or("-".into(), |v| format!("{v:.0} rps/core")),
-            t.zip(h).map(|(t, h)| t >= h),
-        ));
-        rows
+        vec![
+            target(
+                format!("added p99 at {TARGET_RATE} rps <= {TARGET_ADDED_P99_MS:.2} ms and below the HAProxy pair's"),
+                plain,
+                &added,
+                t.zip(h).map(|(t, h)| t <= TARGET_ADDED_P99_MS && t < h),
+            ),
+            target(
+                format!(
+                    "CPU per proxy per 1,000 rps (busier proxy, at {TARGET_RATE} rps) <= {TARGET_CPU_PER_1000} vCPU"
+                ),
+                plain,
+                &cpu,
+                self.cpu_per_1000(Kind::Trellis).map(|t| t <= TARGET_CPU_PER_1000),
+            ),
+            target(
+                format!("peak RSS per proxy at {rate} rps over {conns} connections <= {TARGET_RSS_MIB} MiB"),
+                plain,
+                &rss,
+                self.peak_rss_mib(Kind::Trellis).map(|t| t <= TARGET_RSS_MIB),
+            ),
+            target(
+                "throughput per proxy core >= the HAProxy pair's".to_owned(),
+                plain,
+                &per_core,
+                self.per_core(Kind::Trellis).zip(self.per_core(Kind::Haproxy)).map(|(t, h)| t >= h),
+            ),
+            target(
+                format!("mTLS pair adds <= {TARGET_MTLS_ADDED_P99_MS:.2} ms p99 at {TARGET_RATE} rps"),
+                tls,
+                &added,
+                tm.map(|t| t <= TARGET_MTLS_ADDED_P99_MS),
+            ),
+            target(
+                format!("mTLS pair below the HAProxy TLS pair (added p99 at {TARGET_RATE} rps)"),
+                tls,
+                &added,
+                tm.zip(ht).map(|(t, h)| t < h),
+            ),
+        ]
     }
 
-    /// The report, in markdown.
-    pub fn markdown(&self) -> String {
-        let mut md = String::new();
-        self.write_markdown(&mut md).expect("writing to a String cannot fail");
-        md
-    }
-
-    fn write_markdown(&self, md: &mut String) -> std::fmt::Result {
-        let env = &self.environment;
-        let s = &self.settings;
-        writeln!(md, "# trellis-proxy benchmark: a Trellis pair vs an HAProxy pair vs direct\n")?;
-        writeln!(
-            md,
-            "Generated by `make bench-proxy` on {} in {:.0} s. All three setups were measured in this one run, \
-             taking turns (for each load: direct, Trellis, HAProxy, then again, {} rounds), so the ratios below \
-             compare like with like.\n",
-            env.date, self.elapsed_seconds, s.rounds
-        )?;
-        writeln!(md, "![latency percentiles per setup and rate](proxy.svg)\n")?;
-
-        writeln!(md, "## Targets\n")?;
-        writeln!(md, "| target | Trellis pair | HAProxy pair | result |\n|---|---|---|---|")?;
-        for (what, t, h, pass) in self.targets() {
-            writeln!(md, "| {what} | {t} | {h} | {} |", verdict(pass))?;
-        }
-        writeln!(
-            md,
-            "\n\"Added\" latency is the setup's percentile minus the direct run's percentile at the same rate. \
-             vCPU per 1,000 rps equals CPU seconds per 1,000 requests. Throughput per core is successful \
-             requests per CPU second of the pair's busier proxy in the unthrottled run (see below).\n"
-        )?;
-
-        writeln!(md, "## Machine and versions\n")?;
-        writeln!(md, "- CPU: {} ({} vCPUs by `nproc`)", env.cpu_model, env.nproc)?;
-        writeln!(md, "- memory: {}; kernel: {}", env.memory, env.kernel)?;
-        for (tool, version) in &env.versions {
-            writeln!(md, "- {tool}: {version}")?;
-        }
-        writeln!(md)?;
-
-        writeln!(md, "## Setups\n")?;
-        writeln!(
-            md,
-            "```text\n\
-             direct:   oha ─h1─> app\n\
-             Trellis:  oha ─h1─> trellis-proxy gateway ─h2c (pooled, multiplexed)─> trellis-proxy sidecar :15006 ─h1─> app\n\
-             HAProxy:  oha ─h1─> haproxy (client side) ─h2c (http-reuse always)─> haproxy (server side) ─h1─> app\n\
-             ```\n"
-        )?;
-        writeln!(
-            md,
-            "- **app**: `trellis-bench-app`, a hyper HTTP/1.1 keep-alive server answering every request with \
-             1 KiB ({} worker thread(s)).\n\
-             - **Trellis pair** (two release-build `trellis-proxy` processes): traffic enters the client proxy \
-             in `gateway` mode, as an ingress gateway or a local-mode client would send it: a plain HTTP/1.1 \
-             request on a gateway port whose virtual host (`*`) routes to a cluster with one `meshed: true` \
-             endpoint, the server proxy's inbound listener `:15006`. Meshed means the proxies speak HTTP/2 to \
-             each other over pooled connections, HTTP/1 requests carried with the orig-proto marker. The server \
-             proxy is `trellis-proxy sidecar --inbound-target APP` (local mode, no iptables) and hands the \
-             request to the app as HTTP/1.1. No mTLS: the proxy has no TLS yet, so both pairs are plain text. \
-             Access logs are off (the `ProxyConfig` default); `--log warn`.\n\
-             - **HAProxy pair** (Debian's `haproxy`, two processes run with `-db`): the client side's backend \
-             is `proto h2` with `http-reuse always`, the server side binds `proto h2` and keeps HTTP/1.1 \
-             keep-alive connections to the app. No logging.\n\
-             - Fixed-rate and memory runs: each proxy has {} data-path threads (`--concurrency {}` / `nbthread {}`), \
-             unpinned. Each setup sits on its own loopback addresses (127.90.x.y).\n\
-             - Load: `oha -q RATE --latency-correction -c {} -z {}s` (coordinated-omission corrected), {} rounds \
-             per setup and load ({} s measured in all), the setups taking turns round by round; a {} s warm-up run \
-             at the same rate precedes each round and is discarded. A percentile in the tables is the median of \
-             the rounds' percentiles (each round's p99 is listed too); counts and CPU are summed over the rounds. \
-             CPU is utime+stime from `/proc/PID/stat` before and after each measured round; memory is \
-             `VmHWM`/`VmRSS` from `/proc/PID/status` after the last round.\n",
-            s.app_threads,
-            s.threads,
-            s.threads,
-            s.threads,
-            s.connections,
-            s.seconds / s.rounds.max(1),
-            s.rounds,
-            s.seconds,
-            s.warmup_seconds
-        )?;
-
-        writeln!(md, "## Latency at fixed rates ({} connections, 1 KiB responses)\n", s.connections)?;
-        writeln!(
-            md,
-            "The last column is the whole machine's CPU use during the run, in vCPUs of {}: all busy time, \
-             then the part charged to the bench's own processes (oha, app, proxies, driver) and the part the \
-             hypervisor stole. Busy time beyond the bench's is loopback networking done in softirq context \
-             and anything else running on the machine; a round where it exceeded {:.2} vCPU was measured again \
-             (up to {} times per round and {} in all, keeping the quietest attempt), since other work on a 2-vCPU machine moves the tails \
-             by milliseconds.\n",
-            env.nproc, s.max_other_vcpu, s.retries, s.retry_budget
-        )?;
-        writeln!(
-            md,
-            "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        )?;
+    /// `a` next to `b` in this run: (measure, a, b, a / b) for every measure both have.
+    pub fn side_by_side(&self, a: Kind, b: Kind) -> Vec<[String; 4]> {
+        let mut rows = Vec::new();
+        let mut row = |measure: String, values: Option<(f64, f64)>, show: &dyn Fn(f64) -> String| {
+            if let Some((x, y)) = values {
+                rows.push([measure, show(x), show(y), ratio(x, y)]);
+            }
+        };
+        let ms = |v: f64| format!("{v:+.3} ms");
         for point in &self.rates {
-            write_latency_rows(md, point)?;
-        }
-        writeln!(md)?;
-
-        writeln!(md, "## CPU and memory per proxy at fixed rates\n")?;
-        writeln!(
-            md,
-            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps), and the peak RSS (`VmHWM`, so far in the \
-             process's life: the proxies run through all rates in order) after the run.\n"
-        )?;
-        writeln!(
-            md,
-            "| rate | setup | CPU client / 1k req | CPU server / 1k req | vCPU client | vCPU server | peak RSS client | peak RSS server |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|"
-        )?;
-        for point in &self.rates {
-            for run in point.runs.iter().filter(|r| r.kind != Kind::Direct) {
-                let (Some((c, sv)), Some((uc, us))) = (run.cpu_per_1000(), run.proxies) else { continue };
-                writeln!(
-                    md,
-                    "| {} | {} | {c:.4} s | {sv:.4} s | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB |",
-                    point.rate,
-                    run.kind.label(),
-                    uc.cpu_seconds / run.seconds,
-                    us.cpu_seconds / run.seconds,
-                    mib(uc.memory.hwm_kib),
-                    mib(us.memory.hwm_kib),
-                )?;
-            }
-        }
-        writeln!(md)?;
-
-        if let Some(point) = &self.memory {
-            writeln!(md, "## Memory at {} rps over {} connections\n", point.rate, point.connections)?;
-            writeln!(
-                md,
-                "Fresh proxy processes (same thread counts), {} s warm-ups and {} s measured in rounds as above; `VmHWM` is the peak \
-                 over the processes' whole life, `VmRSS` what was resident at the end of the run, idle RSS what was \
-                 resident after start and one request, before the load. Anon is heap and stacks (what grows with \
-                 connections); file is the resident part of the mapped executable and libraries.\n",
-                s.warmup_seconds, s.seconds
-            )?;
-            writeln!(
-                md,
-                "| setup | peak RSS client | peak RSS server | RSS client (anon + file) | RSS server (anon + file) | idle RSS client (anon + file) | idle RSS server (anon + file) | CPU client / 1k req | CPU server / 1k req |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|"
-            )?;
-            for run in point.runs.iter().filter(|r| r.kind != Kind::Direct) {
-                let (Some((c, sv)), Some((uc, us))) = (run.cpu_per_1000(), run.proxies) else { continue };
-                let idle = self.idle_memory.iter().find(|(kind, _, _)| *kind == run.kind);
-                let idle = idle.map_or("- | -".to_owned(), |(_, ic, is)| format!("{} | {}", split(ic), split(is)));
-                writeln!(
-                    md,
-                    "| {} | {:.1} MiB | {:.1} MiB | {} | {} | {idle} | {c:.4} s | {sv:.4} s |",
-                    run.kind.label(),
-                    mib(uc.memory.hwm_kib),
-                    mib(us.memory.hwm_kib),
-                    split(&uc.memory),
-                    split(&us.memory),
-                )?;
-            }
-            writeln!(md, "\nLatency of the same run:\n")?;
-            writeln!(
-                md,
-                "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
-                 |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            )?;
-            write_latency_rows(md, point)?;
-            writeln!(md)?;
-        }
-
-        if !self.max.is_empty() {
-            writeln!(md, "## Maximum throughput per core\n")?;
-            writeln!(
-                md,
-                "Unthrottled `oha -c {} -z {}s` (after a short warm-up) through fresh proxies with one data-path \
-                 thread each (`--concurrency 1` / `nbthread 1`), the client-side proxy pinned to CPU 0 and the \
-                 server-side proxy to CPU 1 with `taskset`; oha and the app are not pinned and share the same two \
-                 CPUs, so the pair's raw rps is bounded by the whole machine, not by one proxy. Per-core \
-                 throughput is therefore successful requests divided by the CPU seconds each proxy actually used; \
-                 the pair's figure is its busier proxy's.\n",
-                s.connections, s.max_seconds
-            )?;
-            writeln!(
-                md,
-                "| setup | achieved rps | vCPU client | vCPU server | rps per client core | rps per server core | pair: rps per core | ok | failed |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|"
-            )?;
-            for run in &self.max {
-                let o = &run.outcome;
-                match (run.proxies, run.per_core()) {
-                    (Some((c, sv)), Some((pc, ps))) => writeln!(
-                        md,
-                        "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} |",
-                        run.kind.label(),
-                        o.rps,
-                        c.cpu_seconds / run.seconds,
-                        sv.cpu_seconds / run.seconds,
-                        pc.min(ps),
-                        o.ok,
-                        run.failed()
-                    )?,
-                    _ => writeln!(
-                        md,
-                        "| {} | {:.0} | - | - | - | - | - | {} | {} |",
-                        run.kind.label(),
-                        o.rps,
-                        o.ok,
-                        run.failed()
-                    )?,
-                }
-            }
-            writeln!(md)?;
-        }
-
-        writeln!(md, "## Trellis / HAProxy, side by side in this run\n")?;
-        writeln!(md, "| measure | Trellis | HAProxy | Trellis / HAProxy |\n|---|---:|---:|---:|")?;
-        for point in &self.rates {
-            if let (Some(t), Some(h)) = (point.added(Kind::Trellis), point.added(Kind::Haproxy)) {
-                writeln!(
-                    md,
-                    "| added p50 at {} rps | {:+.3} ms | {:+.3} ms | {} |",
-                    point.rate,
-                    t.0,
-                    h.0,
-                    ratio(t.0, h.0)
-                )?;
-            }
+            let added = |kind| point.added(kind).map(|a| a.0);
+            row(format!("added p50 at {} rps", point.rate), added(a).zip(added(b)), &ms);
         }
         for point in &self.rates {
-            if let (Some(t), Some(h)) = (point.added(Kind::Trellis), point.added(Kind::Haproxy)) {
-                writeln!(
-                    md,
-                    "| added p99 at {} rps | {:+.3} ms | {:+.3} ms | {} |",
-                    point.rate,
-                    t.1,
-                    h.1,
-                    ratio(t.1, h.1)
-                )?;
-            }
+            let added = |kind| point.added(kind).map(|a| a.1);
+            row(format!("added p99 at {} rps", point.rate), added(a).zip(added(b)), &ms);
         }
         for point in &self.rates {
             let cpu = |kind| point.run(kind).and_then(Run::cpu_per_1000).map(|(c, s)| c + s);
-            if let (Some(t), Some(h)) = (cpu(Kind::Trellis), cpu(Kind::Haproxy)) {
-                writeln!(
-                    md,
-                    "| CPU of both proxies per 1k req at {} rps | {t:.4} s | {h:.4} s | {} |",
-                    point.rate,
-                    ratio(t, h)
-                )?;
-            }
+            let measure = format!("CPU of both proxies per 1k req at {} rps", point.rate);
+            row(measure, cpu(a).zip(cpu(b)), &|v| format!("{v:.4} s"));
         }
         if let Some(point) = &self.memory {
-            let rss = |kind| {
-                point.run(kind).and_then(|r| r.proxies).map(|(c, s)| mib(c.memory.hwm_kib.max(s.memory.hwm_kib)))
-            };
-            if let (Some(t), Some(h)) = (rss(Kind::Trellis), rss(Kind::Haproxy)) {
-                writeln!(
-                    md,
-                    "| peak RSS of the larger proxy, {} conns | {t:.1} MiB | {h:.1} MiB | {} |",
-                    point.connections,
-                    ratio(t, h)
-                )?;
-            }
+            let measure = format!("peak RSS of the larger proxy, {} conns", point.connections);
+            row(measure, self.peak_rss_mib(a).zip(self.peak_rss_mib(b)), &|v| format!("{v:.1} MiB"));
         }
-        if let (Some(t), Some(h)) = (self.per_core(Kind::Trellis), self.per_core(Kind::Haproxy)) {
-            writeln!(md, "| rps per proxy core | {t:.0} | {h:.0} | {} |", ratio(t, h))?;
-        }
-        writeln!(md)?;
-
-        writeln!(md, "## Failed requests and proxy logs\n")?;
-        let all_runs = self.rates.iter().chain(&self.memory).flat_map(|p| &p.runs).chain(&self.max);
-        let mut any_failed = false;
-        for run in all_runs {
-            if run.failed() > 0 {
-                any_failed = true;
-                let kinds: Vec<String> = run.outcome.error_kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-                writeln!(
-                    md,
-                    "- {}: {} non-2xx, {} errors ({})",
-                    run.kind.label(),
-                    run.outcome.non_2xx,
-                    run.outcome.errors,
-                    kinds.join("; ")
-                )?;
-            }
-        }
-        let redone: Vec<String> = self
-            .rates
-            .iter()
-            .chain(&self.memory)
-            .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
-            .filter(|(_, r)| r.redone > 0)
-            .map(|(p, r)| {
-                let still = if r.disturbed > 0 {
-                    format!(" ({} still disturbed after all retries)", r.disturbed)
-                } else {
-                    String::new()
-                };
-                format!("{} at {} rps/{} conns: {}{still}", r.kind.label(), p.rate, p.connections, r.redone)
-            })
-            .collect();
-        if !redone.is_empty() {
-            writeln!(md, "- Rounds redone because other work kept the machine busy: {}.", redone.join("; "))?;
-        }
-        if !any_failed {
-            writeln!(
-                md,
-                "- No request failed in any run (requests still in flight when a run's duration ended are aborted \
-                 by oha by design and not counted)."
-            )?;
-        }
-        for (log, lines) in &self.log_findings {
-            if lines.is_empty() {
-                continue;
-            }
-            writeln!(md, "- `{log}`: {} warning/error line(s), first ones:", lines.len())?;
-            writeln!(md, "  ```text")?;
-            for line in lines.iter().take(5) {
-                writeln!(md, "  {line}")?;
-            }
-            writeln!(md, "  ```")?;
-        }
-        if self.log_findings.iter().all(|(_, lines)| lines.is_empty()) {
-            writeln!(md, "- No proxy wrote a warning or an error.")?;
-        }
-        writeln!(md)?;
-
-        writeln!(md, "## Caveats\n")?;
-        writeln!(
-            md,
-            "- This machine has {} vCPUs shared by oha, the app and both proxies of a pair, so absolute latencies \
-             include scheduling contention, and tails move by milliseconds from one round to the next (see \
-             \"p99 of each round\"). The setups take turns so that such disturbances spread over all of them, and \
-             the medians of rounds damp single bad rounds, but differences below the round-to-round spread are \
-             not meaningful, p99.9 least of all (it rests on the slowest ~{} requests of a round at the lowest \
-             rate).\n\
-             - Both pairs are plain text; Trellis has no mTLS yet. Once it does, rerun: TLS costs CPU per byte and \
-             a handshake per pooled connection.\n\
-             - The Trellis client proxy adds an `x-request-id` to every request and keeps Prometheus counters; the \
-             HAProxy configuration adds nothing and keeps its built-in stats.\n",
-            env.nproc,
-            s.rates.first().map_or(0, |r| *r as u64 * (s.seconds / s.rounds.max(1)) / 1000)
-        )?;
-
-        writeln!(md, "## How to reproduce\n")?;
-        writeln!(
-            md,
-            "```sh\nmake bench-proxy\n```\n\n\
-             This builds `trellis-proxy` and `trellis-bench` in release mode, installs `oha` into `bench/.tools` \
-             with `cargo install oha --version 1.16.0 --locked --root bench/.tools` if it is missing (that takes \
-             ~10 minutes on this machine, once), \
-             installs Debian's `haproxy` if missing, and runs:\n\n```sh\n{}\n```\n\n\
-             Raw oha JSON of every run, the generated proxy configurations and the proxies' logs are kept in \
-             `target/bench-proxy/`.",
-            env.command
-        )?;
-        Ok(())
+        row("rps per proxy core".to_owned(), self.per_core(a).zip(self.per_core(b)), &|v| format!("{v:.0}"));
+        rows
     }
-}
-
-fn write_latency_rows(md: &mut String, point: &Point) -> std::fmt::Result {
-    for run in &point.runs {
-        let o = &run.outcome;
-        let added = match point.added(run.kind) {
-            Some((a, b, c)) if run.kind != Kind::Direct => format!("{a:+.3} | {b:+.3} | {c:+.3}"),
-            _ => "- | - | -".to_owned(),
-        };
-        let rounds: Vec<String> = run.rounds.iter().map(|r| format!("{:.2}", r.p99_ms)).collect();
-        let rounds = rounds.join(" / ");
-        writeln!(
-            md,
-            "| {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {added} | {rounds} | {} | {} | {:.2} ({:.2} / {:.2}){} |",
-            point.rate,
-            run.kind.label(),
-            o.rps,
-            o.p50_ms,
-            o.p99_ms,
-            o.p999_ms,
-            o.ok,
-            run.failed(),
-            run.machine.busy,
-            run.machine.bench,
-            run.machine.steal,
-            match (run.redone, run.disturbed) {
-                (0, 0) => String::new(),
-                (n, 0) => format!(", {n} round(s) redone"),
-                (n, d) => format!(", {n} round(s) redone, **{d} still disturbed**"),
-            }
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn run(kind: Kind, p99_ms: f64, cpu: f64, hwm_kib: u64) -> Run {
-        let memory = Memory { rss_kib: hwm_kib / 2, hwm_kib, anon_kib: hwm_kib / 4, file_kib: hwm_kib / 4 };
-        let usage = Usage { cpu_seconds: cpu, memory };
-        Run {
-            kind,
-            outcome: Outcome {
-                ok: 15_000,
-                rps: 1000.0,
-                p50_ms: 0.2,
-                p99_ms,
-                p999_ms: p99_ms * 2.0,
-                ..Outcome::default()
-            },
-            proxies: (kind != Kind::Direct).then_some((usage, usage)),
-            seconds: 15.0,
-            machine: Machine::default(),
-            rounds: Vec::new(),
-            redone: 0,
-            disturbed: 0,
-        }
-    }
-
-    pub(crate) fn sample() -> Results {
-        let point = |rate, connections| Point {
-            rate,
-            connections,
-            runs: vec![
-                run(Kind::Direct, 1.0, 0.0, 0),
-                run(Kind::Trellis, 1.05, 0.45, 4096),
-                run(Kind::Haproxy, 1.2, 0.6, 9000),
-            ],
-        };
-        Results {
-            settings: Settings { rates: vec![500, 1000], rss_rate: 1000, rss_connections: 64, ..Settings::default() },
-            rates: vec![point(500, 16), point(1000, 16)],
-            memory: Some(point(1000, 64)),
-            max: vec![run(Kind::Trellis, 1.0, 1.0, 1), run(Kind::Haproxy, 1.0, 2.0, 1)],
-            ..Results::default()
-        }
-    }
-
-    #[test]
-    fn the_targets_compare_trellis_with_the_limits_and_with_haproxy() {
-        let targets = sample().targets();
-        let passes: Vec<Option<bool>> = targets.iter().map(|t| t.3).collect();
-        // 0.05 ms added p99 (< 0.2 for HAProxy), 0.03 s CPU per 1k, 4 MiB, 15,000 vs 7,500 rps per core.
-        assert_eq!(passes, vec![Some(true), Some(true), Some(true), Some(true)]);
-        assert_eq!(targets[2].1, "4.0 MiB");
-    }
-
-    #[test]
-    fn rounds_combine_into_one_run_with_cpu_added_and_the_last_memory() {
-        let mut second = run(Kind::Trellis, 3.0, 0.5, 5000);
-        second.machine.busy = 1.0;
-        let combined = Run::combine(vec![run(Kind::Trellis, 1.0, 0.25, 4096), second]).expect("rounds");
-        let (client, _) = combined.proxies.expect("proxies");
-        assert_eq!(client.cpu_seconds, 0.75);
-        assert_eq!(client.memory.hwm_kib, 5000);
-        assert_eq!(combined.outcome.ok, 30_000);
-        assert_eq!(combined.outcome.p99_ms, 2.0);
-        assert_eq!(combined.machine.busy, 0.5);
-        assert_eq!(combined.rounds.len(), 2);
-    }
-
-    #[test]
-    fn a_trellis_pair_slower_than_haproxy_fails_the_latency_target() {
-        let mut results = sample();
-        results.rates[1].runs[1].outcome.p99_ms = 1.3;
-        assert_eq!(results.targets()[0].3, Some(false));
-    }
-
-    #[test]
-    fn the_markdown_has_every_section_and_no_failures_reported() {
-        let md = sample().markdown();
-        for heading in [
-            "## Targets",
-            "## Latency at fixed rates",
-            "## Memory at 1000 rps over 64 connections",
-            "## Maximum throughput per core",
-            "## How to reproduce",
-        ] {
-            assert!(md.contains(heading), "missing {heading}:\n{md}");
-        }
-        assert!(md.contains("No request failed"), "{md}");
-        assert!(
-            md.contains(
-                "| 1000 | Trellis pair | 1000 | 0.200 | 1.050 | 2.100 | +0.000 | +0.050 | +0.100 |  | 15000 | 0 | 0.00 (0.00 / 0.00) |"
-            ),
-            "{md}"
-        );
-    }
-}
+mod tests;

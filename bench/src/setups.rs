@@ -1,15 +1,19 @@
-//! The processes of each setup: the app, a `trellis-proxy` pair and an HAProxy pair, their
+//! The processes of each setup: the app, `trellis-proxy` pairs and HAProxy pairs, their
 //! configurations, and a handle that kills a process when it drops (so an error or a panic in the
 //! driver leaves nothing running).
 //!
-//! Both pairs are the same two hops:
+//! Every pair is the same two hops:
 //! ```text
-//!  oha ──h1──> client proxy ──h2 (multiplexed)──> server proxy ──h1──> app
+//!  oha ──h1──> client proxy ──h2 (multiplexed; TLS 1.3 in the TLS pairs)──> server proxy ──h1──> app
 //! ```
 //! Trellis: the client proxy is `trellis-proxy gateway` whose port routes every host to a cluster
 //! with one `meshed: true` endpoint, the server proxy's inbound listener (`:15006`); the server proxy
-//! is `trellis-proxy sidecar --inbound-target APP`, as in local mode. HAProxy: the client side's
-//! backend is `proto h2` with `http-reuse always`, the server side binds `proto h2`.
+//! is `trellis-proxy sidecar --inbound-target APP`, as in local mode. In the mTLS pair both proxies
+//! have a mesh identity (`--tls-cert/--tls-key/--tls-roots`), the client's cluster is `istioMutual`
+//! with the app's SPIFFE ID on the endpoint, and the server's inbound is STRICT for every port, so a
+//! plaintext hop would be refused. HAProxy: the client side's backend is `proto h2` with
+//! `http-reuse always`, the server side binds `proto h2`; in the TLS pair both sides present a
+//! certificate and verify the other's against the same root (`verify required`).
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -18,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
-use trellis_api::proxy_config::ProxyConfig;
+use trellis_api::proxy_config::{INBOUND_CATCH_ALL_PORT, ProxyConfig};
+
+use crate::pki::{self, PkiFiles};
 
 /// Port that traffic enters a setup on (the app's port too).
 pub const ENTRY_PORT: u16 = 8080;
@@ -85,31 +91,54 @@ impl Drop for Process {
 }
 
 /// The setups compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Direct,
     Trellis,
     Haproxy,
+    /// The Trellis pair with mutual TLS between the proxies.
+    TrellisMtls,
+    /// The HAProxy pair with mutual TLS between its sides.
+    HaproxyTls,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Direct, Kind::Trellis, Kind::Haproxy];
+    /// Every setup, in the order they take turns.
+    pub const ALL: [Kind; 5] = [Kind::Direct, Kind::Trellis, Kind::Haproxy, Kind::TrellisMtls, Kind::HaproxyTls];
 
     pub fn label(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
             Kind::Trellis => "Trellis pair",
             Kind::Haproxy => "HAProxy pair",
+            Kind::TrellisMtls => "Trellis mTLS pair",
+            Kind::HaproxyTls => "HAProxy TLS pair",
         }
     }
 
-    /// A file-name-friendly name.
+    /// A file-name-friendly name (also what `trellis-bench --setups` takes).
     pub fn slug(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
             Kind::Trellis => "trellis",
             Kind::Haproxy => "haproxy",
+            Kind::TrellisMtls => "trellis-mtls",
+            Kind::HaproxyTls => "haproxy-tls",
         }
+    }
+
+    /// The setup named `slug` (see [`Kind::slug`]).
+    pub fn from_slug(slug: &str) -> Result<Kind> {
+        let known = || Kind::ALL.map(Kind::slug).join(", ");
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.slug() == slug)
+            .with_context(|| format!("unknown setup {slug:?} (known: {})", known()))
+    }
+
+    /// Whether the hop between the pair's proxies is mutual TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Kind::TrellisMtls | Kind::HaproxyTls)
     }
 }
 
@@ -147,9 +176,15 @@ pub fn start_app(program: &Path, addr: SocketAddr, threads: usize, dir: &Path) -
 }
 
 /// The client proxy's config: a gateway port whose routes send every host to the server proxy's
-/// inbound listener, marked meshed so the hop between the proxies is multiplexed HTTP/2.
-pub fn trellis_client_config(server_inbound: SocketAddr) -> Result<ProxyConfig> {
+/// inbound listener, marked meshed so the hop between the proxies is multiplexed HTTP/2. With
+/// `server_identity`, the hop is mesh mutual TLS (`istioMutual`: never plain text) and the server
+/// must present that SPIFFE ID; without, it is plain text.
+pub fn trellis_client_config(server_inbound: SocketAddr, server_identity: Option<&str>) -> Result<ProxyConfig> {
     let cluster = "outbound|8080||app.bench.svc.cluster.local";
+    let (tls, identity) = match server_identity {
+        Some(identity) => ("istioMutual", identity),
+        None => ("disable", ""),
+    };
     let value = json!({
         "schema": trellis_api::proxy_config::PROXY_CONFIG_SCHEMA,
         "version": "bench-1",
@@ -157,7 +192,7 @@ pub fn trellis_client_config(server_inbound: SocketAddr) -> Result<ProxyConfig> 
             "id": "client.bench",
             "namespace": "bench",
             "serviceAccount": "client",
-            "identity": "spiffe://cluster.local/ns/bench/sa/client"
+            "identity": pki::spiffe_id(pki::CLIENT_SERVICE_ACCOUNT)
         },
         "mode": "gateway",
         "gatewayListeners": [{
@@ -179,27 +214,32 @@ pub fn trellis_client_config(server_inbound: SocketAddr) -> Result<ProxyConfig> 
             "service": "app.bench.svc.cluster.local",
             "port": ENTRY_PORT,
             "protocol": "http",
-            "endpoints": [{"address": server_inbound, "meshed": true}],
-            "tls": "disable"
+            "endpoints": [{"address": server_inbound, "meshed": true, "identity": identity}],
+            "tls": tls
         }]
     });
     checked(value)
 }
 
 /// The server proxy's config: a sidecar with no outbound routes; its inbound listener forwards to
-/// `--inbound-target`.
-pub fn trellis_server_config() -> Result<ProxyConfig> {
-    let value = json!({
+/// `--inbound-target`. With `strict_mtls`, every inbound port (the catch-all listener) is STRICT:
+/// only mesh mutual TLS is served. Without, no inbound listener is declared (PERMISSIVE, and with no
+/// certificate that means plain text).
+pub fn trellis_server_config(strict_mtls: bool) -> Result<ProxyConfig> {
+    let mut value = json!({
         "schema": trellis_api::proxy_config::PROXY_CONFIG_SCHEMA,
         "version": "bench-1",
         "node": {
             "id": "app.bench",
             "namespace": "bench",
             "serviceAccount": "app",
-            "identity": "spiffe://cluster.local/ns/bench/sa/app"
+            "identity": pki::spiffe_id(pki::APP_SERVICE_ACCOUNT)
         },
         "mode": "sidecar"
     });
+    if strict_mtls {
+        value["inbound"] = json!([{"port": INBOUND_CATCH_ALL_PORT, "mtls": "strict"}]);
+    }
     checked(value)
 }
 
@@ -213,18 +253,25 @@ fn checked(value: serde_json::Value) -> Result<ProxyConfig> {
 }
 
 /// Starts a Trellis pair: the client gateway on `client_ip:8080`, the server sidecar on `server_ip`.
+/// With `tls`, the proxies get the client and app identities and speak mutual TLS to each other
+/// (checked: the server refuses a plaintext request).
 pub fn start_trellis(
     program: &Path,
     dir: &Path,
     (client_ip, server_ip): (IpAddr, IpAddr),
     app: SocketAddr,
     options: PairOptions,
+    tls: Option<&PkiFiles>,
 ) -> Result<Pair> {
-    let server_config = dir.join("trellis-server.json");
-    let client_config = dir.join("trellis-client.json");
-    std::fs::write(&server_config, serde_json::to_vec_pretty(&trellis_server_config()?)?)?;
+    let kind = if tls.is_some() { Kind::TrellisMtls } else { Kind::Trellis };
+    let slug = kind.slug();
+    let server_config = dir.join(format!("{slug}-server.json"));
+    let client_config = dir.join(format!("{slug}-client.json"));
+    std::fs::write(&server_config, serde_json::to_vec_pretty(&trellis_server_config(tls.is_some())?)?)?;
     let inbound = SocketAddr::new(server_ip, INBOUND_PORT);
-    std::fs::write(&client_config, serde_json::to_vec_pretty(&trellis_client_config(inbound)?)?)?;
+    let app_identity = pki::spiffe_id(pki::APP_SERVICE_ACCOUNT);
+    let server_identity = tls.map(|_| app_identity.as_str());
+    std::fs::write(&client_config, serde_json::to_vec_pretty(&trellis_client_config(inbound, server_identity)?)?)?;
     let args = |mode: &str, config: &Path, ip: IpAddr| -> Vec<String> {
         let mut args = vec![mode.to_owned(), "--config".to_owned(), config.display().to_string()];
         for (flag, value) in [
@@ -242,13 +289,21 @@ pub fn start_trellis(
     };
     let mut server_args = args("sidecar", &server_config, server_ip);
     server_args.extend(["--inbound-target".to_owned(), app.to_string()]);
+    let mut client_args = args("gateway", &client_config, client_ip);
+    if let Some(files) = tls {
+        server_args.extend(files.app.trellis_flags(&files.roots));
+        client_args.extend(files.client.trellis_flags(&files.roots));
+    }
     let (client_cpu, server_cpu) = options.pin.unzip();
-    let log = |side: &str| dir.join(format!("trellis-{side}.log"));
-    let server = Process::spawn("trellis server proxy", program, &server_args, server_cpu, log("server"))?;
-    let client_args = args("gateway", &client_config, client_ip);
-    let client = Process::spawn("trellis client proxy", program, &client_args, client_cpu, log("client"))?;
-    let mut pair = Pair { kind: Kind::Trellis, entry: SocketAddr::new(client_ip, ENTRY_PORT), client, server };
+    let log = |side: &str| dir.join(format!("{slug}-{side}.log"));
+    let name = |side: &str| format!("{} {side} proxy", kind.label());
+    let server = Process::spawn(&name("server"), program, &server_args, server_cpu, log("server"))?;
+    let client = Process::spawn(&name("client"), program, &client_args, client_cpu, log("client"))?;
+    let mut pair = Pair { kind, entry: SocketAddr::new(client_ip, ENTRY_PORT), client, server };
     wait_for_200(pair.entry, &mut [&mut pair.client, &mut pair.server])?;
+    if tls.is_some() {
+        refuses_plaintext(kind, inbound)?;
+    }
     Ok(pair)
 }
 
@@ -261,47 +316,101 @@ fn haproxy_common(threads: usize) -> String {
     )
 }
 
-/// HAProxy client side: HTTP/1.1 in on `bind`, multiplexed clear-text HTTP/2 out to `server_side`.
-pub fn haproxy_client_config(bind: SocketAddr, server_side: SocketAddr, threads: usize) -> String {
+/// The files one side of the HAProxy TLS pair presents and trusts.
+#[derive(Debug, Clone, Copy)]
+pub struct HaproxyTls<'a> {
+    /// The mesh root both sides verify the other's certificate against.
+    pub roots: &'a Path,
+    /// This side's certificate and key in one PEM file.
+    pub bundle: &'a Path,
+}
+
+impl HaproxyTls<'_> {
+    /// TLS settings shared by the client's `server` and the server's `bind` line: this side's
+    /// certificate, the peer's verified against the root (HAProxy checks the chain only; it cannot
+    /// match a URI SAN), TLS 1.3 as between Trellis proxies, HTTP/2 by ALPN.
+    fn settings(&self) -> String {
+        format!(
+            "ssl crt {} ca-file {} verify required ssl-min-ver TLSv1.3 alpn h2",
+            self.bundle.display(),
+            self.roots.display()
+        )
+    }
+}
+
+/// HAProxy client side: HTTP/1.1 in on `bind`, multiplexed HTTP/2 out to `server_side`, in clear
+/// text, or over TLS with `tls`.
+pub fn haproxy_client_config(
+    bind: SocketAddr,
+    server_side: SocketAddr,
+    threads: usize,
+    tls: Option<HaproxyTls<'_>>,
+) -> String {
+    let tls = tls.map_or(String::new(), |tls| format!(" {}", tls.settings()));
     format!(
         "{}frontend client_in\n    bind {bind}\n    default_backend to_server_side\n\n\
-         backend to_server_side\n    http-reuse always\n    server server_side {server_side} proto h2\n",
+         backend to_server_side\n    http-reuse always\n    server server_side {server_side} proto h2{tls}\n",
         haproxy_common(threads)
     )
 }
 
-/// HAProxy server side: clear-text HTTP/2 in on `bind`, HTTP/1.1 keep-alive out to the app.
-pub fn haproxy_server_config(bind: SocketAddr, app: SocketAddr, threads: usize) -> String {
+/// HAProxy server side: HTTP/2 in on `bind` (clear text, or TLS with `tls`), HTTP/1.1 keep-alive out
+/// to the app.
+pub fn haproxy_server_config(bind: SocketAddr, app: SocketAddr, threads: usize, tls: Option<HaproxyTls<'_>>) -> String {
+    let tls = tls.map_or(String::new(), |tls| format!(" {}", tls.settings()));
     format!(
-        "{}frontend server_in\n    bind {bind} proto h2\n    default_backend app\n\n\
+        "{}frontend server_in\n    bind {bind} proto h2{tls}\n    default_backend app\n\n\
          backend app\n    http-reuse safe\n    server app {app}\n",
         haproxy_common(threads)
     )
 }
 
-/// Starts an HAProxy pair: client side on `client_ip:8080`, server side on `server_ip:8080`.
+/// Starts an HAProxy pair: client side on `client_ip:8080`, server side on `server_ip:8080`. With
+/// `tls`, the sides speak mutual TLS to each other with the client and app certificates (checked:
+/// the server side refuses a plaintext request).
 pub fn start_haproxy(
     program: &Path,
     dir: &Path,
     (client_ip, server_ip): (IpAddr, IpAddr),
     app: SocketAddr,
     options: PairOptions,
+    tls: Option<&PkiFiles>,
 ) -> Result<Pair> {
+    let kind = if tls.is_some() { Kind::HaproxyTls } else { Kind::Haproxy };
+    let slug = kind.slug();
     let entry = SocketAddr::new(client_ip, ENTRY_PORT);
     let server_side = SocketAddr::new(server_ip, ENTRY_PORT);
-    let server_config = dir.join("haproxy-server.cfg");
-    let client_config = dir.join("haproxy-client.cfg");
-    std::fs::write(&server_config, haproxy_server_config(server_side, app, options.threads))?;
-    std::fs::write(&client_config, haproxy_client_config(entry, server_side, options.threads))?;
+    let server_config = dir.join(format!("{slug}-server.cfg"));
+    let client_config = dir.join(format!("{slug}-client.cfg"));
+    let client_tls = tls.map(|f| HaproxyTls { roots: &f.roots, bundle: &f.client.bundle });
+    let server_tls = tls.map(|f| HaproxyTls { roots: &f.roots, bundle: &f.app.bundle });
+    std::fs::write(&server_config, haproxy_server_config(server_side, app, options.threads, server_tls))?;
+    std::fs::write(&client_config, haproxy_client_config(entry, server_side, options.threads, client_tls))?;
     // -db: stay in the foreground, no master process, so the pid is the one serving process.
     let args = |config: &Path| vec!["-db".to_owned(), "-f".to_owned(), config.display().to_string()];
     let (client_cpu, server_cpu) = options.pin.unzip();
-    let log = |side: &str| dir.join(format!("haproxy-{side}.log"));
-    let server = Process::spawn("haproxy server side", program, &args(&server_config), server_cpu, log("server"))?;
-    let client = Process::spawn("haproxy client side", program, &args(&client_config), client_cpu, log("client"))?;
-    let mut pair = Pair { kind: Kind::Haproxy, entry, client, server };
+    let log = |side: &str| dir.join(format!("{slug}-{side}.log"));
+    let name = |side: &str| format!("{} {side} side", kind.label());
+    let server = Process::spawn(&name("server"), program, &args(&server_config), server_cpu, log("server"))?;
+    let client = Process::spawn(&name("client"), program, &args(&client_config), client_cpu, log("client"))?;
+    let mut pair = Pair { kind, entry, client, server };
     wait_for_200(pair.entry, &mut [&mut pair.client, &mut pair.server])?;
+    if tls.is_some() {
+        refuses_plaintext(kind, server_side)?;
+    }
     Ok(pair)
+}
+
+/// Fails unless a plaintext request straight to `server_side` goes unanswered: the proof that the
+/// 200 through a TLS pair crossed its middle hop encrypted.
+fn refuses_plaintext(kind: Kind, server_side: SocketAddr) -> Result<()> {
+    let status = http_status(server_side);
+    ensure!(
+        status.is_none(),
+        "the {}'s server side answered a plaintext request with {status:?}: the hop is not mutual TLS only",
+        kind.label()
+    );
+    Ok(())
 }
 
 /// Waits until a GET to `addr` answers 200, failing early if one of `processes` exits.
@@ -332,34 +441,4 @@ pub fn http_status(addr: SocketAddr) -> Option<u16> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_trellis_client_routes_every_host_to_one_meshed_endpoint_in_plain_text() {
-        let inbound: SocketAddr = "127.90.1.3:15006".parse().expect("addr");
-        let config = trellis_client_config(inbound).expect("valid config");
-        let cluster = &config.clusters[0];
-        assert_eq!(cluster.endpoints.len(), 1);
-        assert!(cluster.endpoints[0].meshed, "meshed, so the proxies speak HTTP/2 to each other");
-        assert_eq!(cluster.endpoints[0].address, inbound);
-        assert_eq!(config.gateway_listeners[0].virtual_hosts[0].domains, vec!["*".to_owned()]);
-        trellis_server_config().expect("valid config");
-    }
-
-    #[test]
-    fn the_haproxy_pair_speaks_h2_between_its_two_sides() {
-        let (a, b, app) = (
-            "127.0.0.2:8080".parse().expect("a"),
-            "127.0.0.3:8080".parse().expect("b"),
-            "127.0.0.4:8080".parse().expect("app"),
-        );
-        let client = haproxy_client_config(a, b, 2);
-        assert!(client.contains("bind 127.0.0.2:8080\n"), "{client}");
-        assert!(client.contains("server server_side 127.0.0.3:8080 proto h2"), "{client}");
-        assert!(client.contains("nbthread 2"), "{client}");
-        let server = haproxy_server_config(b, app, 1);
-        assert!(server.contains("bind 127.0.0.3:8080 proto h2"), "{server}");
-        assert!(server.contains("server app 127.0.0.4:8080\n"), "{server}");
-    }
-}
+mod tests;

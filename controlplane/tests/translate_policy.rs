@@ -14,8 +14,8 @@ use trellis_api::proxy_config::{
 use trellis_controlplane::Index;
 use trellis_controlplane::index::Kind;
 use trellis_controlplane::translate::{
-    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONSECUTIVE_5XX_ERRORS, DEFAULT_JWT_HEADER, DEFAULT_JWT_PARAM, DEFAULT_JWT_PREFIX,
-    DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_OUTLIER_INTERVAL, cluster_name,
+    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONSECUTIVE_5XX_ERRORS, DEFAULT_JWT_HEADER, DEFAULT_JWT_PARAM,
+    DEFAULT_JWT_PREFIX, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_OUTLIER_INTERVAL, cluster_name,
 };
 
 const PRICING: &str = "pricing.shop.svc.cluster.local";

@@ -265,3 +265,72 @@ async fn following_an_index_fetches_its_uris_and_moves_the_generation_when_keys_
     tokio::time::timeout(PATIENCE, generations.changed()).await.expect("moves").expect("the follower lives");
     assert!(*generations.borrow() > after_index, "the keys' arrival moved the generation");
 }
+
+/// The proxy's test key and key set (proxy/src/jwt/testdata).
+const RSA_KEY: &str = include_str!("../../../proxy/src/jwt/testdata/rsa.pem");
+const RSA_JWKS: &str = include_str!("../../../proxy/src/jwt/testdata/jwks.json");
+
+#[tokio::test]
+async fn a_token_is_refused_while_its_jwks_is_unreachable_and_accepted_once_it_is_fetched() {
+    use trellis_proxy::jwt::{JwtAuthenticator, JwtError};
+
+    let (listener, addr) = listen().await;
+    drop(listener);
+    let issuer = "https://issuer.example.com";
+    let provider = JwtProvider {
+        issuer: issuer.into(),
+        audiences: Vec::new(),
+        jwks: None,
+        jwks_uri: Some(uri(addr)),
+        from_headers: vec![trellis_api::proxy_config::JwtHeader {
+            name: "authorization".into(),
+            prefix: "Bearer ".into(),
+        }],
+        from_params: Vec::new(),
+        from_cookies: Vec::new(),
+        forward_original_token: false,
+        output_payload_to_header: None,
+        output_claim_to_headers: Vec::new(),
+        space_delimited_claims: Vec::new(),
+    };
+    let node = Node {
+        id: "a".into(),
+        namespace: "shop".into(),
+        service_account: "a".into(),
+        identity: String::new(),
+        labels: Default::default(),
+    };
+    let mut config = ProxyConfig::new("1", node, ProxyMode::Sidecar);
+    config.inbound.push(InboundListener {
+        port: 8080,
+        protocol: Default::default(),
+        mtls: Default::default(),
+        authorization: Vec::new(),
+        jwt: vec![provider],
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).expect("the test key");
+    let header =
+        jsonwebtoken::Header { kid: Some("rsa".into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256) };
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() + 600;
+    let claims = serde_json::json!({"iss": issuer, "sub": "alice", "exp": exp});
+    let token = jsonwebtoken::encode(&header, &claims, &key).expect("signed");
+    let request = Request::get("/").header("authorization", format!("Bearer {token}")).body(()).expect("a request");
+    let (parts, ()) = request.into_parts();
+    let judge = |config: &ProxyConfig| {
+        JwtAuthenticator::compile(&config.inbound[0].jwt).expect("compiles").authenticate(&parts)
+    };
+
+    let cache = JwksCache::new(fast());
+    cache.set_wanted(&wanted(&uri(addr)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut unfetched = config.clone();
+    cache.fill(&mut unfetched);
+    assert_eq!(judge(&unfetched), Err(JwtError::JwksUnavailable(issuer.into())), "a 401 while unreachable");
+
+    let listener = TcpListener::bind(addr).await.expect("the same port again");
+    Server::new(RSA_JWKS).serve(listener);
+    until_holds(&cache, &uri(addr), RSA_JWKS).await;
+    cache.fill(&mut config);
+    let verified = judge(&config).expect("valid").expect("a token");
+    assert_eq!(verified.principal.as_deref(), Some("https://issuer.example.com/alice"));
+}

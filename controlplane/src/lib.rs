@@ -12,6 +12,7 @@
 
 mod error;
 pub mod index;
+pub mod jwks;
 pub mod push;
 pub mod sources;
 pub mod translate;

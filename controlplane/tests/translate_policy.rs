@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use support::*;
 use trellis_api::proxy_config::{
-    AuthorizationAction, ConnectionPool, HashKey, InboundMtls, LoadBalancer, OutlierDetection, UpstreamTls,
+    AuthorizationAction, ConnectionPool, HashKey, InboundMtls, JwtClaimToHeader, JwtHeader, LoadBalancer,
+    OutlierDetection, UpstreamTls,
 };
 use trellis_controlplane::Index;
 use trellis_controlplane::index::Kind;
 use trellis_controlplane::translate::{
-    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONSECUTIVE_5XX_ERRORS, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_OUTLIER_INTERVAL,
-    cluster_name,
+    DEFAULT_BASE_EJECTION_TIME, DEFAULT_CONSECUTIVE_5XX_ERRORS, DEFAULT_JWT_HEADER, DEFAULT_JWT_PARAM,
+    DEFAULT_JWT_PREFIX, DEFAULT_MAX_EJECTION_PERCENT, DEFAULT_OUTLIER_INTERVAL, cluster_name,
 };
 
 const PRICING: &str = "pricing.shop.svc.cluster.local";
@@ -182,7 +183,16 @@ spec:
       audiences: [pricing]
       jwks: '{"keys": []}'
       fromHeaders: [{name: X-Jwt}]
-      outputPayloadToHeader: x-jwt-payload
+      outputPayloadToHeader: X-Jwt-Payload
+      outputClaimToHeaders: [{header: X-Tenant, claim: org.tenant}]
+      forwardOriginalToken: true
+      spaceDelimitedClaims: [roles]
+      timeout: 5s
+    - issuer: https://cookies.example.com
+      jwksUri: https://cookies.example.com/jwks.json
+      fromCookies: [session]
+    - issuer: https://defaults.example.com
+      jwks_uri: https://defaults.example.com/jwks.json
 "#;
 
 fn secured() -> trellis_controlplane::Translation {
@@ -223,14 +233,41 @@ fn authorization_policies_from_the_root_and_the_workloads_namespace_apply_deny_f
 fn request_authentication_gives_jwt_providers_and_reports_what_it_cannot_express() {
     let t = secured();
     let jwt = &t.config.inbound[1].jwt;
-    assert_eq!(jwt.len(), 1);
+    assert_eq!(jwt.len(), 3);
     assert_eq!(jwt[0].issuer, "https://issuer.example.com");
     assert_eq!(jwt[0].audiences, ["pricing"]);
     assert_eq!(jwt[0].from_headers[0].name, "x-jwt");
     assert!(jwt[0].from_params.is_empty(), "a named location replaces the defaults");
     let about = skipped_about(&t, Kind::RequestAuthentication, "shop", "pricing-jwt");
+    assert_eq!(about, ["spec.jwtRules[0].timeout: timeout cannot be expressed yet; it is not applied"]);
+}
+
+#[test]
+fn a_jwt_rules_outputs_forwarding_and_space_delimited_claims_reach_the_proxy() {
+    let t = secured();
+    let jwt = &t.config.inbound[1].jwt[0];
+    assert_eq!(jwt.output_payload_to_header.as_deref(), Some("x-jwt-payload"), "header names are lower case");
     assert_eq!(
-        about,
-        ["spec.jwtRules[0].outputPayloadToHeader: outputPayloadToHeader cannot be expressed yet; it is not applied"]
+        jwt.output_claim_to_headers,
+        [JwtClaimToHeader { header: "x-tenant".into(), claim: "org.tenant".into() }]
     );
+    assert!(jwt.forward_original_token);
+    assert_eq!(jwt.space_delimited_claims, ["roles"]);
+}
+
+#[test]
+fn a_jwt_rule_with_cookies_reads_only_them_and_one_without_a_location_gets_istios_defaults() {
+    let t = secured();
+    let cookies = &t.config.inbound[1].jwt[1];
+    assert_eq!(cookies.from_cookies, ["session"]);
+    assert!(cookies.from_headers.is_empty() && cookies.from_params.is_empty(), "a cookie is a named location");
+    assert_eq!(cookies.jwks_uri.as_deref(), Some("https://cookies.example.com/jwks.json"));
+    assert!(!cookies.forward_original_token, "the token is removed by default");
+    let defaults = &t.config.inbound[1].jwt[2];
+    assert_eq!(
+        defaults.from_headers,
+        [JwtHeader { name: DEFAULT_JWT_HEADER.into(), prefix: DEFAULT_JWT_PREFIX.into() }]
+    );
+    assert_eq!(defaults.from_params, [DEFAULT_JWT_PARAM]);
+    assert_eq!(defaults.jwks_uri.as_deref(), Some("https://defaults.example.com/jwks.json"), "snake_case spelling");
 }

@@ -19,6 +19,7 @@ pub mod drain;
 mod error;
 pub mod http;
 pub mod init;
+pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod route;

@@ -71,8 +71,31 @@ pub struct JwtProvider {
     pub from_headers: Vec<JwtHeader>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_params: Vec<String>,
+    /// Cookies a token is read from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_cookies: Vec<String>,
+    /// Keep the token in the request sent to the application (it is removed otherwise).
     #[serde(default)]
     pub forward_original_token: bool,
+    /// Header that receives the verified payload, base64url-encoded (as Envoy's `forward_payload_header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_payload_to_header: Option<String>,
+    /// Claims of a verified token copied into request headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_claim_to_headers: Vec<JwtClaimToHeader>,
+    /// Claims whose string value is a space-separated list, beyond `scope` and `permission`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
+}
+
+/// A claim of a verified token copied into a request header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtClaimToHeader {
+    /// The header to set (lower case).
+    pub header: String,
+    /// The claim to copy; nested claims are written `a.b`.
+    pub claim: String,
 }
 
 /// A header a JWT is read from, with the prefix to strip (`Bearer `).

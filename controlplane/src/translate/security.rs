@@ -17,7 +17,9 @@ use trellis_api::istio::peer_authentication::MtlsMode;
 use trellis_api::istio::{AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec};
 use trellis_api::mesh::MeshMtlsMode;
 use trellis_api::object::Object;
-use trellis_api::proxy_config::{AuthorizationAction, AuthorizationRule, InboundMtls, JwtHeader, JwtProvider};
+use trellis_api::proxy_config::{
+    AuthorizationAction, AuthorizationRule, InboundMtls, JwtClaimToHeader, JwtHeader, JwtProvider,
+};
 
 use super::{Context, scope};
 use crate::index::{Age, Key, Kind};
@@ -157,13 +159,7 @@ pub fn jwt(cx: &mut Context<'_>) -> Vec<JwtProvider> {
                 cx.skip(key, at.key("issuer"), "a JWT rule without issuer cannot be checked; it is ignored");
                 continue;
             };
-            for (field, set) in [
-                ("fromCookies", rule.from_cookies.is_some()),
-                ("outputPayloadToHeader", rule.output_payload_to_header.is_some()),
-                ("outputClaimToHeaders", rule.output_claim_to_headers.is_some()),
-                ("timeout", rule.timeout.is_some()),
-                ("presence", rule.presence.is_some()),
-            ] {
+            for (field, set) in [("timeout", rule.timeout.is_some()), ("presence", rule.presence.is_some())] {
                 if set {
                     cx.skip(key, at.key(field), format!("{field} cannot be expressed yet; it is not applied"));
                 }
@@ -175,11 +171,18 @@ pub fn jwt(cx: &mut Context<'_>) -> Vec<JwtProvider> {
                 .map(|h| JwtHeader { name: h.name.to_ascii_lowercase(), prefix: h.prefix.clone().unwrap_or_default() })
                 .collect();
             let mut from_params = rule.from_params.clone().unwrap_or_default();
-            if from_headers.is_empty() && from_params.is_empty() && rule.from_cookies.is_none() {
+            let from_cookies = rule.from_cookies.clone().unwrap_or_default();
+            if from_headers.is_empty() && from_params.is_empty() && from_cookies.is_empty() {
                 from_headers
                     .push(JwtHeader { name: DEFAULT_JWT_HEADER.to_owned(), prefix: DEFAULT_JWT_PREFIX.to_owned() });
                 from_params.push(DEFAULT_JWT_PARAM.to_owned());
             }
+            let output_claim_to_headers = rule
+                .output_claim_to_headers
+                .iter()
+                .flatten()
+                .map(|o| JwtClaimToHeader { header: o.header.to_ascii_lowercase(), claim: o.claim.clone() })
+                .collect();
             providers.push(JwtProvider {
                 issuer,
                 audiences: rule.audiences.clone().unwrap_or_default(),
@@ -187,7 +190,15 @@ pub fn jwt(cx: &mut Context<'_>) -> Vec<JwtProvider> {
                 jwks_uri: rule.jwks_uri.clone().or_else(|| rule.jwks_uri_snake_case.clone()),
                 from_headers,
                 from_params,
+                from_cookies,
                 forward_original_token: rule.forward_original_token.unwrap_or(false),
+                output_payload_to_header: rule
+                    .output_payload_to_header
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_ascii_lowercase),
+                output_claim_to_headers,
+                space_delimited_claims: rule.space_delimited_claims.clone().unwrap_or_default(),
             });
         }
     }

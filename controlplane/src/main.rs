@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, MeshSpec};
+use trellis_controlplane::jwks::{self, JwksCache};
 use trellis_controlplane::push::{self, PushServer};
 use trellis_controlplane::sources::SharedIndex;
 use trellis_controlplane::sources::folder::FolderSource;
@@ -138,7 +139,9 @@ async fn serve(args: Args, mesh: Option<MeshSpec>) -> Result<()> {
     let Some(source) = start_source(&args, &index).await? else {
         return Ok(());
     };
-    let server = PushServer::new(Arc::new(TranslatedSource::new(index)), push::Options::default());
+    // Keys of every `jwksUri` are fetched here and pushed inside the configs: proxies never fetch.
+    let jwks = JwksCache::new(jwks::Timing::default());
+    let server = PushServer::new(Arc::new(TranslatedSource::with_jwks(index, jwks)), push::Options::default());
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr().with_context(|| format!("binding {}", args.listen))?;
     let serving = {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use trellis_api::proxy_config::ProxyConfig;
 use trellis_api::push::Hello;
 
+use crate::jwks::JwksCache;
 use crate::push::ConfigSource;
 use crate::sources::SharedIndex;
 use crate::translate::{ProxyIdentity, Skipped, translate};
@@ -41,10 +42,12 @@ pub fn identity(hello: &Hello) -> Result<ProxyIdentity, String> {
     })
 }
 
-/// Translate over a shared index, as a push [`ConfigSource`].
+/// Translate over a shared index, as a push [`ConfigSource`]. With a [`JwksCache`], the keys of every
+/// `jwksUri` are filled into the configs, and a change of keys re-pushes like a change of policy.
 #[derive(Debug)]
 pub struct TranslatedSource {
     index: SharedIndex,
+    jwks: Option<(JwksCache, watch::Receiver<u64>)>,
     logged: Mutex<Logged>,
 }
 
@@ -58,7 +61,14 @@ struct Logged {
 impl TranslatedSource {
     /// A source translating `index`.
     pub fn new(index: SharedIndex) -> Self {
-        Self { index, logged: Mutex::default() }
+        Self { index, jwks: None, logged: Mutex::default() }
+    }
+
+    /// A source translating `index` whose configs carry the keys `jwks` fetched for their `jwksUri`s;
+    /// the cache starts following the index's wanted URIs.
+    pub fn with_jwks(index: SharedIndex, jwks: JwksCache) -> Self {
+        let generations = jwks.follow(index.clone());
+        Self { index, jwks: Some((jwks, generations)), logged: Mutex::default() }
     }
 
     /// The index it translates.
@@ -88,11 +98,18 @@ impl ConfigSource for TranslatedSource {
         for entry in self.not_yet_logged(generation, &translation.skipped) {
             tracing::warn!(generation, "left out: {entry}");
         }
-        Ok(translation.config)
+        let mut config = translation.config;
+        if let Some((jwks, _)) = &self.jwks {
+            jwks.fill(&mut config);
+        }
+        Ok(config)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.index.subscribe()
+        match &self.jwks {
+            Some((_, generations)) => generations.clone(),
+            None => self.index.subscribe(),
+        }
     }
 }
 

@@ -13,12 +13,13 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use trellis_api::proxy_config::{
-    Cluster, HashKey, INBOUND_CATCH_ALL_PORT, InboundMtls, LoadBalancer, Protocol, ProxyConfig, UnknownDestinations,
-    VirtualHost,
+    Cluster, HashKey, INBOUND_CATCH_ALL_PORT, InboundListener, InboundMtls, LoadBalancer, Protocol, ProxyConfig,
+    UnknownDestinations, VirtualHost,
 };
 
 use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
+use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
@@ -196,6 +197,8 @@ pub struct Compiled {
     pub inbound_mtls: HashMap<u16, InboundMtls>,
     /// Authorization policies of each inbound port (the catch-all's for the others).
     pub inbound_authz: HashMap<u16, Arc<AuthzPolicies>>,
+    /// JWT providers of each inbound port (the catch-all's for the others).
+    pub inbound_jwt: HashMap<u16, Arc<JwtAuthenticator>>,
     pub unknown_destinations: UnknownDestinations,
     pub passthrough: Arc<ClusterMetrics>,
     pub inbound_metrics: Arc<ClusterMetrics>,
@@ -222,6 +225,12 @@ impl Compiled {
     pub fn inbound_authz(&self, port: u16) -> Option<&AuthzPolicies> {
         let policies = self.inbound_authz.get(&port).or_else(|| self.inbound_authz.get(&INBOUND_CATCH_ALL_PORT))?;
         (!policies.is_empty()).then_some(&**policies)
+    }
+
+    /// The JWT providers of inbound port `port` (the catch-all's for undeclared ports), if any.
+    pub fn inbound_jwt(&self, port: u16) -> Option<&JwtAuthenticator> {
+        let providers = self.inbound_jwt.get(&port).or_else(|| self.inbound_jwt.get(&INBOUND_CATCH_ALL_PORT))?;
+        (!providers.is_empty()).then_some(&**providers)
     }
 
     /// The labels of this proxy's workload, for `sourceLabels` matches.
@@ -270,7 +279,8 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         .collect::<Result<BTreeMap<_, _>, Error>>()?;
     let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
     let inbound_mtls = config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
-    let inbound_authz = compile_authorization(&config)?;
+    let inbound_authz = compile_per_listener(&config, |l| &l.authorization, |rules| AuthzPolicies::compile(rules))?;
+    let inbound_jwt = compile_per_listener(&config, |l| &l.jwt, |providers| JwtAuthenticator::compile(providers))?;
     let unknown_destinations = config.outbound.unknown_destinations;
     let passthrough_name = match unknown_destinations {
         UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,
@@ -283,6 +293,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         inbound,
         inbound_mtls,
         inbound_authz,
+        inbound_jwt,
         unknown_destinations,
         passthrough: metrics.cluster(direction, passthrough_name),
         inbound_metrics: metrics.cluster(Direction::Inbound, "inbound"),
@@ -290,25 +301,29 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
     })
 }
 
-/// Compiles each inbound listener's authorization policies once; listeners with the same policies (the
-/// usual case: policies apply per workload) share one compiled set.
-fn compile_authorization(config: &ProxyConfig) -> Result<HashMap<u16, Arc<AuthzPolicies>>, Error> {
-    let mut compiled: Vec<(&[trellis_api::proxy_config::AuthorizationRule], Arc<AuthzPolicies>)> = Vec::new();
+/// Compiles one part of each inbound listener (its authorization policies, its JWT providers) once;
+/// listeners with equal parts (the usual case: policies apply per workload) share one compiled value.
+fn compile_per_listener<'c, T: PartialEq + 'c, C>(
+    config: &'c ProxyConfig,
+    part: impl Fn(&'c InboundListener) -> &'c Vec<T>,
+    compile: impl Fn(&[T]) -> Result<C, Error>,
+) -> Result<HashMap<u16, Arc<C>>, Error> {
+    let mut compiled: Vec<(&[T], Arc<C>)> = Vec::new();
     let mut by_port = HashMap::new();
     for listener in &config.inbound {
-        let rules = listener.authorization.as_slice();
-        let policies = match compiled.iter().find(|(seen, _)| *seen == rules) {
-            Some((_, policies)) => policies.clone(),
+        let source = part(listener).as_slice();
+        let value = match compiled.iter().find(|(seen, _)| *seen == source) {
+            Some((_, value)) => value.clone(),
             None => {
-                let policies = Arc::new(AuthzPolicies::compile(rules).map_err(|err| Error::Config {
+                let value = Arc::new(compile(source).map_err(|err| Error::Config {
                     origin: format!("version {}", config.version),
                     message: format!("inbound port {}: {err}", listener.port),
                 })?);
-                compiled.push((rules, policies.clone()));
-                policies
+                compiled.push((source, value.clone()));
+                value
             }
         };
-        by_port.insert(listener.port, policies);
+        by_port.insert(listener.port, value);
     }
     Ok(by_port)
 }

@@ -14,8 +14,9 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::{Body, Shared, Side, full, local_response, upgrade};
-use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts};
+use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
+use crate::jwt::UNAUTHORIZED;
 use crate::metrics::ClusterMetrics;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
@@ -280,10 +281,29 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
 
 /// Forwards to the application behind an inbound listener.
 async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
-    if let Some(policies) = compiled.inbound_authz(cx.destination.port()) {
+    let port = cx.destination.port();
+    // RequestAuthentication: a token that fails is a 401; no token passes on to authorization.
+    let mut verified = None;
+    if let Some(authenticator) = compiled.inbound_jwt(port) {
+        let (mut parts, body) = req.into_parts();
+        verified = match authenticator.authenticate(&parts) {
+            Ok(verified) => verified,
+            Err(err) => {
+                tracing::debug!(peer = %cx.peer, error = %err, "JWT refused");
+                compiled.inbound_metrics.request(UNAUTHORIZED.as_u16(), 0.0);
+                return unauthenticated(err.body());
+            }
+        };
+        authenticator.apply(&mut parts, verified.as_ref());
+        req = Request::from_parts(parts, body);
+    }
+    if let Some(policies) = compiled.inbound_authz(port) {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let http = HttpFacts { host, method: req.method().as_str(), path, headers: req.headers(), jwt: None };
+        let jwt = verified
+            .as_ref()
+            .map(|v| JwtFacts { principal: v.principal.as_deref().unwrap_or_default(), claims: &v.claims });
+        let http = HttpFacts { host, method: req.method().as_str(), path, headers: req.headers(), jwt };
         let decision = policies.evaluate(&crate::listener::authz_facts(&cx, Some(http)));
         if !decision.allowed {
             tracing::debug!(peer = %cx.peer, %decision, "request denied");
@@ -315,6 +335,14 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
         Upstream::App { h2 }
     };
     send(shared, req, target, upstream, None, &compiled.inbound_metrics).await
+}
+
+/// Envoy's answer to a request whose JWT fails: 401 with the reason's text.
+fn unauthenticated(body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = UNAUTHORIZED;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
 /// Envoy's answer to a request authorization denies: 403 `RBAC: access denied`.

@@ -53,9 +53,15 @@ fn seen_headers(req: &Request<Incoming>, name: &str) -> HeaderMap {
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     headers.insert("x-seen-host", text(host));
-    for forwarded in
-        ["x-request-id", "x-added", "trellis-orig-proto", "connection", "keep-alive", "x-forwarded-client-cert"]
-    {
+    for forwarded in [
+        "x-request-id",
+        "x-added",
+        "trellis-orig-proto",
+        "connection",
+        "keep-alive",
+        "x-forwarded-client-cert",
+        "authorization",
+    ] {
         if let Some(value) = req.headers().get(forwarded) {
             headers
                 .insert(HeaderName::from_bytes(format!("x-seen-{forwarded}").as_bytes()).expect("name"), value.clone());

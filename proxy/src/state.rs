@@ -279,8 +279,8 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         .collect::<Result<BTreeMap<_, _>, Error>>()?;
     let inbound = config.inbound.iter().map(|l| (l.port, l.protocol)).collect();
     let inbound_mtls = config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
-    let inbound_authz = compile_per_listener(&config, |l| &l.authorization, |rules| AuthzPolicies::compile(rules))?;
-    let inbound_jwt = compile_per_listener(&config, |l| &l.jwt, |providers| JwtAuthenticator::compile(providers))?;
+    let inbound_authz = compile_per_listener(&config, |l| &l.authorization, AuthzPolicies::compile)?;
+    let inbound_jwt = compile_per_listener(&config, |l| &l.jwt, JwtAuthenticator::compile)?;
     let unknown_destinations = config.outbound.unknown_destinations;
     let passthrough_name = match unknown_destinations {
         UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,

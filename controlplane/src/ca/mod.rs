@@ -28,6 +28,10 @@ pub use root::CaMaterial;
 
 use crate::Error;
 
+/// The CA folder in local mode unless `trellisd --ca-dir` names another, inside the mesh folder: hidden
+/// (the folder source skips hidden entries), and the CA writes a `.gitignore` there when it makes it.
+pub const DEFAULT_CA_DIR_NAME: &str = ".trellis-ca";
+
 /// Body of the CA's responses (the push server's body type).
 pub type Body = BoxBody<Bytes, Infallible>;
 

@@ -41,6 +41,8 @@ pub const SECRET_TYPE: &str = "kubernetes.io/tls";
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "trellisd");
 /// Permissions of the files the CA writes: the owner's only.
 const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Written into a CA folder the CA creates, so the key never ends up in a repository by accident.
+const GITIGNORE: (&str, &str) = (".gitignore", "# The mesh CA's key: never commit it.\n*\n");
 /// Permissions of the folders the CA creates.
 const PRIVATE_DIR_MODE: u32 = 0o700;
 
@@ -89,7 +91,10 @@ impl CaMaterial {
 /// bundle; otherwise `root-cert.pem` and `root-key.pem` sign; when neither pair is there, a new root is
 /// written as `root-cert.pem` and `root-key.pem`, readable by the owner only. Half a pair is an error.
 pub fn load_or_create_dir(dir: &Path, trust_domain: &str, now: SystemTime) -> Result<CaMaterial, Error> {
-    create_private_dir(dir)?;
+    if !dir.is_dir() {
+        create_private_dir(dir)?;
+        write_private_file(&dir.join(GITIGNORE.0), GITIGNORE.1)?;
+    }
     let read = |name: &str| -> Result<Option<String>, Error> {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {

@@ -94,6 +94,7 @@ fn a_root_is_made_once_in_the_folder_readable_by_the_owner_and_reused_after_a_re
         let mode = std::fs::metadata(ca_dir.join(file)).expect("written").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
+    assert!(ca_dir.join(".gitignore").is_file(), "a new CA folder keeps itself out of git");
     let again = root::load_or_create_dir(&ca_dir, TRUST_DOMAIN, now).expect("read");
     assert_eq!(again, first, "the same root after a restart");
     let before = Authority::new(&first, TRUST_DOMAIN, DEFAULT_WORKLOAD_CERT_TTL, now).expect("valid");

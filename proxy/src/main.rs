@@ -18,7 +18,7 @@ use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
-use trellis_proxy::{discovery, init};
+use trellis_proxy::{discovery, identity, init};
 
 /// mimalloc: as fast as glibc's allocator on the request path, with less memory held per thread, and
 /// the same allocator whichever libc the binary is linked with (the release build is static musl).
@@ -79,8 +79,14 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
     let store = Arc::new(Store::default());
     let drain = Drain::new();
     follow_config(&settings, &store, &metrics, &drain);
-    let common =
-        Common { store: store.clone(), metrics: metrics.clone(), settings: settings.clone(), drain: drain.watch() };
+    let identity = identity::start(&settings, drain.watch())?;
+    let common = Common {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        drain: drain.watch(),
+        identity: identity.clone(),
+    };
     let workers = Workers::start(&common)?;
     if settings.mode == "gateway" {
         let mut bound = BTreeSet::new();
@@ -104,6 +110,7 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
         settings: settings.clone(),
         drain: drain.clone(),
         set_log_filter,
+        identity,
     };
     spawn_admin(&settings, admin_state)?;
     tracing::info!(mode = settings.mode, concurrency = settings.concurrency, "trellis-proxy started");

@@ -77,6 +77,8 @@ pub struct Common {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub drain: drain::Watch,
+    /// The workload's certificate as `crate::identity` keeps it current (empty until one arrives).
+    pub identity: crate::tls::IdentityWatch,
 }
 
 /// Handles to the running workers: listeners added here are served by all of them.

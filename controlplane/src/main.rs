@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
 use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN, MeshSpec};
-use trellis_controlplane::ca::{CaService, DEFAULT_CA_DIR_NAME};
+use trellis_controlplane::ca::{self, CaService, DEFAULT_CA_DIR_NAME};
 use trellis_controlplane::push::{self, PushServer};
 use trellis_controlplane::sources::SharedIndex;
 use trellis_controlplane::sources::folder::FolderSource;
@@ -240,10 +240,13 @@ async fn start_ca(args: &Args) -> Result<Option<CaService>> {
         (None, Some(folder)) => CaService::local(&folder.join(DEFAULT_CA_DIR_NAME), domain, ttl)?,
         (None, None) => {
             let client = kube::Client::try_default().await.context("connecting to Kubernetes for the CA")?;
-            CaService::kubernetes(client, &args.root_namespace, domain, ttl).await.context(
+            let ca = CaService::kubernetes(client.clone(), &args.root_namespace, domain, ttl).await.context(
                 "starting the mesh CA (it needs get and create on Secrets in the root namespace and create on \
                  TokenReviews; --disable-ca runs without it)",
-            )?
+            )?;
+            // The trust bundle in every namespace, for as long as trellisd runs.
+            tokio::spawn(ca::bundle::publish(client, ca.authority().roots_pem().to_owned()));
+            ca
         }
     };
     tracing::info!(trust_domain = domain, ttl = ?ttl, "mesh CA serving POST /v1/certificates");

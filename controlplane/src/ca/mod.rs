@@ -7,7 +7,8 @@
 //! an identity (TokenReview in Kubernetes, bootstrap tokens written by `trellis run` locally); the
 //! [`authority`] signs the CSR's public key for that identity only, ignoring every name the CSR asks
 //! for, for 24 hours by default. [`CaService::handle`] is the HTTP side, served by the push server on
-//! 15012 at `POST /v1/certificates`.
+//! 15012 at `POST /v1/certificates`; each answer carries the trust bundle, and in Kubernetes [`bundle`]
+//! also keeps it in the ConfigMap `trellis-ca-root-cert` of every namespace.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
@@ -20,6 +21,7 @@ use trellis_api::ca::{CONTENT_TYPE, CertificateRequest, CertificateResponse, Err
 
 pub mod auth;
 pub mod authority;
+pub mod bundle;
 pub mod root;
 
 pub use auth::{Authenticator, Identity, TokenReviewer, mint_token, token_path};

@@ -162,3 +162,22 @@ async fn a_ca_secret_another_trellisd_created_first_is_read() {
     expect(&mut handle, Method::GET, &get, StatusCode::OK, &secret).await;
     assert_eq!(loading.await.expect("finished").expect("read"), theirs);
 }
+
+#[tokio::test]
+async fn the_trust_bundle_is_applied_as_a_configmap_in_a_namespace() {
+    let (client, mut handle) = api_server();
+    let applying = tokio::spawn(async move { crate::ca::bundle::apply(client, "shop", "ROOTS PEM").await });
+    let (request, send) =
+        tokio::time::timeout(CALL_TIMEOUT, handle.next_request()).await.expect("a call").expect("alive");
+    assert_eq!(request.method(), Method::PATCH);
+    assert_eq!(request.uri().path(), "/api/v1/namespaces/shop/configmaps/trellis-ca-root-cert");
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    assert!(query.contains("fieldManager=trellisd-ca") && query.contains("force=true"), "{query}");
+    let bytes = request.into_body().collect().await.expect("a body").to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(body["kind"], "ConfigMap");
+    assert_eq!(body["metadata"]["name"], "trellis-ca-root-cert");
+    assert_eq!(body["data"], json!({"root-cert.pem": "ROOTS PEM"}));
+    send.send_response(Response::builder().status(StatusCode::OK).body(Full::new(bytes)).expect("a response"));
+    applying.await.expect("finished").expect("applied");
+}

@@ -236,8 +236,8 @@ async fn start_ca(args: &Args) -> Result<Option<CaService>> {
     }
     let (domain, ttl) = (args.trust_domain.as_str(), args.workload_cert_ttl);
     let ca = match (&args.ca_dir, &args.folder) {
-        (Some(dir), _) => CaService::local(dir, domain, ttl)?,
-        (None, Some(folder)) => CaService::local(&folder.join(DEFAULT_CA_DIR_NAME), domain, ttl)?,
+        (Some(dir), _) => local_ca(dir, domain, ttl)?,
+        (None, Some(folder)) => local_ca(&folder.join(DEFAULT_CA_DIR_NAME), domain, ttl)?,
         (None, None) => {
             let client = kube::Client::try_default().await.context("connecting to Kubernetes for the CA")?;
             let ca = CaService::kubernetes(client.clone(), &args.root_namespace, domain, ttl).await.context(
@@ -251,6 +251,15 @@ async fn start_ca(args: &Args) -> Result<Option<CaService>> {
     };
     tracing::info!(trust_domain = domain, ttl = ?ttl, "mesh CA serving POST /v1/certificates");
     Ok(Some(ca))
+}
+
+fn local_ca(dir: &std::path::Path, domain: &str, ttl: Duration) -> Result<CaService> {
+    CaService::local(dir, domain, ttl).with_context(|| {
+        format!(
+            "starting the mesh CA in {} (--ca-dir names another folder; --disable-ca runs without it)",
+            dir.display()
+        )
+    })
 }
 
 /// Completes once standard input reaches its end. Read on a thread of its own: a blocking read on the

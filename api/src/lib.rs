@@ -7,6 +7,7 @@
 //! between the control plane and the proxy. It does no I/O beyond parsing text it is handed.
 
 pub mod analyze;
+pub mod ca;
 mod cel;
 pub mod crd;
 pub mod crosscheck;

@@ -10,6 +10,7 @@
 //! the `trellisd` binary serves: translate over the shared index, as a push config source.
 //! `docs/controlplane.md` lists the Istio rules translate implements and what is left.
 
+pub mod ca;
 mod error;
 pub mod index;
 pub mod jwks;

@@ -16,7 +16,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing_subscriber::EnvFilter;
-use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, MeshSpec};
+use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN, MeshSpec};
+use trellis_controlplane::ca::{self, CaService, DEFAULT_CA_DIR_NAME};
 use trellis_controlplane::jwks::{self, JwksCache};
 use trellis_controlplane::push::{self, PushServer};
 use trellis_controlplane::sources::SharedIndex;
@@ -44,6 +45,16 @@ pub const FOLDER_POLL_ENV: &str = "TRELLIS_FOLDER_POLL";
 pub const LOG_ENV: &str = "TRELLIS_LOG";
 /// Environment variable of `--stop-on-stdin-close`.
 pub const STOP_ON_STDIN_CLOSE_ENV: &str = "TRELLIS_STOP_ON_STDIN_CLOSE";
+/// Environment variable of `--ca-dir`.
+pub const CA_DIR_ENV: &str = "TRELLIS_CA_DIR";
+/// Environment variable of `--trust-domain`.
+pub const TRUST_DOMAIN_ENV: &str = "TRELLIS_TRUST_DOMAIN";
+/// Environment variable of `--workload-cert-ttl`.
+pub const WORKLOAD_CERT_TTL_ENV: &str = "TRELLIS_WORKLOAD_CERT_TTL";
+/// Default of `--workload-cert-ttl` (the fixed 24 h of workload certificates).
+pub const DEFAULT_WORKLOAD_CERT_TTL: &str = "24h";
+/// Environment variable of `--disable-ca`.
+pub const DISABLE_CA_ENV: &str = "TRELLIS_DISABLE_CA";
 /// What trellisd prints on stdout, followed by the address, once it accepts connections.
 pub const LISTENING_LINE: &str = "trellisd listening on";
 /// How long a stopping trellisd waits for proxies' streams to close.
@@ -77,6 +88,19 @@ struct Args {
     /// trellisd never outlives it, however it ends.
     #[arg(long, env = STOP_ON_STDIN_CLOSE_ENV)]
     stop_on_stdin_close: bool,
+    /// Local mode: the CA folder (root-cert.pem and root-key.pem, made if missing; tokens/ holds the
+    /// workloads' bootstrap tokens). Default: `.trellis-ca` inside --folder.
+    #[arg(long, env = CA_DIR_ENV, value_name = "DIR", conflicts_with = "kubernetes")]
+    ca_dir: Option<PathBuf>,
+    /// Trust domain of the workload certificates the CA issues (`spiffe://<trust domain>/ns/..`).
+    #[arg(long, env = TRUST_DOMAIN_ENV, default_value = DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    trust_domain: String,
+    /// Longest lifetime of a workload certificate (proxies renew at half of it).
+    #[arg(long, env = WORKLOAD_CERT_TTL_ENV, default_value = DEFAULT_WORKLOAD_CERT_TTL, value_parser = parse_duration)]
+    workload_cert_ttl: Duration,
+    /// Run no CA (`POST /v1/certificates` answers 404): for proxies given certificates as files.
+    #[arg(long, env = DISABLE_CA_ENV)]
+    disable_ca: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -139,9 +163,10 @@ async fn serve(args: Args, mesh: Option<MeshSpec>) -> Result<()> {
     let Some(source) = start_source(&args, &index).await? else {
         return Ok(());
     };
+    let options = push::Options { ca: start_ca(&args).await?.map(Arc::new), ..push::Options::default() };
     // Keys of every `jwksUri` are fetched here and pushed inside the configs: proxies never fetch.
     let jwks = JwksCache::new(jwks::Timing::default());
-    let server = PushServer::new(Arc::new(TranslatedSource::with_jwks(index, jwks)), push::Options::default());
+    let server = PushServer::new(Arc::new(TranslatedSource::with_jwks(index, jwks)), options);
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr().with_context(|| format!("binding {}", args.listen))?;
     let serving = {
@@ -206,6 +231,40 @@ async fn start_source(args: &Args, index: &SharedIndex) -> Result<Option<JoinHan
     Ok(Some(running))
 }
 
+/// The mesh CA the flags ask for: kept in a folder in local mode, in the Secret `trellis-ca` of the
+/// root namespace in Kubernetes mode.
+async fn start_ca(args: &Args) -> Result<Option<CaService>> {
+    if args.disable_ca {
+        return Ok(None);
+    }
+    let (domain, ttl) = (args.trust_domain.as_str(), args.workload_cert_ttl);
+    let ca = match (&args.ca_dir, &args.folder) {
+        (Some(dir), _) => local_ca(dir, domain, ttl)?,
+        (None, Some(folder)) => local_ca(&folder.join(DEFAULT_CA_DIR_NAME), domain, ttl)?,
+        (None, None) => {
+            let client = kube::Client::try_default().await.context("connecting to Kubernetes for the CA")?;
+            let ca = CaService::kubernetes(client.clone(), &args.root_namespace, domain, ttl).await.context(
+                "starting the mesh CA (it needs get and create on Secrets in the root namespace and create on \
+                 TokenReviews; --disable-ca runs without it)",
+            )?;
+            // The trust bundle in every namespace, for as long as trellisd runs.
+            tokio::spawn(ca::bundle::publish(client, ca.authority().roots_pem().to_owned()));
+            ca
+        }
+    };
+    tracing::info!(trust_domain = domain, ttl = ?ttl, "mesh CA serving POST /v1/certificates");
+    Ok(Some(ca))
+}
+
+fn local_ca(dir: &std::path::Path, domain: &str, ttl: Duration) -> Result<CaService> {
+    CaService::local(dir, domain, ttl).with_context(|| {
+        format!(
+            "starting the mesh CA in {} (--ca-dir names another folder; --disable-ca runs without it)",
+            dir.display()
+        )
+    })
+}
+
 /// Completes once standard input reaches its end. Read on a thread of its own: a blocking read on the
 /// runtime's pool would hold up its shutdown while the input stays open.
 fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
@@ -249,6 +308,8 @@ mod tests {
         assert_eq!(args.listen, DEFAULT_LISTEN_ADDR.parse::<SocketAddr>().expect("an address"));
         assert_eq!(args.root_namespace, DEFAULT_ROOT_NAMESPACE);
         assert_eq!(args.folder_poll, trellis_controlplane::sources::folder::DEFAULT_POLL_INTERVAL);
+        assert_eq!((args.trust_domain.as_str(), args.ca_dir, args.disable_ca), (DEFAULT_TRUST_DOMAIN, None, false));
+        assert_eq!(args.workload_cert_ttl, trellis_controlplane::ca::DEFAULT_WORKLOAD_CERT_TTL);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The proxy's HTTP endpoints beside the data path: admin on loopback (`/config_dump`, `/logging`,
-//! `/quitquitquit`), readiness (`/healthz/ready`) and Prometheus (`/stats/prometheus`). Each is an
+//! `/quitquitquit`, `/certs`), readiness (`/healthz/ready`) and Prometheus (`/stats/prometheus`). Each is an
 //! axum router built by a function, so tests call them without sockets.
 
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub struct AdminState {
     pub settings: Arc<Settings>,
     pub drain: Drain,
     pub set_log_filter: SetLogFilter,
+    /// The workload's current certificate, shown at `/certs`.
+    pub identity: crate::tls::IdentityWatch,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -41,6 +43,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/config_dump", get(config_dump))
         .route("/logging", post(logging).get(logging))
         .route("/quitquitquit", post(quit))
+        .route("/certs", get(certs))
         .route("/healthz/ready", get(ready))
         .route("/stats/prometheus", get(prometheus))
         .with_state(state)
@@ -65,6 +68,34 @@ async fn config_dump(State(state): State<AdminState>) -> Response {
         "draining": state.drain.watch().is_draining(),
     });
     axum::Json(body).into_response()
+}
+
+/// The current workload certificate: its SPIFFE ID, serial (hex), validity and renewal time (UTC), or
+/// an error while there is none.
+async fn certs(State(state): State<AdminState>) -> Response {
+    let current = state.identity.borrow().clone();
+    let Some(identity) = current else {
+        return axum::Json(serde_json::json!({"spiffeId": null, "error": "no certificate yet"})).into_response();
+    };
+    let serial = x509_parser::parse_x509_certificate(identity.chain[0].as_ref())
+        .map(|(_, cert)| cert.raw_serial_as_string())
+        .unwrap_or_default();
+    let time = |at: std::time::SystemTime| {
+        let seconds = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        x509_parser::time::ASN1Time::from_timestamp(i64::try_from(seconds).unwrap_or(i64::MAX))
+            .map(|t| t.to_string())
+            .ok()
+    };
+    axum::Json(serde_json::json!({
+        "spiffeId": identity.spiffe_id,
+        "serial": serial,
+        "notBefore": time(identity.not_before),
+        "notAfter": time(identity.not_after),
+        "renewAt": time(identity.renew_at()),
+        "chainLength": identity.chain.len(),
+        "roots": identity.roots.len(),
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@
 //! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
 //! balancing), `route` (pure request routing), `state` (config compilation and hot reload), `http`
 //! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
-//! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity) and `init`
-//! (iptables).
+//! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity), `identity`
+//! (where that identity comes from: the mesh CA or files) and `init` (iptables).
 
 pub mod admin;
 pub mod authz;
@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod drain;
 mod error;
 pub mod http;
+pub mod identity;
 pub mod init;
 pub mod jwt;
 pub mod listener;

@@ -17,9 +17,9 @@ use trellis_proxy::http::Side;
 use trellis_proxy::metrics::Metrics;
 use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
-use trellis_proxy::tls::{MeshTls, WorkloadIdentity};
+use trellis_proxy::tls::MeshTls;
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
-use trellis_proxy::{discovery, init};
+use trellis_proxy::{discovery, identity, init};
 
 /// mimalloc: as fast as glibc's allocator on the request path, with less memory held per thread, and
 /// the same allocator whichever libc the binary is linked with (the release build is static musl).
@@ -72,41 +72,25 @@ fn serve(args: &ServeArgs, mode: &'static str) -> Result<()> {
     // This thread runs the control side (config reloads, admin, signals, drain); the data path runs
     // on the workers (see `trellis_proxy::workers`).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    let identity = static_identity(args)?;
-    runtime.block_on(run(settings, set_log_filter, identity))
+    runtime.block_on(run(settings, set_log_filter))
 }
 
-/// The workload identity given as files (`--tls-cert`, `--tls-key`, `--tls-roots`), if any.
-fn static_identity(args: &ServeArgs) -> Result<Option<Arc<WorkloadIdentity>>> {
-    let (Some(cert), Some(key), Some(roots)) = (&args.tls_cert, &args.tls_key, &args.tls_roots) else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let identity = WorkloadIdentity::from_pem(&read(cert)?, &read(key)?, &read(roots)?)
-        .with_context(|| format!("loading the mesh identity from {}", cert.display()))?;
-    Ok(Some(Arc::new(identity)))
-}
-
-async fn run(
-    settings: Arc<Settings>,
-    set_log_filter: admin::SetLogFilter,
-    identity: Option<Arc<WorkloadIdentity>>,
-) -> Result<()> {
+async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::default());
     let drain = Drain::new();
     // Empty until a certificate source publishes an identity; until then the proxy speaks plaintext.
     let tls = Arc::new(MeshTls::default());
-    if let Some(identity) = identity {
-        tls.install(identity)?;
-    }
     follow_config(&settings, &store, &metrics, &drain);
+    let identity = identity::start(&settings, drain.watch())?;
+    tokio::spawn(tls.clone().follow(identity.clone()));
     let common = Common {
         store: store.clone(),
         metrics: metrics.clone(),
         settings: settings.clone(),
         tls: tls.clone(),
         drain: drain.watch(),
+        identity: identity.clone(),
     };
     let workers = Workers::start(&common)?;
     if settings.mode == "gateway" {
@@ -131,6 +115,7 @@ async fn run(
         settings: settings.clone(),
         drain: drain.clone(),
         set_log_filter,
+        identity,
     };
     spawn_admin(&settings, admin_state)?;
     tracing::info!(mode = settings.mode, concurrency = settings.concurrency, "trellis-proxy started");

@@ -99,15 +99,6 @@ pub struct ServeArgs {
     #[arg(long = "instance-ip", env = INSTANCE_IP_ENV, value_name = "IP", value_delimiter = ',')]
     pub instance_ips: Vec<IpAddr>,
     /// IP the capture and gateway listeners bind to (local mode gives each sidecar its own, e.g. 127.0.1.N).
-    /// The workload's certificate chain (PEM, leaf first) for mesh TLS; needs --tls-key and --tls-roots.
-    #[arg(long, env = "TRELLIS_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_roots"])]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "TRELLIS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// The mesh's trust bundle (PEM): peers' certificates must chain to one of these.
-    #[arg(long, env = "TRELLIS_TLS_ROOTS", value_name = "FILE", requires = "tls_cert")]
-    pub tls_roots: Option<PathBuf>,
     #[arg(long, env = "TRELLIS_LISTEN_IP", default_value = DEFAULT_LISTEN_IP)]
     pub listen_ip: std::net::IpAddr,
     #[arg(long, env = "TRELLIS_OUTBOUND_PORT", default_value_t = DEFAULT_OUTBOUND_PORT)]
@@ -140,6 +131,22 @@ pub struct ServeArgs {
     pub pool_idle_timeout: Duration,
     #[arg(long, env = "TRELLIS_LOG", default_value = DEFAULT_LOG_LEVEL)]
     pub log: String,
+    /// Bearer token for the mesh CA (re-read on each request): in Kubernetes the projected
+    /// ServiceAccount token, locally the bootstrap token `trellis run` writes.
+    #[arg(long, env = crate::identity::CA_TOKEN_FILE_ENV, default_value = crate::identity::DEFAULT_CA_TOKEN_FILE, value_name = "FILE")]
+    pub ca_token_file: PathBuf,
+    /// Lifetime to ask the mesh CA for (it grants at most its own maximum, 24h by default).
+    #[arg(long, env = "TRELLIS_CERT_TTL", value_parser = parse_duration)]
+    pub cert_ttl: Option<Duration>,
+    /// Workload certificate chain (PEM, leaf first) instead of the mesh CA's; reloaded when it changes.
+    #[arg(long, env = "TRELLIS_TLS_CERT", value_name = "FILE", requires_all = ["tls_key", "tls_roots"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "TRELLIS_TLS_KEY", value_name = "FILE", requires_all = ["tls_cert", "tls_roots"])]
+    pub tls_key: Option<PathBuf>,
+    /// Trust bundle for --tls-cert (PEM roots).
+    #[arg(long, env = "TRELLIS_TLS_ROOTS", value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_roots: Option<PathBuf>,
 }
 
 /// Parses a Go-style duration flag (`100ms`, `5s`).
@@ -176,10 +183,23 @@ pub struct Settings {
     pub config_poll: Duration,
     #[serde(serialize_with = "go_duration")]
     pub pool_idle_timeout: Duration,
+    pub ca_token_file: PathBuf,
+    #[serde(serialize_with = "optional_go_duration")]
+    pub cert_ttl: Option<Duration>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_roots: Option<PathBuf>,
 }
 
 fn go_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&trellis_api::duration::format(*d))
+}
+
+fn optional_go_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => go_duration(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 impl Settings {
@@ -255,6 +275,11 @@ impl ServeArgs {
             drain_deadline: self.drain_deadline,
             config_poll: self.config_poll,
             pool_idle_timeout: self.pool_idle_timeout,
+            ca_token_file: self.ca_token_file.clone(),
+            cert_ttl: self.cert_ttl,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_roots: self.tls_roots.clone(),
         })
     }
 }
@@ -356,6 +381,18 @@ mod tests {
         assert_eq!(settings.instance_ips.len(), 3);
         let settings = parse(&["--config", "c.json"]).expect("valid").settings_with("sidecar", no_env).expect("valid");
         assert!(settings.instance_ips.is_empty(), "no IP is guessed from 0.0.0.0");
+    }
+
+    #[test]
+    fn certificate_files_come_as_a_set_and_the_ca_token_defaults_to_the_projected_one() {
+        let err = parse(&["--config", "c.json", "--tls-cert", "cert.pem"]).expect_err("no key or roots");
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+        let args = parse(&["--config", "c.json", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-roots", "r.pem"]);
+        let settings = args.expect("a set").settings_with("sidecar", no_env).expect("valid");
+        assert_eq!(settings.tls_roots, Some(PathBuf::from("r.pem")));
+        assert_eq!(settings.ca_token_file, PathBuf::from("/var/run/secrets/tokens/trellis-ca"));
+        let settings = parse(&["--discovery-address", "trellisd", "--cert-ttl", "4s"]).expect("valid");
+        assert_eq!(settings.settings_with("sidecar", no_env).expect("valid").cert_ttl, Some(Duration::from_secs(4)));
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Common {
     pub settings: Arc<Settings>,
     pub tls: Arc<MeshTls>,
     pub drain: drain::Watch,
+    /// The workload's certificate as `crate::identity` keeps it current (empty until one arrives).
+    pub identity: crate::tls::IdentityWatch,
 }
 
 /// Handles to the running workers: listeners added here are served by all of them.

@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use trellis_api::ca::CERTIFICATES_PATH;
 use trellis_api::push::{CONFIG_PATH, CONFIG_PROXY_PARAM, STATUS_PATH, STREAM_PATH};
 
 use super::stream::{self, Body, text};
@@ -86,6 +87,10 @@ impl PushServer {
         match (request.method(), request.uri().path()) {
             (&Method::POST, STREAM_PATH) => stream::open(self.shared.clone(), peer, request).await,
             (&Method::GET, STATUS_PATH) => json(&self.statuses()),
+            (&Method::POST, CERTIFICATES_PATH) => match &self.shared.options.ca {
+                Some(ca) => ca.handle(request).await,
+                None => crate::ca::not_served(),
+            },
             (&Method::GET, CONFIG_PATH) => {
                 let query = request.uri().query().unwrap_or_default();
                 let Some(id) = query_param(query, CONFIG_PROXY_PARAM) else {
@@ -99,7 +104,7 @@ impl PushServer {
                     None => text(StatusCode::NOT_FOUND, format!("no proxy {id:?} is connected; see {STATUS_PATH}")),
                 }
             }
-            (method, path @ (STREAM_PATH | STATUS_PATH | CONFIG_PATH)) => {
+            (method, path @ (STREAM_PATH | STATUS_PATH | CONFIG_PATH | CERTIFICATES_PATH)) => {
                 text(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             (_, path) => text(StatusCode::NOT_FOUND, format!("no such path {path:?}; try {STATUS_PATH}")),

@@ -119,6 +119,8 @@ pub struct Options {
     /// How many configs are computed at once (the source's work is CPU-bound); the host's CPU count
     /// by default.
     pub concurrent_computations: usize,
+    /// The mesh CA served at `POST /v1/certificates` (`trellis_api::ca`); `None` answers 404 there.
+    pub ca: Option<Arc<crate::ca::CaService>>,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             concurrent_computations: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ca: None,
         }
     }
 }

@@ -369,6 +369,8 @@ fn located_error(name: &str, document_line: usize, err: Error) -> Finding {
         Error::Kubernetes { object, field, message, .. } => {
             whole_file(name, document_line, format!("{object}: {field}: {message}"))
         }
+        // The CA's errors never come from a document.
+        other => whole_file(name, document_line, other.to_string()),
     }
 }
 

@@ -109,6 +109,18 @@ pub fn start_sidecar(
     control_plane: SocketAddr,
     inbound: Option<(u16, SocketAddr)>,
 ) -> Process {
+    start_sidecar_with(name, labels, ip, control_plane, inbound, &[])
+}
+
+/// [`start_sidecar`] with more flags (a CA token file, a certificate lifetime).
+pub fn start_sidecar_with(
+    name: &str,
+    labels: &str,
+    ip: IpAddr,
+    control_plane: SocketAddr,
+    inbound: Option<(u16, SocketAddr)>,
+    extra: &[&str],
+) -> Process {
     let mut command = Command::new(trellis_proxy());
     command
         .arg("sidecar")
@@ -121,6 +133,7 @@ pub fn start_sidecar(
     if let Some((port, application)) = inbound {
         command.args(["--inbound-port", &port.to_string(), "--inbound-target", &application.to_string()]);
     }
+    command.args(extra);
     Process::spawn(&format!("sidecar {name}"), &mut command)
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use trellis_controlplane::ca::{self, DEFAULT_CA_DIR_NAME};
 use trellis_controlplane::sources::SharedIndex;
 use trellis_controlplane::sources::folder::FolderSource;
 
@@ -102,7 +103,12 @@ async fn serve(args: &Args) -> Result<ExitCode> {
     })
     .await
     .context("reading the folder")??;
-    let launches = plan::plan(&index.read(), control_plane, &proxy);
+    // trellisd's CA keeps its root and the workloads' bootstrap tokens in the folder (git-ignored).
+    let ca_dir = args.folder.join(DEFAULT_CA_DIR_NAME);
+    let launches = plan::plan(&index.read(), control_plane, &proxy, Some(&ca_dir));
+    for (identity, _) in launches.iter().filter_map(|launch| launch.token.as_ref()) {
+        ca::mint_token(&ca_dir, identity).with_context(|| format!("minting the bootstrap token of {identity:?}"))?;
+    }
     println!(
         "trellisd serves the mesh in {} on {control_plane} (local mode: edits to the folder apply while it runs).\n\
          Proxy status: trellis proxy-status --control-plane {control_plane}\n\

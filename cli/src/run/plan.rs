@@ -12,8 +12,10 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use trellis_api::proxy_config::ProxyMode;
+use trellis_controlplane::ca;
 use trellis_controlplane::index::{Index, Kind, TargetPort, Workload};
 use trellis_controlplane::translate::scope;
 use trellis_controlplane::{ProxyIdentity, translate};
@@ -42,6 +44,8 @@ pub struct Launch {
     pub ip: Option<IpAddr>,
     pub service_account: String,
     pub role: Role,
+    /// The workload's CA identity and the file its bootstrap token goes in, when trellisd runs a CA.
+    pub token: Option<(ca::Identity, PathBuf)>,
     /// The proxy's command line (program first), when the workload can have one.
     pub command: Vec<String>,
     /// Things the user should know (ports that cannot be fronted, privileged ports...).
@@ -58,14 +62,15 @@ pub enum Role {
 }
 
 /// The launch of every WorkloadEntry in `index`, whose proxies follow `control_plane`; `proxy` is the
-/// `trellis-proxy` program to name in commands.
-pub fn plan(index: &Index, control_plane: SocketAddr, proxy: &str) -> Vec<Launch> {
+/// `trellis-proxy` program to name in commands. With `ca_dir` (the folder of trellisd's CA), each proxy
+/// is given its bootstrap token file there, to obtain its certificate with.
+pub fn plan(index: &Index, control_plane: SocketAddr, proxy: &str, ca_dir: Option<&Path>) -> Vec<Launch> {
     index
         .of_kind(Kind::WorkloadEntry)
         .filter_map(|(key, _)| Some((key, index.workload(key)?)))
         .map(|(key, workload)| {
             let identity = ProxyIdentity::for_workload(index, key, ProxyMode::Sidecar);
-            launch(index, identity, workload, control_plane, proxy)
+            launch(index, identity, workload, control_plane, proxy, ca_dir)
         })
         .collect()
 }
@@ -76,12 +81,14 @@ fn launch(
     workload: &Workload,
     control_plane: SocketAddr,
     proxy: &str,
+    ca_dir: Option<&Path>,
 ) -> Launch {
     let mut launch = Launch {
         workload: format!("{}/{}", workload.namespace, workload.name),
         ip: workload.ip(),
         service_account: workload.service_account.clone(),
         role: Role::Sidecar { inbound: None, application: None, explicit_proxy: None },
+        token: None,
         command: Vec::new(),
         notes: Vec::new(),
     };
@@ -102,6 +109,16 @@ fn launch(
     command.extend(flags(&[("--service-account", &workload.service_account)]));
     if !labels.is_empty() {
         command.extend(flags(&[("--labels", &labels.join(","))]));
+    }
+    if let Some(ca_dir) = ca_dir {
+        match ca::Identity::new(&workload.namespace, &workload.service_account) {
+            Ok(ca_identity) => {
+                let file = ca::token_path(ca_dir, &ca_identity);
+                command.extend(flags(&[("--ca-token-file", &file.display().to_string())]));
+                launch.token = Some((ca_identity, file));
+            }
+            Err(why) => launch.notes.push(format!("it gets no certificate (mutual TLS): {why}")),
+        }
     }
     let at = |port: u16| SocketAddr::new(ip, port).to_string();
     command.extend(flags(&[("--listen-ip", &ip.to_string()), ("--instance-ip", &ip.to_string())]));

@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::Path;
 
 use trellis_controlplane::Index;
 
@@ -46,7 +47,7 @@ fn control_plane() -> SocketAddr {
 
 fn launches(yaml: &str) -> Vec<Launch> {
     let index = Index::from_yaml_documents(yaml).expect("valid YAML");
-    plan(&index, control_plane(), "trellis-proxy")
+    plan(&index, control_plane(), "trellis-proxy", Some(Path::new("/mesh/.trellis-ca")))
 }
 
 fn launch<'l>(launches: &'l [Launch], workload: &str) -> &'l Launch {
@@ -74,6 +75,13 @@ fn a_serving_workload_gets_a_sidecar_in_front_of_its_process_on_its_own_loopback
     assert_eq!(flag(inventory, "--explicit-proxy-addr"), Some("127.0.1.2:15080"));
     assert_eq!(flag(inventory, "--inbound-port"), Some("8080"), "the mesh sends the workload's traffic to 8080");
     assert_eq!(flag(inventory, "--inbound-target"), Some("127.0.1.2:18080"), "so the process moves aside");
+    assert_eq!(
+        flag(inventory, "--ca-token-file"),
+        Some("/mesh/.trellis-ca/tokens/shop.inventory.token"),
+        "its bootstrap token, for its certificate from trellisd's CA"
+    );
+    let (identity, _) = inventory.token.as_ref().expect("a token to mint");
+    assert_eq!((identity.namespace.as_str(), identity.service_account.as_str()), ("shop", "inventory"));
     assert!(inventory.notes.is_empty(), "{:?}", inventory.notes);
 
     let web = launch(&launches, "shop/web");

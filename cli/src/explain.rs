@@ -8,6 +8,7 @@
 //! selection (`trace`), so explain and the running proxy cannot disagree. The verdict is printed as text
 //! (`render`) or JSON (`-o json`, the `model` types).
 
+mod authz;
 mod fetch;
 mod model;
 mod render;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use trellis_api::object::Object;
-use trellis_api::proxy_config::ProxyMode;
+use trellis_api::proxy_config::{ProxyConfig, ProxyMode};
 use trellis_controlplane::index::{Key, Kind, WorkloadKind, load};
 use trellis_controlplane::translate::scope;
 use trellis_controlplane::{Index, ProxyIdentity, translate};
@@ -139,7 +140,11 @@ fn explain_files(args: &Args) -> Result<Explanation> {
             if config.mode != source.mode {
                 bail!("proxy {} is a {:?} proxy, not a {:?} one", source.node_id(), config.mode, source.mode);
             }
-            trace::explain(config, &request, index.as_ref()).map_err(|e| anyhow!(e))
+            let mut explanation = trace::explain(config.clone(), &request, index.as_ref()).map_err(|e| anyhow!(e))?;
+            if let Some(index) = &index {
+                judge_at_destination(&mut explanation, index, &config, &request);
+            }
+            Ok(explanation)
         }
     }
 }
@@ -148,9 +153,19 @@ fn explain_files(args: &Args) -> Result<Explanation> {
 pub fn offline(index: &Index, source: &Source, request: &Request) -> Result<Explanation> {
     let identity = identity(index, source)?;
     let translation = translate(index, &identity);
-    let mut explanation = trace::explain(translation.config, request, Some(index)).map_err(|e| anyhow!(e))?;
+    let mut explanation = trace::explain(translation.config.clone(), request, Some(index)).map_err(|e| anyhow!(e))?;
     explanation.skipped = translation.skipped.iter().map(ToString::to_string).collect();
+    judge_at_destination(&mut explanation, index, &translation.config, request);
     Ok(explanation)
+}
+
+/// Adds the destination workload's authorization verdict for a routed HTTP request.
+fn judge_at_destination(explanation: &mut Explanation, index: &Index, source: &ProxyConfig, request: &Request) {
+    if explanation.outcome == model::Outcome::Routed
+        && let Some(cluster) = explanation.clusters.first()
+    {
+        explanation.authorization = authz::judge(index, source, cluster, request);
+    }
 }
 
 /// The proxy identity of the workload `source` names, or an error listing the workloads there are.

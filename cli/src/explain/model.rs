@@ -37,6 +37,10 @@ pub struct Explanation {
     /// Every cluster the request may reach (destinations, then mirrors), as the proxy holds it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<Cluster>,
+    /// The AuthorizationPolicy verdict at the workload behind the first destination (offline, or with
+    /// the YAML given beside `--control-plane`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<super::authz::AuthorizationView>,
     /// What translate left out of this proxy's config (invalid or unsupported policy), as
     /// `Kind namespace/name: field: reason`.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -56,6 +56,14 @@ pub fn text(e: &Explanation) -> String {
     for cluster in &e.clusters {
         cluster_lines(&mut out, cluster);
     }
+    if let Some(authz) = &e.authorization {
+        let verdict = if authz.allowed { "allowed" } else { "denied (403 RBAC: access denied)" };
+        out.line("authorization", format!("at {} port {}: {verdict}", authz.workload, authz.port));
+        out.line("", authz.reason.clone());
+        for audit in &authz.audits {
+            out.line("", format!("audited by {audit}"));
+        }
+    }
     out.line("result", result(e));
     if !e.skipped.is_empty() {
         out.line("notes", "translate left these out of the proxy's config:");

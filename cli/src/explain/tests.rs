@@ -345,3 +345,32 @@ fn the_json_form_carries_the_outcome_route_origin_and_percentages() {
     assert_eq!(json["virtualHost"]["matchedBy"]["kind"], "domain");
     assert_eq!(json["clusters"][0]["endpoints"][0]["address"], "127.0.1.3:8080");
 }
+
+#[test]
+fn explain_names_the_authorization_policy_that_denies_a_booking_without_a_jwt() {
+    let booking = "booking-service.default.svc.cluster.local";
+    let e = explain(&tutorial(), "default/shipping-v1", &get(&format!("http://{booking}:8080/api/v1/booking")));
+    assert_eq!(e.outcome, Outcome::Routed);
+    let authz = e.authorization.as_ref().expect("the destination's verdict");
+    assert!(!authz.allowed, "require-jwt allows only a JWT principal: {authz:?}");
+    assert!(authz.workload.starts_with("default/booking"), "{authz:?}");
+    assert_eq!(authz.policy, None, "no ALLOW policy matched, so none decided: {authz:?}");
+    assert!(text_of(&e).contains("authorization: at default/booking"), "{}", text_of(&e));
+    assert!(text_of(&e).contains("denied (403 RBAC: access denied)"), "{}", text_of(&e));
+}
+
+#[test]
+fn explain_names_the_deny_policy_and_rule_that_decide() {
+    let extra = tempfile::tempdir().expect("tempdir");
+    let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+                metadata: {name: no-shipping-calls, namespace: default}\n\
+                spec:\n  action: DENY\n  rules:\n    - to: [{operation: {methods: [POST]}}]\n\
+                \x20   - from: [{source: {principals: [cluster.local/ns/default/sa/shipping]}}]\n";
+    std::fs::write(extra.path().join("deny.yaml"), deny).expect("write the policy");
+    let index = load_index(&[fixture("tutorial"), extra.path().to_owned()]).expect("loads");
+    let e = explain(&index, "default/shipping-v1", &get("http://booking-service:8080/api/v1/booking"));
+    let authz = e.authorization.as_ref().expect("the destination's verdict");
+    assert!(!authz.allowed);
+    assert_eq!((authz.policy.as_deref(), authz.rule), (Some("default/no-shipping-calls"), Some(1)), "{authz:?}");
+    assert!(authz.reason.contains("DENY"), "{authz:?}");
+}

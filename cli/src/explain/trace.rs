@@ -54,6 +54,7 @@ pub fn explain(config: ProxyConfig, request: &Request, index: Option<&Index>) ->
         route: None,
         tcp: Vec::new(),
         clusters: Vec::new(),
+        authorization: None,
         skipped: Vec::new(),
     };
     let (table, vhost_configs): (&HostTable, &[VirtualHost]) = match config.mode {

@@ -90,16 +90,18 @@ fn strict_mtls_in_istio_system_applies_to_every_sidecar_port() {
     }
     let order = run(&index, &sidecar(&index, "default", "order-v1"));
     let ports: Vec<u16> = order.config.inbound.iter().map(|l| l.port).collect();
-    assert_eq!(ports, [80], "the Kubernetes Service's targetPort");
+    assert_eq!(ports, [0, 80], "the catch-all for undeclared ports, then the Kubernetes Service's targetPort");
     let shipping = run(&index, &sidecar(&index, "default", "shipping-v1"));
-    assert_eq!(shipping.config.inbound[0].port, 8080, "the ServiceEntry's targetPort");
+    assert_eq!(shipping.config.inbound[1].port, 8080, "the ServiceEntry's targetPort");
 }
 
 #[test]
 fn booking_accepts_only_requests_with_a_jwt_of_the_tutorials_issuer() {
     let index = tutorial();
     let booking = run(&index, &sidecar(&index, "default", "booking-v1"));
-    let inbound = &booking.config.inbound[0];
+    assert_eq!(booking.config.inbound[0].port, 0, "the catch-all carries the workload's policies too");
+    assert_eq!(booking.config.inbound[0].authorization, booking.config.inbound[1].authorization);
+    let inbound = &booking.config.inbound[1];
     assert_eq!(inbound.port, 8080);
     assert_eq!(inbound.authorization.len(), 1);
     assert_eq!(inbound.authorization[0].policy, "default/require-jwt");
@@ -108,7 +110,7 @@ fn booking_accepts_only_requests_with_a_jwt_of_the_tutorials_issuer() {
     assert_eq!(inbound.jwt[0].issuer, "testing@secure.istio.io");
     assert_eq!(inbound.jwt[0].from_headers[0].name, "authorization", "Istio's default token location");
     let shipping = run(&index, &sidecar(&index, "default", "shipping-v1"));
-    assert!(shipping.config.inbound[0].authorization.is_empty() && shipping.config.inbound[0].jwt.is_empty());
+    assert!(shipping.config.inbound.iter().all(|l| l.authorization.is_empty() && l.jwt.is_empty()));
 }
 
 #[test]

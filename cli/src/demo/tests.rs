@@ -12,6 +12,7 @@ use trellis_controlplane::translate::cluster_name;
 use trellis_controlplane::{Index, ProxyIdentity, translate};
 
 use super::checks::{self, Answer, Dependency, Feature, Reply, Split, Verdict};
+use super::issuer::Issuer;
 use super::plan::{self, BOOKING, Plan, SHIPPING_V1, Subnet, WORKLOADS};
 use super::report::{self, LiveStats};
 use super::steps::{self, STEPS, Sync};
@@ -182,8 +183,12 @@ fn the_generated_workloads_send_the_mesh_through_each_sidecars_inbound_listener(
     let vhost = booking.config.outbound.virtual_hosts.iter().find(|v| v.name == host).expect("shipping's host");
     assert_eq!(vhost.addresses, ["127.0.1.203"], "a virtual address, so the explicit proxy never asks DNS");
     let shipping = translate(&index, &identity_of(&SHIPPING_V1));
-    let ports: Vec<u16> = shipping.config.inbound.iter().map(|l| l.port).collect();
-    assert_eq!(ports, [plan::INBOUND_PORT], "the inbound listener's port is the one the mesh calls");
+    let ports: Vec<u16> = shipping.config.inbound.iter().map(|l| l.port).filter(|p| *p != 0).collect();
+    assert_eq!(
+        ports,
+        [plan::INBOUND_PORT],
+        "the inbound listener's port is the one the mesh calls (0: STRICT's catch-all)"
+    );
     assert_eq!(shipping.config.node.identity, "spiffe://cluster.local/ns/default/sa/shipping");
 }
 
@@ -417,8 +422,28 @@ fn step_06_fetches_its_keys_from_the_demo_and_nothing_else_changes() {
         index
     };
     let booking = translate(&index, &identity_of(&BOOKING));
-    let dump = serde_json::to_string(&booking.config).expect("JSON");
-    assert!(dump.contains(uri), "booking's sidecar is told to trust the demo's key set: {dump}");
+    let mut providers: Vec<_> = booking.config.inbound.iter().flat_map(|l| l.jwt.clone()).collect();
+    assert!(!providers.is_empty() && providers.iter().all(|p| p.jwks_uri.as_deref() == Some(uri)), "{providers:?}");
+    // What trellisd pushes once it fetched the key set: the demo's token then names the principal the
+    // tutorial's AuthorizationPolicy allows.
+    let issuer = Issuer::generate().expect("a key");
+    for provider in &mut providers {
+        provider.jwks = Some(issuer.jwks().expect("a key set"));
+    }
+    let authenticator = trellis_proxy::jwt::JwtAuthenticator::compile(&providers).expect("compiles");
+    let token = issuer.token(std::time::SystemTime::now()).expect("a token");
+    let verified = authenticator
+        .authenticate(
+            &http::Request::get("/api/v1/booking")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .expect("a request")
+                .into_parts()
+                .0,
+        )
+        .expect("verifies")
+        .expect("found");
+    assert_eq!(verified.principal.as_deref(), Some("testing@secure.istio.io/testing@secure.istio.io"));
 }
 
 #[test]

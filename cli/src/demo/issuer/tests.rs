@@ -11,8 +11,9 @@ use super::{Issuer, JWKS_PATH, KEY_ID, TOKEN_LIFETIME, TUTORIAL_ISSUER, claims, 
 
 /// The tutorial's provider with `set` inline, as trellisd pushes it once fetched.
 fn authenticator(set: &str) -> JwtAuthenticator {
-    let provider: JwtProvider =
-        serde_json::from_value(serde_json::json!({"issuer": TUTORIAL_ISSUER, "jwks": set})).expect("a provider");
+    let provider: JwtProvider = serde_json::from_value(serde_json::json!({"issuer": TUTORIAL_ISSUER, "jwks": set,
+        "fromHeaders": [{"name": "authorization", "prefix": "Bearer "}]}))
+    .expect("a provider");
     JwtAuthenticator::compile(&[provider]).expect("the demo's key set compiles")
 }
 

@@ -3,16 +3,26 @@
 //! and v2) each with a sidecar, and an ingress gateway; applies `examples/tutorial/` step by step; drives
 //! traffic through the gateway and reports what a user would check (the route, the 90/10 split, circuit
 //! breaking, mTLS, JWT, metrics). Then it keeps the mesh running with a live one-line summary until
-//! Ctrl-C, or with `--once` exits 0 only if every check of an enforced feature passed.
+//! Ctrl-C, or with `--once` exits 0 only if every check of an enforced feature passed (circuit breaking
+//! is shown but skipped until the proxy enforces it).
+//!
+//! Security as in a cluster: `trellisd` runs the mesh CA, the demo mints a bootstrap token per identity
+//! (`<folder>/.trellis-ca/tokens/`) and hands each proxy its own (`--ca-token-file`), and waits until every
+//! proxy holds a certificate; from step 05 on sidecars refuse plain text. Step 06 needs the keys of the
+//! tutorial's JWT issuer, which the tutorial fetches from GitHub: the demo makes a key of its own, serves
+//! its key set on the subnet's `.101:8080`, points the step's `jwksUri` there and signs the token it books
+//! with (`--jwt` gives one instead and keeps GitHub's `jwksUri`), so it runs offline.
 //!
 //! The other binaries are found next to `trellis` (then on `PATH`), so `target/release/trellis demo`
 //! works from any directory; every process the demo starts is stopped when it ends, fails or is
-//! interrupted. Modules: [`plan`] (addresses, flags, local-mode YAML), [`steps`] (the tutorial files,
-//! sync state), [`checks`] and [`report`] (pure verdicts and text), [`client`], [`procs`], [`script`]
-//! and [`live`] (the I/O).
+//! interrupted. Modules: [`plan`] (addresses, flags, identities, local-mode YAML), [`steps`] (the
+//! tutorial files and their adaptations, sync state), [`checks`] and [`report`] (pure verdicts and
+//! text), [`issuer`] (the demo's JWT key, key set and tokens), [`client`], [`procs`], [`script`] and
+//! [`live`] (the I/O).
 
 mod checks;
 mod client;
+mod issuer;
 mod live;
 mod plan;
 mod procs;
@@ -60,7 +70,9 @@ pub struct Args {
     /// Folder holding trellisd, trellis-proxy and trellis-ordering; by default next to trellis, then PATH.
     #[arg(long, env = "TRELLIS_DEMO_BIN_DIR", value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// A JWT of the tutorial's issuer, for the allowed case of step 06 and for live traffic.
+    /// A JWT of the tutorial's issuer, for the allowed case of step 06 and for live traffic. By default
+    /// the demo signs one with a key of its own and points step 06's jwksUri at that key's set; with
+    /// this flag the tutorial's jwksUri (on GitHub) is kept, so it needs the network.
     #[arg(long, env = "TRELLIS_DEMO_JWT", value_name = "TOKEN")]
     pub jwt: Option<String>,
 }

@@ -14,6 +14,10 @@ pub const SERVICE_HEADER: &str = "x-ordering-service";
 pub const VERSION_HEADER: &str = "x-ordering-version";
 /// The header a Trellis proxy puts on answers it generated itself.
 pub const TRELLIS_ERROR_HEADER: &str = "x-trellis-error";
+/// The body of a proxy's 403 when authorization denies a request (Envoy's text).
+pub const DENIED_TEXT: &str = "RBAC: access denied";
+/// The longest body of an answer not from the ordering app that a reply keeps as text.
+pub const MAX_PROXY_TEXT: usize = 200;
 /// Share of shipping traffic the tutorial's rule sends to v2, in percent.
 pub const EXPECTED_V2_PERCENT: f64 = 10.0;
 /// The smallest tolerance of the split check, in percentage points.
@@ -61,8 +65,13 @@ impl Feature {
     /// but counts as skipped; each turns `true` in the change that makes the proxy enforce it.
     pub const fn enforced(self) -> bool {
         match self {
-            Feature::Discovery | Feature::Routing | Feature::Split | Feature::Metrics => true,
-            Feature::CircuitBreaking | Feature::Mtls | Feature::Jwt => false,
+            Feature::Discovery
+            | Feature::Routing
+            | Feature::Split
+            | Feature::Metrics
+            | Feature::Mtls
+            | Feature::Jwt => true,
+            Feature::CircuitBreaking => false,
         }
     }
 }
@@ -130,6 +139,8 @@ pub struct Reply {
     pub version: Option<String>,
     /// `x-trellis-error`: set when a proxy generated the answer.
     pub trellis_error: Option<String>,
+    /// The body of a short text answer not from the ordering app (`RBAC: access denied`).
+    pub text: Option<String>,
     pub inventory: Option<Dependency>,
     pub shipping: Option<Dependency>,
 }
@@ -153,10 +164,18 @@ impl Reply {
                 proxy_error: part.get("proxyError").and_then(serde_json::Value::as_str).map(str::to_owned),
             })
         };
+        let service = answer.headers.get(SERVICE_HEADER).cloned();
+        let text = match std::str::from_utf8(&answer.body) {
+            Ok(text) if service.is_none() && !text.trim().is_empty() && text.len() <= MAX_PROXY_TEXT => {
+                Some(text.trim().to_owned())
+            }
+            _ => None,
+        };
         Reply {
             status: Some(answer.status),
             error: None,
-            service: answer.headers.get(SERVICE_HEADER).cloned(),
+            service,
+            text,
             version: answer.headers.get(VERSION_HEADER).cloned(),
             trellis_error: answer.headers.get(TRELLIS_ERROR_HEADER).cloned(),
             inventory: dependency("inventory"),
@@ -204,7 +223,10 @@ impl Reply {
                 }
             }
             (None, Some(reason)) => out.push_str(&format!(" from the proxy ({reason})")),
-            (None, None) => out.push_str(" (not from the ordering app)"),
+            (None, None) => match &self.text {
+                Some(text) => out.push_str(&format!(" {text:?} (not from the ordering app)")),
+                None => out.push_str(" (not from the ordering app)"),
+            },
         }
         out
     }
@@ -325,31 +347,45 @@ pub fn circuit_breaking(replies: &[Reply]) -> Check {
     Check::judged(Feature::CircuitBreaking, passed, summary, Vec::new())
 }
 
-/// Step 05: a plain-text request straight to a sidecar's inbound listener must not reach the app,
-/// while bookings through the mesh still succeed. `identities` lists each sidecar's SPIFFE identity.
-pub fn mtls(target: &str, plain: &Reply, mesh: &Reply, identities: &[(String, String)]) -> Check {
-    let refused = plain.service.is_none();
-    let passed = refused && mesh.booked();
-    let summary = format!(
+/// Step 05: a plain-text request straight to a sidecar's inbound listener gets no answer at all (the
+/// sidecar closes the connection), while bookings through the mesh still succeed, and every proxy
+/// holds a certificate. `identities` lists each proxy and the certificate it holds (`None`: none).
+pub fn mtls(target: &str, plain: &Reply, mesh: &Reply, identities: &[(String, Option<Certificate>)]) -> Check {
+    let refused = plain.status.is_none();
+    let missing: Vec<&str> =
+        identities.iter().filter(|(_, cert)| cert.is_none()).map(|(name, _)| name.as_str()).collect();
+    let passed = refused && mesh.booked() && !identities.is_empty() && missing.is_empty();
+    let mut summary = format!(
         "plain text to {target}: {}; a booking through the mesh: {}",
-        if refused { format!("refused ({})", plain.describe()) } else { "answered by the app".to_owned() },
+        if refused { plain.describe().replacen("no answer", "refused, no answer", 1) } else { plain.describe() },
         mesh.describe()
     );
-    let details = identities.iter().map(|(name, identity)| format!("{name}: {identity}")).collect();
+    if !missing.is_empty() {
+        summary.push_str(&format!("; no certificate: {}", missing.join(", ")));
+    }
+    let details = identities
+        .iter()
+        .map(|(name, cert)| match cert {
+            Some(cert) => format!("{name}: {} (serial {})", cert.spiffe_id, cert.serial),
+            None => format!("{name}: no certificate"),
+        })
+        .collect();
     Check::judged(Feature::Mtls, passed, summary, details)
 }
 
-/// Step 06: a booking without a token is denied (403), one with a malformed token is unauthenticated
-/// (401), and one with a valid token (when the user gave one) is booked.
-pub fn jwt(without: &Reply, malformed: &Reply, valid: Option<&Reply>) -> Check {
-    let passed = without.status == Some(403) && malformed.status == Some(401) && valid.is_none_or(Reply::booked);
+/// Step 06: a booking without a token is denied (403 `RBAC: access denied`), one with a malformed
+/// token is unauthenticated (401), and one with a valid token is booked. `details` says where the
+/// valid token came from.
+pub fn jwt(without: &Reply, malformed: &Reply, valid: &Reply, details: Vec<String>) -> Check {
+    let denied = without.status == Some(403) && without.text.as_deref() == Some(DENIED_TEXT);
+    let passed = denied && malformed.status == Some(401) && valid.booked();
     let summary = format!(
         "without a token: {}; with a malformed one: {}; with a valid one: {}",
         without.describe(),
         malformed.describe(),
-        valid.map_or_else(|| "not tried (give one with --jwt)".to_owned(), Reply::describe)
+        valid.describe()
     );
-    Check::judged(Feature::Jwt, passed, summary, Vec::new())
+    Check::judged(Feature::Jwt, passed, summary, details)
 }
 
 /// The sidecar's Prometheus endpoint at `url` answered `answer`; each of `clusters` (label, cluster
@@ -423,7 +459,15 @@ pub fn knows_host(config_dump: &serde_json::Value, host: &str) -> bool {
         .is_some_and(|hosts| hosts.iter().any(|v| v.get("name").and_then(serde_json::Value::as_str) == Some(host)))
 }
 
-/// The SPIFFE identity in a proxy's `/config_dump`.
-pub fn identity(config_dump: &serde_json::Value) -> Option<String> {
-    config_dump.pointer("/config/node/identity").and_then(serde_json::Value::as_str).map(str::to_owned)
+/// A proxy's current certificate, as its admin `GET /certs` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    pub spiffe_id: String,
+    pub serial: String,
+}
+
+/// The certificate in a proxy's `/certs` answer; `None` before it has one (`"spiffeId": null`).
+pub fn certificate(certs: &serde_json::Value) -> Option<Certificate> {
+    let field = |name: &str| certs.get(name).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty());
+    Some(Certificate { spiffe_id: field("spiffeId")?.to_owned(), serial: field("serial")?.to_owned() })
 }

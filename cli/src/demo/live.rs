@@ -31,10 +31,12 @@ impl Demo {
     /// Sends `rps` bookings a second through the gateway and prints the summary every second. Returns
     /// only on an error (a process died); the caller stops it on Ctrl-C.
     pub async fn live(&mut self, rps: u32) -> Result<()> {
-        println!("\n{}\n", report::try_it(&self.plan, &self.folder_text()));
+        let token_file = self.token_file.display().to_string();
+        println!("\n{}\n", report::try_it(&self.plan, &self.folder_text(), &token_file));
         let (sender, mut replies) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
         let url = self.plan.gateway_url(BOOKING_PATH);
-        let token = self.jwt.as_ref().map(|t| format!("Bearer {t}"));
+        // Every step is applied by now: booking requires the JWT of step 06.
+        let token = Some(format!("Bearer {}", self.jwt));
         let driver = AbortOnDrop(tokio::spawn(drive(self.http.clone(), url, token, rps.max(1), sender)));
         let terminal = std::io::stdout().is_terminal();
         let mut stats = LiveStats::default();

@@ -8,11 +8,17 @@
 //! (`--inbound-target`), and the WorkloadEntry's `ports` map sends the mesh there, so every request to a
 //! service crosses the caller's sidecar and the callee's. Booking reaches inventory and shipping through
 //! its sidecar's explicit proxy (`HTTP_PROXY=http://IP:15080`).
+//!
+//! Each proxy proves its identity (namespace and service account) to `trellisd`'s CA with the bootstrap
+//! token of that identity, a file under the CA folder (`<folder>/.trellis-ca/tokens/`) the script mints
+//! before the proxies start; the plan only names it.
 
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use trellis_controlplane::ca::{DEFAULT_CA_DIR_NAME, Identity, token_path};
 
 /// The loopback `/24` the demo uses unless `--subnet` says otherwise.
 pub const DEFAULT_SUBNET: &str = "127.0.1.0/24";
@@ -35,6 +41,10 @@ pub const PROMETHEUS_PORT: u16 = 15090;
 pub const TRELLISD_PORT: u16 = 15012;
 /// Last octet of `trellisd`'s address.
 pub const TRELLISD_HOST: u8 = 100;
+/// Last octet of the address where the demo serves its JWT issuer's key set (step 06).
+pub const JWKS_HOST: u8 = 101;
+/// Port of the demo's key set.
+pub const JWKS_PORT: u16 = 8080;
 /// Last octet of the ingress gateway's address.
 pub const GATEWAY_HOST: u8 = 10;
 /// The port the tutorial's Gateway declares (`02-booking-gateway.yaml`).
@@ -240,6 +250,38 @@ impl Plan {
         SocketAddr::from((self.subnet.ip(TRELLISD_HOST), TRELLISD_PORT))
     }
 
+    /// Where the demo serves its JWT issuer's key set.
+    pub fn jwks_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.subnet.ip(JWKS_HOST), JWKS_PORT))
+    }
+
+    /// The CA folder `trellisd --folder folder` uses (its default), where the bootstrap tokens live.
+    pub fn ca_dir(folder: &Path) -> PathBuf {
+        folder.join(DEFAULT_CA_DIR_NAME)
+    }
+
+    /// The identity a workload's sidecar gets its certificate for.
+    pub fn identity(workload: &Workload) -> Identity {
+        Identity { namespace: NAMESPACE.to_owned(), service_account: workload.service_account.to_owned() }
+    }
+
+    /// The ingress gateway's identity.
+    pub fn gateway_identity() -> Identity {
+        Identity { namespace: GATEWAY_NAMESPACE.to_owned(), service_account: GATEWAY_SERVICE_ACCOUNT.to_owned() }
+    }
+
+    /// Every identity the demo's proxies hold, once each (two shipping versions share one), for the
+    /// bootstrap tokens to mint before the proxies start.
+    pub fn identities() -> Vec<Identity> {
+        let mut out: Vec<Identity> = Vec::new();
+        for identity in WORKLOADS.iter().map(Plan::identity).chain([Plan::gateway_identity()]) {
+            if !out.contains(&identity) {
+                out.push(identity);
+            }
+        }
+        out
+    }
+
     /// The node id a workload's sidecar reports.
     pub fn proxy_id(workload: &Workload) -> String {
         format!("{}.{NAMESPACE}", workload.name)
@@ -300,11 +342,12 @@ impl Plan {
         }
     }
 
-    /// The sidecar of `workload`: inbound listener in front of the app, explicit proxy for its calls.
-    pub fn sidecar(&self, workload: &Workload) -> Launch {
+    /// The sidecar of `workload`: inbound listener in front of the app, explicit proxy for its calls, and
+    /// its bootstrap token under the CA folder `ca_dir` for its certificate.
+    pub fn sidecar(&self, workload: &Workload, ca_dir: &Path) -> Launch {
         let ip = self.ip(workload);
         let mut args = strings(&["sidecar"]);
-        args.extend(self.proxy_flags(ip));
+        args.extend(self.proxy_flags(ip, &token_path(ca_dir, &Plan::identity(workload))));
         args.extend(strings(&[
             "--outbound-port",
             &OUTBOUND_PORT.to_string(),
@@ -326,10 +369,11 @@ impl Plan {
         Launch { name: format!("{} sidecar", workload.name), binary: Binary::Proxy, args, env: Vec::new() }
     }
 
-    /// The ingress gateway (`istio: ingressgateway` in the root namespace).
-    pub fn gateway(&self) -> Launch {
+    /// The ingress gateway (`istio: ingressgateway` in the root namespace), with its bootstrap token
+    /// under the CA folder `ca_dir`.
+    pub fn gateway(&self, ca_dir: &Path) -> Launch {
         let mut args = strings(&["gateway"]);
-        args.extend(self.proxy_flags(self.gateway_ip()));
+        args.extend(self.proxy_flags(self.gateway_ip(), &token_path(ca_dir, &Plan::gateway_identity())));
         args.extend(strings(&[
             "--node-id",
             GATEWAY_ID,
@@ -343,12 +387,15 @@ impl Plan {
         Launch { name: "ingress gateway".to_owned(), binary: Binary::Proxy, args, env: Vec::new() }
     }
 
-    /// Flags every proxy of the demo shares: its own address for every listener, the control plane.
-    fn proxy_flags(&self, ip: Ipv4Addr) -> Vec<String> {
+    /// Flags every proxy of the demo shares: its own address for every listener, the control plane
+    /// (config and CA) and the bootstrap token proving its identity to the CA.
+    fn proxy_flags(&self, ip: Ipv4Addr, token_file: &Path) -> Vec<String> {
         let at = |port: u16| SocketAddr::from((ip, port)).to_string();
         strings(&[
             "--discovery-address",
             &format!("http://{}", self.trellisd_addr()),
+            "--ca-token-file",
+            &token_file.display().to_string(),
             "--instance-ip",
             &ip.to_string(),
             "--listen-ip",
@@ -368,7 +415,10 @@ impl Plan {
     /// the Gateway step reaches it).
     pub fn listen_addrs(&self) -> Vec<(String, SocketAddr)> {
         let proxy_ports = [ADMIN_PORT, READINESS_PORT, PROMETHEUS_PORT];
-        let mut out = vec![("trellisd".to_owned(), self.trellisd_addr())];
+        let mut out = vec![
+            ("trellisd".to_owned(), self.trellisd_addr()),
+            ("the demo's JWT key set".to_owned(), self.jwks_addr()),
+        ];
         for workload in WORKLOADS {
             let ip = self.ip(&workload);
             out.push((workload.name.to_owned(), SocketAddr::from((ip, APP_PORT))));

@@ -57,11 +57,13 @@ pub fn report(checks: &[Check]) -> String {
 }
 
 /// What a user can try against the running demo: commands in one column, what each shows beside.
-pub fn try_it(plan: &Plan, folder: &str) -> String {
+pub fn try_it(plan: &Plan, folder: &str, token_file: &str) -> String {
     let booking = plan.gateway_url("/api/v1/booking");
+    let bearer = format!("-H \"authorization: Bearer $(cat {token_file})\"");
     let items = [
-        (format!("curl {booking}"), "a booking through the ingress gateway"),
-        (format!("curl '{booking}?inventory_delay_ms=500'"), "with a slow inventory"),
+        (format!("curl {bearer} {booking}"), "a booking through the ingress gateway, with the JWT step 06 requires"),
+        (format!("curl {booking}"), "without the JWT: 403 RBAC: access denied"),
+        (format!("curl {bearer} '{booking}?inventory_delay_ms=500'"), "with a slow inventory"),
         (format!("curl {}", plan.metrics_url(&BOOKING)), "booking's sidecar metrics"),
         (format!("curl {}", plan.sidecar_url(&BOOKING, ADMIN_PORT, "/config_dump")), "booking's sidecar config"),
         (format!("trellis proxy-status --control-plane {}", plan.trellisd_addr()), "every proxy's config version"),

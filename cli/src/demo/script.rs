@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
 use trellis_api::push::{ProxyStatus, ProxyStatusList};
@@ -15,13 +15,14 @@ use trellis_controlplane::translate::cluster_name;
 use super::Args;
 use super::checks::{self, Check, Reply, Split};
 use super::client::Http;
+use super::issuer::{self, Issuer, JwksServer};
 use super::plan::{
-    self, BOOKING, INBOUND_PORT, NAMESPACE, Plan, READINESS_PORT, SHIPPING_V1, TUTORIAL_GATEWAY_PORT,
+    self, ADMIN_PORT, BOOKING, INBOUND_PORT, NAMESPACE, Plan, READINESS_PORT, SHIPPING_V1, TUTORIAL_GATEWAY_PORT,
     UNPRIVILEGED_GATEWAY_PORT, WORKLOADS,
 };
 use super::procs::{Binaries, Supervisor};
 use super::report;
-use super::steps::{self, GATEWAY_STEP, STEPS, Step, StepCheck, Sync};
+use super::steps::{self, GATEWAY_STEP, JWT_STEP, STEPS, Step, StepCheck, Sync};
 
 /// Name of the file describing the workloads in the mesh's folder.
 pub const WORKLOADS_FILE: &str = "00-local-workloads.yaml";
@@ -33,6 +34,13 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// After this long without any proxy's config changing, a step is taken as one that changes none.
 pub const NO_CHANGE_GRACE: Duration = Duration::from_secs(2);
+/// How long the proxies may take to get their first certificate from trellisd's CA.
+pub const CERT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a valid JWT may take to be accepted after step 06 reached the proxies (trellisd fetches
+/// the key set and pushes it in a further config).
+pub const JWT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Name of the file, beside the mesh's folder, holding the JWT the demo uses (for `curl`).
+pub const TOKEN_FILE: &str = "booking.jwt";
 /// How long the gateway may take to route the booking API once its config arrived.
 pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bookings of the route check (they also show the split before the rule).
@@ -63,7 +71,14 @@ pub struct Demo {
     /// The text of each step, read before anything starts.
     texts: Vec<String>,
     requests: usize,
-    pub jwt: Option<String>,
+    /// The JWT of step 06 and live traffic: `--jwt`, or one the demo's [`Issuer`] signed.
+    pub jwt: String,
+    /// The demo's own issuer, unless the user gave a token (which the tutorial's real key set verifies).
+    issuer: Option<Issuer>,
+    /// Serves the issuer's key set while the demo runs.
+    jwks: Option<JwksServer>,
+    /// Where [`Demo::jwt`] is written, for the user's `curl`.
+    pub token_file: PathBuf,
     pub checks: Vec<Check>,
     /// Bookings the split check saw succeed (booking's sidecar must have counted at least these).
     split_booked: u64,
@@ -90,6 +105,15 @@ impl Demo {
                 bail!("{who} needs {addr}, which only root may bind");
             }
         }
+        let (jwt, issuer) = match &args.jwt {
+            Some(token) => (token.clone(), None),
+            None => {
+                let issuer = Issuer::generate().map_err(anyhow::Error::msg)?;
+                (issuer.token(SystemTime::now()).map_err(anyhow::Error::msg)?, Some(issuer))
+            }
+        };
+        let token_file = work.path().join(TOKEN_FILE);
+        write_atomically(&token_file, &jwt)?;
         let demo = Demo {
             plan,
             http: Http::default(),
@@ -99,7 +123,10 @@ impl Demo {
             started: demo_started,
             texts,
             requests: args.requests,
-            jwt: args.jwt.clone(),
+            jwt,
+            issuer,
+            jwks: None,
+            token_file,
             checks: Vec::new(),
             split_booked: 0,
         };
@@ -165,6 +192,26 @@ impl Demo {
         })
         .await?;
         self.say(&format!("trellisd serves {} from the mesh folder on {}", WORKLOADS_FILE, self.plan.trellisd_addr()));
+        let ca_dir = Plan::ca_dir(&self.folder);
+        for identity in Plan::identities() {
+            trellis_controlplane::ca::mint_token(&ca_dir, &identity)
+                .with_context(|| format!("minting the CA bootstrap token of {identity}"))?;
+        }
+        self.say(&format!(
+            "minted a CA bootstrap token for each of {} identities in {}",
+            Plan::identities().len(),
+            ca_dir.join(trellis_controlplane::ca::auth::TOKENS_DIR).display()
+        ));
+        if let Some(issuer) = &self.issuer {
+            let jwks = issuer.jwks().map_err(anyhow::Error::msg)?;
+            let server = issuer::serve_jwks(self.plan.jwks_addr(), jwks).await.map_err(anyhow::Error::msg)?;
+            self.say(&format!(
+                "serving the JWKS of a key made for this run at {} (issuer {})",
+                server.url,
+                issuer::TUTORIAL_ISSUER
+            ));
+            self.jwks = Some(server);
+        }
         for workload in WORKLOADS {
             self.procs.start(&self.plan.app(&workload))?;
         }
@@ -180,13 +227,10 @@ impl Demo {
             WORKLOADS.iter().map(|w| format!("{} {} ({})", w.role, w.version, self.plan.ip(w))).collect();
         self.say(&format!("started the apps: {}", apps.join(", ")));
         for workload in WORKLOADS {
-            self.procs.start(&self.plan.sidecar(&workload))?;
+            self.procs.start(&self.plan.sidecar(&workload, &ca_dir))?;
         }
-        self.procs.start(&self.plan.gateway())?;
-        let mut proxies: Vec<(String, std::net::Ipv4Addr)> =
-            WORKLOADS.iter().map(|w| (format!("{} sidecar", w.name), self.plan.ip(w))).collect();
-        proxies.push(("the ingress gateway".to_owned(), self.plan.gateway_ip()));
-        for (name, ip) in proxies {
+        self.procs.start(&self.plan.gateway(&ca_dir))?;
+        for (name, ip) in self.proxies() {
             let url = format!("http://{ip}:{READINESS_PORT}/healthz/ready");
             self.wait_for(&format!("{name} to be ready"), STARTUP_TIMEOUT, move |http| {
                 let url = url.clone();
@@ -206,7 +250,32 @@ impl Demo {
             changed.len(),
             started.elapsed().as_secs_f64()
         ));
+        let started = Instant::now();
+        for (name, ip) in self.proxies() {
+            let url = format!("http://{ip}:{ADMIN_PORT}/certs");
+            self.wait_for(&format!("{name} to hold a certificate"), CERT_TIMEOUT, move |http| {
+                let url = url.clone();
+                async move {
+                    let certs = http.get_json(&url).await?;
+                    checks::certificate(&certs).map(drop).ok_or_else(|| format!("{url}: {certs}"))
+                }
+            })
+            .await?;
+        }
+        self.say(&format!(
+            "all {} proxies hold a certificate from trellisd's CA for their identity ({:.1} s)",
+            self.proxies().len(),
+            started.elapsed().as_secs_f64()
+        ));
         Ok(())
+    }
+
+    /// Each proxy's name and address, sidecars first.
+    fn proxies(&self) -> Vec<(String, std::net::Ipv4Addr)> {
+        let mut proxies: Vec<(String, std::net::Ipv4Addr)> =
+            WORKLOADS.iter().map(|w| (format!("{} sidecar", w.name), self.plan.ip(w))).collect();
+        proxies.push(("the ingress gateway".to_owned(), self.plan.gateway_ip()));
+        proxies
     }
 
     /// Writes step `i` (its `text`) into the mesh's folder and waits until every proxy acknowledged what it changed.
@@ -216,6 +285,16 @@ impl Demo {
             && let Some(adapted) = steps::with_gateway_port(&text, TUTORIAL_GATEWAY_PORT, self.plan.gateway_port)
         {
             text = adapted;
+        }
+        if i == JWT_STEP
+            && let Some(server) = &self.jwks
+            && let Some(adapted) = steps::with_jwks_uri(&text, &server.url)
+        {
+            text = adapted;
+            self.say(&format!(
+                "{}: jwksUri points at the demo's own key set {} instead of GitHub's, so it runs offline",
+                step.file, server.url
+            ));
         }
         let before = steps::versions(&self.statuses().await.map_err(anyhow::Error::msg)?);
         write_atomically(&self.folder.join(step.file), &text)?;
@@ -356,23 +435,41 @@ impl Demo {
         let plain = Reply::from_result(self.http.get(&plain_url, &[("host", "shipping-service")]).await);
         let mesh = self.booking(&[]).await;
         let mut identities = Vec::new();
-        for workload in WORKLOADS {
-            let dump = self.config_dump(self.plan.ip(&workload)).await.unwrap_or_default();
-            let identity = checks::identity(&dump).unwrap_or_else(|| "(no identity in its config)".to_owned());
-            identities.push((format!("{} sidecar", workload.name), identity));
+        for (name, ip) in self.proxies() {
+            let certs = self.http.get_json(&format!("http://{ip}:{ADMIN_PORT}/certs")).await.unwrap_or_default();
+            identities.push((name, checks::certificate(&certs)));
         }
         let check = checks::mtls(&format!("{} sidecar ({target})", SHIPPING_V1.name), &plain, &mesh, &identities);
         self.record(check);
     }
 
+    /// Waits (bounded) until the valid token books, as trellisd pushes the key set after fetching it;
+    /// then the same booking without a token and with a malformed one.
     async fn check_jwt(&mut self) {
+        let bearer = format!("Bearer {}", self.jwt);
+        let started = Instant::now();
+        let mut valid = self.booking(&[("authorization", &bearer)]).await;
+        while !valid.booked() && started.elapsed() < JWT_TIMEOUT {
+            tokio::time::sleep(POLL * 4).await;
+            valid = self.booking(&[("authorization", &bearer)]).await;
+        }
+        let waited = if valid.booked() {
+            format!("booked {:.1} s after the step reached the proxies", started.elapsed().as_secs_f64())
+        } else {
+            format!("not accepted within {} s", JWT_TIMEOUT.as_secs())
+        };
         let without = self.booking(&[]).await;
         let malformed = self.booking(&[("authorization", MALFORMED_TOKEN)]).await;
-        let valid = match self.jwt.clone() {
-            Some(token) => Some(self.booking(&[("authorization", &format!("Bearer {token}"))]).await),
-            None => None,
+        let source = match &self.jwks {
+            Some(server) => format!(
+                "the valid token: ES256, iss = sub = {}, signed by a key made for this run, whose key set {} \
+                 serves ({waited})",
+                issuer::TUTORIAL_ISSUER,
+                server.url,
+            ),
+            None => format!("the valid token: the one given with --jwt, for the tutorial's jwksUri ({waited})"),
         };
-        self.record(checks::jwt(&without, &malformed, valid.as_ref()));
+        self.record(checks::jwt(&without, &malformed, &valid, vec![source]));
     }
 
     async fn check_metrics(&mut self) {

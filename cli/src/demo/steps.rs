@@ -1,7 +1,8 @@
 //! The tutorial's steps as the demo applies them, one file at a time: the YAML built into `trellis` (so
-//! the demo runs from any directory) or read from `--tutorial DIR`, the check that follows each, the one
-//! adaptation local mode may need (the Gateway's port 80 served as 8080 where binding port 80 needs
-//! root), and when a step has reached every proxy (from `trellisd`'s status list).
+//! the demo runs from any directory) or read from `--tutorial DIR`, the check that follows each, the two
+//! adaptations a laptop may need (the Gateway's port 80 served as 8080 where binding port 80 needs
+//! root; step 06's `jwksUri` on GitHub pointed at the demo's own key set, so it works offline), and when
+//! a step has reached every proxy (from `trellisd`'s status list).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,6 +81,8 @@ pub const STEPS: [Step; 6] = [
 
 /// The index in [`STEPS`] of the step that adds the Gateway.
 pub const GATEWAY_STEP: usize = 1;
+/// The index in [`STEPS`] of the step that requires a JWT (its `jwksUri` may point at the demo's keys).
+pub const JWT_STEP: usize = 5;
 
 impl Step {
     /// The step's YAML: from `folder` when given, else the copy built into `trellis`.
@@ -117,6 +120,35 @@ pub fn with_gateway_port(text: &str, from: u16, to: u16) -> Option<String> {
                     } else {
                         line.to_owned()
                     }
+                })
+                .collect()
+        })
+        .collect();
+    changed.then(|| documents.concat())
+}
+
+/// `text` with every `jwksUri` of every `RequestAuthentication` changed to `uri`, or `None` when no
+/// RequestAuthentication names one. Other documents and lines are kept byte for byte.
+pub fn with_jwks_uri(text: &str, uri: &str) -> Option<String> {
+    const FIELD: &str = "jwksUri:";
+    let mut changed = false;
+    let documents: Vec<String> = split_documents(text)
+        .into_iter()
+        .map(|document| {
+            if !document.lines().any(|line| line.trim() == "kind: RequestAuthentication") {
+                return document.to_owned();
+            }
+            document
+                .split_inclusive('\n')
+                .map(|line| {
+                    let Some(at) = line.find(FIELD) else { return line.to_owned() };
+                    let before = &line[..at];
+                    if !before.trim().is_empty() && before.trim() != "-" {
+                        return line.to_owned();
+                    }
+                    changed = true;
+                    let end = if line.ends_with('\n') { "\n" } else { "" };
+                    format!("{before}{FIELD} {uri}{end}")
                 })
                 .collect()
         })

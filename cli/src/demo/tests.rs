@@ -6,11 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use trellis_api::proxy_config::ProxyMode;
 use trellis_api::push::ProxyStatus;
+use trellis_controlplane::ca::{Identity, token_path};
 use trellis_controlplane::index::load;
 use trellis_controlplane::translate::cluster_name;
 use trellis_controlplane::{Index, ProxyIdentity, translate};
 
 use super::checks::{self, Answer, Dependency, Feature, Reply, Split, Verdict};
+use super::issuer::Issuer;
 use super::plan::{self, BOOKING, Plan, SHIPPING_V1, Subnet, WORKLOADS};
 use super::report::{self, LiveStats};
 use super::steps::{self, STEPS, Sync};
@@ -111,7 +113,8 @@ fn a_subnet_is_a_loopback_slash_24_away_from_127_0_0() {
 #[test]
 fn each_sidecar_stands_in_front_of_its_app_and_booking_calls_through_its_explicit_proxy() {
     let plan = plan();
-    let sidecar = plan.sidecar(&BOOKING);
+    let ca_dir = Plan::ca_dir(std::path::Path::new("/tmp/mesh"));
+    let sidecar = plan.sidecar(&BOOKING, &ca_dir);
     let flag = |name: &str| {
         let at = sidecar.args.iter().position(|a| a == name).unwrap_or_else(|| panic!("no {name}"));
         sidecar.args[at + 1].clone()
@@ -125,15 +128,44 @@ fn each_sidecar_stands_in_front_of_its_app_and_booking_calls_through_its_explici
     assert_eq!(flag("--discovery-address"), "http://127.0.1.100:15012");
     assert_eq!(flag("--node-id"), "booking-v1.default");
     assert_eq!(flag("--labels"), "app=booking-service,version=v1");
+    assert_eq!(flag("--ca-token-file"), "/tmp/mesh/.trellis-ca/tokens/default.booking.token");
     let app = plan.app(&BOOKING);
     assert_eq!(app.env, [("HTTP_PROXY".to_owned(), "http://127.0.1.1:15080".to_owned())]);
     assert!(app.args.windows(2).any(|w| w == ["--listen", "127.0.1.1:8080"]));
     assert!(plan.app(&SHIPPING_V1).env.is_empty(), "only booking calls other services");
-    let gateway = plan.gateway();
+    let gateway = plan.gateway(&ca_dir);
     assert_eq!(gateway.args[0], "gateway");
+    assert!(gateway.args.windows(2).any(|w| w
+        == ["--ca-token-file", "/tmp/mesh/.trellis-ca/tokens/istio-system.trellis-ingressgateway.token"]));
     assert!(gateway.args.windows(2).any(|w| w == ["--labels", "istio=ingressgateway"]));
     assert!(gateway.args.windows(2).any(|w| w == ["--namespace", "istio-system"]));
     assert_eq!(plan.proxy_ids().last().map(String::as_str), Some(plan::GATEWAY_ID));
+}
+
+#[test]
+fn every_proxy_gets_a_token_of_its_own_identity_and_one_identity_is_minted_once() {
+    let plan = plan();
+    let ca_dir = Plan::ca_dir(std::path::Path::new("/m"));
+    let identities = Plan::identities();
+    let names: Vec<String> = identities.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        names,
+        ["default/inventory", "default/shipping", "default/booking", "istio-system/trellis-ingressgateway"],
+        "the two shipping versions share one service account"
+    );
+    for identity in &identities {
+        let checked = Identity::new(&identity.namespace, &identity.service_account).expect("Kubernetes names");
+        assert_eq!(&checked, identity);
+    }
+    let mut launches: Vec<(Identity, plan::Launch)> =
+        WORKLOADS.iter().map(|w| (Plan::identity(w), plan.sidecar(w, &ca_dir))).collect();
+    launches.push((Plan::gateway_identity(), plan.gateway(&ca_dir)));
+    for (identity, launch) in launches {
+        let at = launch.args.iter().position(|a| a == "--ca-token-file").expect("a token file");
+        assert_eq!(launch.args[at + 1], token_path(&ca_dir, &identity).display().to_string(), "{}", launch.name);
+        assert!(launch.args.windows(2).any(|w| w == ["--service-account", identity.service_account.as_str()]));
+        assert!(launch.args.windows(2).any(|w| w == ["--namespace", identity.namespace.as_str()]));
+    }
 }
 
 #[test]
@@ -151,8 +183,12 @@ fn the_generated_workloads_send_the_mesh_through_each_sidecars_inbound_listener(
     let vhost = booking.config.outbound.virtual_hosts.iter().find(|v| v.name == host).expect("shipping's host");
     assert_eq!(vhost.addresses, ["127.0.1.203"], "a virtual address, so the explicit proxy never asks DNS");
     let shipping = translate(&index, &identity_of(&SHIPPING_V1));
-    let ports: Vec<u16> = shipping.config.inbound.iter().map(|l| l.port).collect();
-    assert_eq!(ports, [plan::INBOUND_PORT], "the inbound listener's port is the one the mesh calls");
+    let ports: Vec<u16> = shipping.config.inbound.iter().map(|l| l.port).filter(|p| *p != 0).collect();
+    assert_eq!(
+        ports,
+        [plan::INBOUND_PORT],
+        "the inbound listener's port is the one the mesh calls (0: STRICT's catch-all)"
+    );
     assert_eq!(shipping.config.node.identity, "spiffe://cluster.local/ns/default/sa/shipping");
 }
 
@@ -279,7 +315,8 @@ fn the_split_tolerance_shrinks_with_more_requests_but_never_below_its_floor() {
 
 #[test]
 fn checks_of_features_not_enforced_yet_are_skipped_whatever_they_observe() {
-    assert!(!Feature::CircuitBreaking.enforced() && !Feature::Mtls.enforced() && !Feature::Jwt.enforced());
+    assert!(!Feature::CircuitBreaking.enforced());
+    assert!(Feature::Mtls.enforced() && Feature::Jwt.enforced(), "mTLS and JWT are enforced now");
     let all_booked = checks::circuit_breaking(&bookings(10, 0));
     assert_eq!(all_booked.verdict, Verdict::Skip);
     assert!(all_booked.summary.starts_with("not enforced yet; observed: 10 concurrent bookings"), "{all_booked:?}");
@@ -306,19 +343,107 @@ fn the_checks_of_later_features_pass_only_on_what_enforcement_looks_like() {
     });
     assert!(passes(checks::circuit_breaking(&overflow)));
     assert!(!passes(checks::circuit_breaking(&bookings(10, 0))), "nothing rejected");
+}
+
+fn certificate(sa: &str) -> Option<checks::Certificate> {
+    Some(checks::Certificate {
+        spiffe_id: format!("spiffe://cluster.local/ns/default/sa/{sa}"),
+        serial: "0a:1b".to_owned(),
+    })
+}
+
+#[test]
+fn strict_mtls_passes_only_when_plain_text_gets_no_answer_the_mesh_books_and_every_proxy_holds_a_certificate() {
+    let verdict = |check: checks::Check| check.verdict;
+    let ids = [("booking-v1 sidecar".to_owned(), certificate("booking")), ("gateway".to_owned(), certificate("gw"))];
+    let refused = unanswered("connection closed before message completed");
+    let pass = checks::mtls("shipping-v1 sidecar", &refused, &booking("v1"), &ids);
+    assert_eq!(pass.verdict, Verdict::Pass, "{pass:?}");
+    assert!(pass.summary.contains("refused, no answer (connection closed"), "{pass:?}");
+    assert_eq!(pass.details[0], "booking-v1 sidecar: spiffe://cluster.local/ns/default/sa/booking (serial 0a:1b)");
     let app = Reply { status: Some(200), service: Some("shipping".into()), ..Reply::default() };
-    let ids = [("booking-v1 sidecar".to_owned(), "spiffe://cluster.local/ns/default/sa/booking".to_owned())];
-    let refused = unanswered("connection reset by peer");
-    assert!(passes(checks::mtls("shipping", &refused, &booking("v1"), &ids)));
-    assert!(!passes(checks::mtls("shipping", &app, &booking("v1"), &ids)), "plain text reached the app");
-    assert!(!passes(checks::mtls("shipping", &refused, &unanswered("reset"), &ids)), "the mesh broke too");
-    assert!(checks::mtls("shipping", &refused, &booking("v1"), &ids).details[0].contains("sa/booking"));
-    let denied = from_proxy(403, "RBAC: access denied");
+    assert_eq!(verdict(checks::mtls("s", &app, &booking("v1"), &ids)), Verdict::Fail, "plain text reached the app");
+    let proxy_answer = from_proxy(503, "upstream connect error");
+    assert_eq!(
+        verdict(checks::mtls("s", &proxy_answer, &booking("v1"), &ids)),
+        Verdict::Fail,
+        "an answer is no refusal"
+    );
+    assert_eq!(verdict(checks::mtls("s", &refused, &unanswered("reset"), &ids)), Verdict::Fail, "the mesh broke too");
+    let without = [("booking-v1 sidecar".to_owned(), certificate("booking")), ("gateway".to_owned(), None)];
+    let missing = checks::mtls("s", &refused, &booking("v1"), &without);
+    assert_eq!(missing.verdict, Verdict::Fail);
+    assert!(missing.summary.ends_with("; no certificate: gateway"), "{missing:?}");
+    assert_eq!(verdict(checks::mtls("s", &refused, &booking("v1"), &[])), Verdict::Fail, "no proxy was asked");
+}
+
+#[test]
+fn the_jwt_check_wants_403_without_a_token_401_with_a_malformed_one_and_a_booking_with_a_valid_one() {
+    let denied_answer = Answer { status: 403, headers: BTreeMap::new(), body: b"RBAC: access denied".to_vec() };
+    let denied = Reply::from_answer(&denied_answer);
+    assert_eq!(denied.describe(), "403 \"RBAC: access denied\" (not from the ordering app)");
     let unauthenticated = from_proxy(401, "Jwt verification fails");
-    assert!(passes(checks::jwt(&denied, &unauthenticated, None)));
-    assert!(passes(checks::jwt(&denied, &unauthenticated, Some(&booking("v1")))));
-    assert!(!passes(checks::jwt(&denied, &unauthenticated, Some(&denied))), "a valid token must book");
-    assert!(!passes(checks::jwt(&booking("v1"), &unauthenticated, None)), "no token must be denied");
+    let about = vec!["the valid token: the demo's".to_owned()];
+    let pass = checks::jwt(&denied, &unauthenticated, &booking("v1"), about.clone());
+    assert_eq!(pass.verdict, Verdict::Pass, "{pass:?}");
+    assert_eq!(pass.details, about);
+    let verdict =
+        |without: &Reply, malformed: &Reply, valid: &Reply| checks::jwt(without, malformed, valid, vec![]).verdict;
+    assert_eq!(verdict(&denied, &unauthenticated, &denied), Verdict::Fail, "a valid token must book");
+    assert_eq!(verdict(&booking("v1"), &unauthenticated, &booking("v1")), Verdict::Fail, "no token must be denied");
+    assert_eq!(verdict(&denied, &denied, &booking("v1")), Verdict::Fail, "a malformed token is a 401");
+    let other_403 = from_proxy(403, "forbidden");
+    assert_eq!(verdict(&other_403, &unauthenticated, &booking("v1")), Verdict::Fail, "403 from authorization only");
+}
+
+#[test]
+fn step_06_fetches_its_keys_from_the_demo_and_nothing_else_changes() {
+    let text = STEPS[steps::JWT_STEP].embedded;
+    assert_eq!(STEPS[steps::JWT_STEP].file, "06-require-jwt.yaml");
+    let uri = "http://127.0.1.101:8080/jwks.json";
+    let adapted = steps::with_jwks_uri(text, uri).expect("the step names a jwksUri");
+    assert!(adapted.contains(&format!("      jwksUri: {uri}\n")), "{adapted}");
+    assert!(!adapted.contains("githubusercontent"), "{adapted}");
+    let lines = |t: &str| t.lines().filter(|l| !l.contains("jwksUri")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(lines(&adapted), lines(text), "every other line is kept");
+    let inline = "kind: RequestAuthentication\nspec:\n  jwtRules:\n    - jwksUri: https://a/keys\n      issuer: x\n";
+    assert_eq!(steps::with_jwks_uri(inline, uri).as_deref(), Some(&*inline.replace("https://a/keys", uri)));
+    let elsewhere = "kind: ConfigMap\ndata:\n  jwksUri: https://a/keys\n---\nkind: RequestAuthentication\n";
+    assert_eq!(steps::with_jwks_uri(elsewhere, uri), None, "only RequestAuthentications change");
+    let index = {
+        let mut index = Index::new();
+        for (name, t) in
+            [("00.yaml".to_owned(), plan().local_workloads_yaml()), ("06.yaml".to_owned(), adapted.clone())]
+        {
+            let loaded = load::yaml(&name, &t);
+            assert!(loaded.problems.is_empty(), "{name}: {:?}", loaded.problems);
+            index.apply_all(loaded.changes);
+        }
+        index
+    };
+    let booking = translate(&index, &identity_of(&BOOKING));
+    let mut providers: Vec<_> = booking.config.inbound.iter().flat_map(|l| l.jwt.clone()).collect();
+    assert!(!providers.is_empty() && providers.iter().all(|p| p.jwks_uri.as_deref() == Some(uri)), "{providers:?}");
+    // What trellisd pushes once it fetched the key set: the demo's token then names the principal the
+    // tutorial's AuthorizationPolicy allows.
+    let issuer = Issuer::generate().expect("a key");
+    for provider in &mut providers {
+        provider.jwks = Some(issuer.jwks().expect("a key set"));
+    }
+    let authenticator = trellis_proxy::jwt::JwtAuthenticator::compile(&providers).expect("compiles");
+    let token = issuer.token(std::time::SystemTime::now()).expect("a token");
+    let verified = authenticator
+        .authenticate(
+            &http::Request::get("/api/v1/booking")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .expect("a request")
+                .into_parts()
+                .0,
+        )
+        .expect("verifies")
+        .expect("found");
+    assert_eq!(verified.principal.as_deref(), Some("testing@secure.istio.io/testing@secure.istio.io"));
 }
 
 #[test]
@@ -346,13 +471,19 @@ fn the_metrics_check_reads_the_sidecars_request_counters_per_cluster() {
 }
 
 #[test]
-fn a_config_dump_tells_the_hosts_a_proxy_knows_and_its_identity() {
+fn a_config_dump_tells_the_hosts_a_proxy_knows_and_certs_its_certificate() {
     let dump = serde_json::json!({"config": {"node": {"identity": "spiffe://cluster.local/ns/default/sa/booking"},
         "outbound": {"virtualHosts": [{"name": "order-service.default.svc.cluster.local"}]}}});
     assert!(checks::knows_host(&dump, "order-service.default.svc.cluster.local"));
     assert!(!checks::knows_host(&dump, "other.default.svc.cluster.local"));
     assert!(!checks::knows_host(&serde_json::Value::Null, "order-service.default.svc.cluster.local"));
-    assert_eq!(checks::identity(&dump).as_deref(), Some("spiffe://cluster.local/ns/default/sa/booking"));
+    let certs = serde_json::json!({"spiffeId": "spiffe://cluster.local/ns/default/sa/booking", "serial": "0a"});
+    assert_eq!(
+        checks::certificate(&certs),
+        certificate("booking").map(|c| checks::Certificate { serial: "0a".into(), ..c })
+    );
+    assert_eq!(checks::certificate(&serde_json::json!({"spiffeId": null, "error": "no certificate yet"})), None);
+    assert_eq!(checks::certificate(&serde_json::Value::Null), None);
     let known = [("a".to_owned(), true), ("b".to_owned(), false)];
     let check = checks::discovery("order-service.default.svc.cluster.local", &known);
     assert_eq!(check.verdict, Verdict::Fail);
@@ -374,7 +505,9 @@ fn the_report_counts_passed_failed_and_skipped_checks() {
     assert!(!report::all_passed(&checks));
     assert!(report::all_passed(&checks[2..]), "a skipped check does not fail the run");
     assert_eq!(report::progress(std::time::Duration::from_millis(1234), "hello"), "[  1.2s] hello");
-    let try_it = report::try_it(&plan(), "/tmp/mesh");
+    let try_it = report::try_it(&plan(), "/tmp/mesh", "/tmp/booking.jwt");
+    let with_token = "\n  curl -H \"authorization: Bearer $(cat /tmp/booking.jwt)\" http://127.0.1.10/api/v1/booking  ";
+    assert!(try_it.contains(with_token), "{try_it}");
     assert!(try_it.contains("\n  curl http://127.0.1.10/api/v1/booking  "), "{try_it}");
     assert!(try_it.contains("trellis proxy-status --control-plane 127.0.1.100:15012"), "{try_it}");
 }

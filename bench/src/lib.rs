@@ -11,6 +11,7 @@
 //! turn the measurements into `proxy.md` and `proxy.svg`.
 
 pub mod chart;
+pub mod controlplane;
 pub mod oha;
 pub mod procstat;
 pub mod report;

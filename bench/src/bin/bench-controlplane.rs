@@ -126,7 +126,12 @@ fn run(args: &Args, shape: Shape, dir: &Path, started: Instant) -> Result<Report
     let mut setup = Setup { start_seconds: spawned.elapsed().as_secs_f64(), ..Setup::default() };
     let cpu = |pid| -> Result<f64> { Ok(procstat::cpu_ticks(pid)? as f64 / ticks) };
     setup.start_cpu_seconds = cpu(pid)?;
-    say(format!("trellisd (pid {pid}) listens on {address} after {:.2} s", setup.start_seconds));
+    setup.start_hwm_kib = procstat::memory(pid)?.hwm_kib;
+    say(format!(
+        "trellisd (pid {pid}) listens on {address} after {:.2} s; VmHWM {:.1} MiB",
+        setup.start_seconds,
+        setup.start_hwm_kib as f64 / 1024.0
+    ));
 
     // The proxies run on one thread of their own: trellisd gets the other core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -182,7 +187,8 @@ fn run(args: &Args, shape: Shape, dir: &Path, started: Instant) -> Result<Report
             }
             quiet(&recorder)?;
             let cpu_seconds = cpu(pid)? - cpu_before - QUIET.as_secs_f64() * idle_cpu;
-            let result = summarize(&change, &recorder.since(mark), t0, cpu_seconds.max(0.0), procstat::memory(pid)?.hwm_kib);
+            let result =
+                summarize(&change, &recorder.since(mark), t0, cpu_seconds.max(0.0), procstat::memory(pid)?.hwm_kib);
             say(format!(
                 "{} ({}): {} proxies (expected {}), all acked after {:.0} ms",
                 kind.label(),
@@ -340,7 +346,8 @@ fn environment(args: &Args) -> Environment {
         .map_or("unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0));
     let unknown = || "unknown".to_owned();
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(unknown);
-    let dirty = command_line("git", &["status", "--porcelain", "--", "controlplane", "api"]).is_some_and(|l| !l.is_empty());
+    let dirty =
+        command_line("git", &["status", "--porcelain", "--", "controlplane", "api"]).is_some_and(|l| !l.is_empty());
     let trellisd = args.trellisd.display().to_string();
     let mut command: Vec<String> = std::env::args().collect();
     if let Some(first) = command.first_mut() {

@@ -176,7 +176,9 @@ impl Mesh {
 
     /// The proxies that see `service` (its host is exported to their namespace).
     pub fn seeing(&self, service: &Service) -> Vec<usize> {
-        (0..self.shape.proxies).filter(|&p| service.shared || self.service_of(p).namespace == service.namespace).collect()
+        (0..self.shape.proxies)
+            .filter(|&p| service.shared || self.service_of(p).namespace == service.namespace)
+            .collect()
     }
 
     /// The `round`-th change of `kind`, applied to the model; the caller writes its file.
@@ -199,11 +201,17 @@ impl Mesh {
                 Change { kind, file: service.file_name(), text: service_yaml(service), expected: self.seeing(service) }
             }
             ChangeKind::VirtualServiceShared | ChangeKind::VirtualServiceLocal => {
-                let slot = (ns * 2 + usize::from(kind == ChangeKind::VirtualServiceLocal)) % self.virtual_services.len();
+                let slot =
+                    (ns * 2 + usize::from(kind == ChangeKind::VirtualServiceLocal)) % self.virtual_services.len();
                 self.virtual_services[slot].timeout_seconds += 1;
                 let vs = self.virtual_services[slot].clone();
                 let service = &self.services[vs.service];
-                Change { kind, file: vs_file_name(service), text: vs_yaml(service, &vs), expected: self.seeing(service) }
+                Change {
+                    kind,
+                    file: vs_file_name(service),
+                    text: vs_yaml(service, &vs),
+                    expected: self.seeing(service),
+                }
             }
         }
     }

@@ -55,6 +55,8 @@ pub struct Setup {
     /// trellisd's CPU seconds while starting and while proxies connected.
     pub start_cpu_seconds: f64,
     pub connect_cpu_seconds: f64,
+    /// trellisd's VmHWM once it listened, before any proxy connected.
+    pub start_hwm_kib: u64,
     pub hwm_kib: u64,
     pub rss_kib: u64,
 }
@@ -186,7 +188,11 @@ impl Report {
             self.folder_poll_ms, self.folder_poll_ms
         );
         md.push_str("## Machine and versions\n\n");
-        let _ = writeln!(md, "- CPU: {} ({} vCPUs by `nproc`), shared by trellisd and the bench's proxies", e.cpu_model, e.nproc);
+        let _ = writeln!(
+            md,
+            "- CPU: {} ({} vCPUs by `nproc`), shared by trellisd and the bench's proxies",
+            e.cpu_model, e.nproc
+        );
         let _ = writeln!(md, "- memory: {}; kernel: {}", e.memory, e.kernel);
         let _ = writeln!(md, "- trellisd: {}", e.trellisd);
         let _ = writeln!(md, "- rustc: {}", e.rustc);
@@ -235,8 +241,11 @@ impl Report {
         md.push_str("| step | wall time | trellisd CPU | notes |\n|---|---|---|---|\n");
         let _ = writeln!(
             md,
-            "| start (read {} files, index, listen) | {:.2} s | {:.2} s | |",
-            self.files, st.start_seconds, st.start_cpu_seconds
+            "| start (read {} files, index, listen) | {:.2} s | {:.2} s | VmHWM {:.1} MiB once listening |",
+            self.files,
+            st.start_seconds,
+            st.start_cpu_seconds,
+            mib(st.start_hwm_kib)
         );
         let _ = writeln!(
             md,
@@ -355,8 +364,14 @@ mod tests {
 
     #[test]
     fn a_proxy_sees_its_namespace_and_the_shared_services_of_the_others() {
-        let shape =
-            Shape { namespaces: 10, services: 1000, endpoints_per_service: 10, proxies: 1000, shared_every: 10, export_all: false };
+        let shape = Shape {
+            namespaces: 10,
+            services: 1000,
+            endpoints_per_service: 10,
+            proxies: 1000,
+            shared_every: 10,
+            export_all: false,
+        };
         assert_eq!(visible_per_proxy(&shape), 100 + 90);
     }
 }

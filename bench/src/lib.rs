@@ -13,6 +13,7 @@
 //! `proxy.svg`.
 
 pub mod chart;
+pub mod controlplane;
 pub mod oha;
 pub mod pki;
 pub mod procstat;

@@ -25,6 +25,11 @@ use trellis_controlplane::sources::folder::FolderSource;
 use trellis_controlplane::sources::kubernetes::{self, KubernetesSource};
 use trellis_controlplane::translated::TranslatedSource;
 
+/// mimalloc: trellisd computes configs on many blocking threads, where glibc's per-thread arenas grow
+/// the resident set (the control-plane bench: `make bench-controlplane`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Address the config push listens on (Istio's istiod port).
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:15012";
 /// Log filter at start (`tracing` env-filter syntax).

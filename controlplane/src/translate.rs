@@ -10,14 +10,20 @@
 //! Modules by concern: `scope` (visibility and precedence), `hosts` (host names), `outbound` (sidecar
 //! virtual hosts), `routes` (VirtualService rules into routes), `clusters` (endpoint sets), `policy`
 //! (DestinationRule lookup and traffic policy), `gateway` (gateway listeners), `inbound` and `security`
-//! (the workload's own ports and their security).
+//! (the workload's own ports and their security), `sharing` (which sidecars get the same outbound side).
+//!
+//! A sidecar's config is two parts: [`sidecar_shared`] (outbound virtual hosts, clusters, telemetry),
+//! which every sidecar with the same [`sharing::SharingKey`] gets, and [`sidecar_own`] (node and inbound
+//! listeners). [`translate`] joins them; the control plane computes the shared part once per key.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use trellis_api::FieldPath;
 use trellis_api::mesh::{AccessLogFormat, DEFAULT_TRUST_DOMAIN, MeshSpec, OutboundMode};
-use trellis_api::proxy_config::{Node, ProxyConfig, ProxyMode, Telemetry, UnknownDestinations};
+use trellis_api::proxy_config::{
+    Cluster, InboundListener, Node, Outbound, ProxyConfig, ProxyMode, Telemetry, UnknownDestinations,
+};
 
 use crate::index::{Index, Key, Labels, Service, Workload};
 
@@ -30,6 +36,7 @@ mod policy;
 mod routes;
 pub mod scope;
 mod security;
+pub mod sharing;
 
 pub use clusters::name as cluster_name;
 pub use gateway::HTTPS_REDIRECT_STATUS;
@@ -103,31 +110,93 @@ pub struct Translation {
 
 /// Translates the index for one proxy.
 pub fn translate(index: &Index, proxy: &ProxyIdentity) -> Translation {
-    let mut cx = Context::new(index, proxy);
-    cx.report_invalid();
-    let mut clusters = clusters::Clusters::default();
-    let node = Node {
-        id: proxy.id.clone(),
-        namespace: proxy.namespace.clone(),
-        service_account: proxy.service_account.clone(),
-        identity: cx.identity(&proxy.namespace, &proxy.service_account),
-        labels: proxy.labels.clone(),
-    };
-    let mut config = ProxyConfig::new(String::new(), node, proxy.mode);
-    match proxy.mode {
+    let (mut config, mut skipped) = match proxy.mode {
         ProxyMode::Sidecar => {
-            config.outbound = outbound::build(&mut cx, &mut clusters);
-            config.inbound = inbound::build(&mut cx);
+            let shared = sidecar_shared(index, proxy);
+            let own = sidecar_own(index, proxy);
+            let mut config = ProxyConfig::new(String::new(), own.node, proxy.mode);
+            config.outbound = shared.outbound;
+            config.inbound = own.inbound;
+            config.clusters = shared.clusters;
+            config.telemetry = shared.telemetry;
+            let mut skipped = shared.skipped;
+            skipped.extend(own.skipped);
+            (config, skipped)
         }
-        ProxyMode::Gateway => config.gateway_listeners = gateway::build(&mut cx, &mut clusters),
-    }
-    config.clusters = clusters.into_vec();
-    config.telemetry = telemetry(cx.mesh);
+        ProxyMode::Gateway => {
+            let mut cx = Context::new(index, proxy, Parts::Both);
+            cx.report_invalid();
+            let mut clusters = clusters::Clusters::default();
+            let mut config = ProxyConfig::new(String::new(), cx.node(), proxy.mode);
+            config.gateway_listeners = gateway::build(&mut cx, &mut clusters);
+            config.clusters = clusters.into_vec();
+            config.telemetry = telemetry(cx.mesh);
+            (config, cx.skipped)
+        }
+    };
     config.version = version_of(&config);
-    let mut skipped = cx.skipped;
     skipped.sort();
     skipped.dedup();
     Translation { config, skipped }
+}
+
+/// The part of a sidecar's config that every sidecar with the same [`sharing::SharingKey`] gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedPart {
+    pub outbound: Outbound,
+    /// In name order.
+    pub clusters: Vec<Cluster>,
+    pub telemetry: Telemetry,
+    /// What was left out (invalid objects included), sorted and without duplicates.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The part of a sidecar's config that is its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnPart {
+    pub node: Node,
+    pub inbound: Vec<InboundListener>,
+    /// What was left out, sorted and without duplicates.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A sidecar's outbound virtual hosts, their clusters and the telemetry settings. It reads only the
+/// proxy's namespace and the labels [`sharing::outbound_label_keys`] names, so it is equal for every
+/// sidecar with the same [`sharing::SharingKey`].
+pub fn sidecar_shared(index: &Index, proxy: &ProxyIdentity) -> SharedPart {
+    let mut cx = Context::new(index, proxy, Parts::Shared);
+    cx.report_invalid();
+    let mut clusters = clusters::Clusters::default();
+    let outbound = outbound::build(&mut cx, &mut clusters);
+    SharedPart {
+        outbound,
+        clusters: clusters.into_vec(),
+        telemetry: telemetry(cx.mesh),
+        skipped: sorted(std::mem::take(&mut cx.skipped)),
+    }
+}
+
+/// A sidecar's node and inbound listeners (found through its own workload, by address).
+pub fn sidecar_own(index: &Index, proxy: &ProxyIdentity) -> OwnPart {
+    let mut cx = Context::new(index, proxy, Parts::Own);
+    let inbound = inbound::build(&mut cx);
+    OwnPart { node: cx.node(), inbound, skipped: sorted(std::mem::take(&mut cx.skipped)) }
+}
+
+fn sorted(mut skipped: Vec<Skipped>) -> Vec<Skipped> {
+    skipped.sort();
+    skipped.dedup();
+    skipped
+}
+
+/// Which parts of a config a [`Context`] is made for, so it looks up only what they read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// The outbound side: needs the services visible to the proxy.
+    Shared,
+    /// The node and inbound side: needs the proxy's own workload.
+    Own,
+    Both,
 }
 
 /// What every part of translate shares: the index, the proxy, the mesh settings, the registry as the
@@ -145,10 +214,10 @@ pub(crate) struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    fn new(index: &'a Index, proxy: &'a ProxyIdentity) -> Self {
+    fn new(index: &'a Index, proxy: &'a ProxyIdentity, parts: Parts) -> Self {
         let mesh = index.mesh();
         let mut services: BTreeMap<&'a str, &'a Service> = BTreeMap::new();
-        for service in index.services() {
+        for service in index.services().filter(|_| parts != Parts::Own) {
             if !scope::exported(&service.export_to, service.namespace(), &proxy.namespace) {
                 continue;
             }
@@ -159,8 +228,24 @@ impl<'a> Context<'a> {
                 }
             }
         }
-        let own = index.workloads_in(&proxy.namespace).find(|w| w.ip().is_some_and(|ip| proxy.addresses.contains(&ip)));
+        let own = match parts {
+            Parts::Shared => None,
+            Parts::Own | Parts::Both => {
+                index.workloads_in(&proxy.namespace).find(|w| w.ip().is_some_and(|ip| proxy.addresses.contains(&ip)))
+            }
+        };
         Self { index, proxy, mesh, roots: scope::root_namespaces(mesh), services, own, skipped: Vec::new() }
+    }
+
+    /// The proxy's node.
+    fn node(&self) -> Node {
+        Node {
+            id: self.proxy.id.clone(),
+            namespace: self.proxy.namespace.clone(),
+            service_account: self.proxy.service_account.clone(),
+            identity: self.identity(&self.proxy.namespace, &self.proxy.service_account),
+            labels: self.proxy.labels.clone(),
+        }
     }
 
     /// Records that something was left out.

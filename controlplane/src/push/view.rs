@@ -145,6 +145,26 @@ impl Interner {
         shared
     }
 
+    /// The shared allocation of an outbound section.
+    pub fn outbound(&self, outbound: Outbound) -> Arc<Outbound> {
+        self.outbound.intern(outbound)
+    }
+
+    /// The shared allocation of an inbound section.
+    pub fn inbound(&self, inbound: Vec<InboundListener>) -> Arc<Vec<InboundListener>> {
+        self.inbound.intern(inbound)
+    }
+
+    /// The shared allocation of a gateway listeners section.
+    pub fn gateway_listeners(&self, listeners: Vec<GatewayListener>) -> Arc<Vec<GatewayListener>> {
+        self.gateway_listeners.intern(listeners)
+    }
+
+    /// The shared allocation of a telemetry section.
+    pub fn telemetry(&self, telemetry: Telemetry) -> Arc<Telemetry> {
+        self.telemetry.intern(telemetry)
+    }
+
     /// How many distinct clusters are alive (held by some proxy's view).
     pub fn live_clusters(&self) -> usize {
         let pool = self.clusters.lock().unwrap_or_else(|e| e.into_inner());

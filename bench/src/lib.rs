@@ -14,6 +14,7 @@
 
 pub mod chart;
 pub mod controlplane;
+pub mod machine;
 pub mod oha;
 pub mod pki;
 pub mod procstat;

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use trellis_bench::machine::{command_line, cpu_model, memory};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
@@ -434,26 +435,10 @@ fn clock() -> String {
     command_line("date", &["+%H:%M:%S"]).unwrap_or_default()
 }
 
-/// The first line a command prints (stdout, else stderr), if it runs.
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
-    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_owned())
-}
-
 fn environment(args: &Args) -> Environment {
     let path = |p: &Path| p.display().to_string();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or("unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0));
+    let cpu_model = cpu_model();
+    let memory = memory();
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
     // Only the crates compiled into trellis-proxy matter for "uncommitted changes".
     let dirty = command_line("git", &["status", "--porcelain", "--", "proxy", "api"]).is_some_and(|l| !l.is_empty());

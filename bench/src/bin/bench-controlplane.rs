@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use trellis_bench::machine::{command_line, cpu_model, memory};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
@@ -325,25 +325,9 @@ fn count_files(dir: &Path) -> Result<usize> {
     Ok(count)
 }
 
-/// The first line a command prints (stdout, else stderr), if it runs.
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
-    String::from_utf8_lossy(&text).lines().next().map(|l| l.trim().to_owned())
-}
-
 fn environment(args: &Args) -> Environment {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or("unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0));
+    let cpu_model = cpu_model();
+    let memory = memory();
     let unknown = || "unknown".to_owned();
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(unknown);
     let dirty =

@@ -5,6 +5,7 @@
 //! a request that arrived as HTTP/1.1 with [`ORIG_PROTO_HEADER`], and the inbound side hands it to the
 //! application as HTTP/1.1 again. Bodies stream both ways and trailers pass through, so gRPC works.
 
+mod failure;
 mod forward;
 mod headers;
 pub mod pool;
@@ -24,6 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use failure::UpstreamFailure;
 pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 

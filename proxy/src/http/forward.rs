@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
+use super::failure::UpstreamFailure;
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::{Body, Shared, Side, full, local_response, upgrade};
 use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
@@ -178,7 +179,7 @@ async fn forward_routed(
             // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
             route.request_headers.apply(req.headers_mut());
-            let mut response = to_cluster(shared, cluster, req, hash).await;
+            let mut response = to_cluster(shared, cluster, req.map(BodyExt::boxed), hash).await;
             target.response_headers.apply(response.headers_mut());
             route.response_headers.apply(response.headers_mut());
             response
@@ -187,7 +188,7 @@ async fn forward_routed(
 }
 
 /// The consistent-hash input of a request, when the cluster balances by one.
-fn request_hash(cluster: &ClusterState, req: &Request<Incoming>, peer: SocketAddr) -> Option<u64> {
+fn request_hash<B>(cluster: &ClusterState, req: &Request<B>, peer: SocketAddr) -> Option<u64> {
     match cluster.hash_key()? {
         HashKey::Header(name) => req.headers().get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
         HashKey::Cookie { name, .. } => req
@@ -213,12 +214,7 @@ fn request_hash(cluster: &ClusterState, req: &Request<Incoming>, peer: SocketAdd
 }
 
 /// Sends a request to an endpoint of `cluster`.
-async fn to_cluster(
-    shared: &Shared,
-    cluster: &ClusterState,
-    req: Request<Incoming>,
-    hash: Option<u64>,
-) -> Response<Body> {
+async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>, hash: Option<u64>) -> Response<Body> {
     let Some(pick) = cluster.balancer.pick(hash) else {
         cluster.metrics.request(503, 0.0);
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
@@ -276,6 +272,7 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let h2 = req.version() == Version::HTTP_2;
+    let req = req.map(BodyExt::boxed);
     send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough).await
 }
 
@@ -334,7 +331,7 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     } else {
         Upstream::App { h2 }
     };
-    send(shared, req, target, upstream, None, &compiled.inbound_metrics).await
+    send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics).await
 }
 
 /// Envoy's answer to a request whose JWT fails: 401 with the reason's text.
@@ -374,7 +371,7 @@ enum Upstream {
 /// upstream's response.
 async fn send(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Request<Body>,
     addr: SocketAddr,
     upstream: Upstream,
     mtls: Option<MeshTarget<'_>>,
@@ -390,7 +387,6 @@ async fn send(
     let (mut parts, body) = req.into_parts();
     // A request that will be answered by an upgrade keeps its downstream half for the tunnel.
     let downstream_upgrade = if upgrading { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let body: Body = body.boxed();
     strip_hop_by_hop(&mut parts.headers, upgrading);
     ensure_request_id(&mut parts.headers);
     if !parts.headers.contains_key(HOST)
@@ -412,7 +408,9 @@ async fn send(
         parts.uri = Uri::from(path);
         parts.version = Version::HTTP_11;
         let request = Request::from_parts(parts, body);
-        Box::pin(super::pool::send_http1_once(addr, mtls, request)).await.map_err(|e| e.to_string())
+        Box::pin(super::pool::send_http1_once(addr, mtls, request))
+            .await
+            .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
         let host = parts.headers.remove(HOST);
@@ -434,7 +432,7 @@ async fn send(
             .h2
             .send(addr, source, mtls.as_ref(), Request::from_parts(parts, body))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
         // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
         let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
@@ -446,7 +444,10 @@ async fn send(
         }
         parts.version = Version::HTTP_11;
         let client = if app { &shared.clients.inbound_h1 } else { &shared.clients.h1 };
-        client.request(Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
+        client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|e| (UpstreamFailure::of_client(&e), e.to_string()))
     };
     let elapsed = started.elapsed().as_secs_f64();
     match result {
@@ -468,10 +469,12 @@ async fn send(
             }
             Response::from_parts(parts, body.boxed())
         }
-        Err(err) => {
-            tracing::debug!(error = err, upstream = %addr, "upstream request failed");
+        Err((failure, err)) => {
+            tracing::debug!(error = err, upstream = %addr, ?failure, "upstream request failed");
             metrics.request(503, elapsed);
-            local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect")
+            let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect");
+            response.extensions_mut().insert(failure);
+            response
         }
     }
 }

@@ -179,7 +179,7 @@ async fn with_a_control_plane_the_config_last_sent_to_the_proxy_is_explained() {
     .expect("hello");
     let (store, drain) = (Arc::new(Store::default()), Drain::new());
     let client = trellis_proxy::discovery::run(
-        address.to_string(),
+        trellis_proxy::discovery::Target::parse(&address.to_string()).expect("an address"),
         hello,
         store.clone(),
         Arc::new(Metrics::new()),

@@ -154,13 +154,12 @@ fn trellis_run_serves_the_folder_prints_each_sidecar_and_proxy_status_lists_a_co
         labels: [("app", "inventory"), ("version", "v1")].map(|(k, v)| (k.to_owned(), v.to_owned())).into(),
     };
     let hello = discovery::hello(node, ProxyMode::Sidecar, vec!["127.0.1.2".parse().expect("an IP")]);
-    let following = runtime.spawn(discovery::run(
-        control_plane.clone(),
-        hello,
-        store.clone(),
-        Arc::new(Metrics::new()),
-        drain.watch(),
-    ));
+    // Over TLS, verified with the root the printed command names (--discovery-ca).
+    let roots = folder.path().join(".trellis-ca").join("root-cert.pem");
+    let target = discovery::Target::parse(&control_plane).expect("an address").with_ca(Some(roots)).expect("roots");
+    assert!(target.uses_tls());
+    let following =
+        runtime.spawn(discovery::run(target, hello, store.clone(), Arc::new(Metrics::new()), drain.watch()));
     let deadline = Instant::now() + PATIENCE;
     let table = loop {
         let (code, stdout, stderr) =

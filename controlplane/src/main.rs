@@ -19,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 use trellis_api::mesh::{DEFAULT_ROOT_NAMESPACE, DEFAULT_TRUST_DOMAIN, MeshSpec};
 use trellis_controlplane::ca::{self, CaService, DEFAULT_CA_DIR_NAME};
 use trellis_controlplane::jwks::{self, JwksCache};
+use trellis_controlplane::push::tls::{ServingNames, ServingTls};
 use trellis_controlplane::push::{self, PushServer};
 use trellis_controlplane::sources::SharedIndex;
 use trellis_controlplane::sources::folder::FolderSource;
@@ -54,6 +55,8 @@ pub const STOP_ON_STDIN_CLOSE_ENV: &str = "TRELLIS_STOP_ON_STDIN_CLOSE";
 pub const CA_DIR_ENV: &str = "TRELLIS_CA_DIR";
 /// Environment variable of `--trust-domain`.
 pub const TRUST_DOMAIN_ENV: &str = "TRELLIS_TRUST_DOMAIN";
+/// Environment variable of `--tls-san` (comma-separated).
+pub const TLS_SAN_ENV: &str = "TRELLIS_TLS_SANS";
 /// Environment variable of `--workload-cert-ttl`.
 pub const WORKLOAD_CERT_TTL_ENV: &str = "TRELLIS_WORKLOAD_CERT_TTL";
 /// Default of `--workload-cert-ttl` (the fixed 24 h of workload certificates).
@@ -97,9 +100,15 @@ struct Args {
     /// workloads' bootstrap tokens). Default: `.trellis-ca` inside --folder.
     #[arg(long, env = CA_DIR_ENV, value_name = "DIR", conflicts_with = "kubernetes")]
     ca_dir: Option<PathBuf>,
-    /// Trust domain of the workload certificates the CA issues (`spiffe://<trust domain>/ns/..`).
-    #[arg(long, env = TRUST_DOMAIN_ENV, default_value = DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
-    trust_domain: String,
+    /// Trust domain of the workload certificates the CA issues (`spiffe://<trust domain>/ns/..`);
+    /// default: the `Mesh`'s `trustDomain`, else `cluster.local`.
+    #[arg(long, env = TRUST_DOMAIN_ENV, value_name = "DOMAIN")]
+    trust_domain: Option<String>,
+    /// More names or addresses for trellisd's push-port certificate (besides `localhost`, the
+    /// loopback addresses, `trellisd.<root namespace>.svc[.cluster.local]` and a specific --listen
+    /// address): the names proxies dial it by.
+    #[arg(long = "tls-san", env = TLS_SAN_ENV, value_delimiter = ',', value_name = "NAME")]
+    tls_sans: Vec<String>,
     /// Longest lifetime of a workload certificate (proxies renew at half of it).
     #[arg(long, env = WORKLOAD_CERT_TTL_ENV, default_value = DEFAULT_WORKLOAD_CERT_TTL, value_parser = parse_duration)]
     workload_cert_ttl: Duration,
@@ -168,7 +177,19 @@ async fn serve(args: Args, mesh: Option<MeshSpec>) -> Result<()> {
     let Some(source) = start_source(&args, &index).await? else {
         return Ok(());
     };
-    let options = push::Options { ca: start_ca(&args).await?.map(Arc::new), ..push::Options::default() };
+    let trust_domain = trust_domain(&args, &index);
+    let ca = start_ca(&args, &trust_domain).await?.map(Arc::new);
+    let tls = match &ca {
+        Some(ca) => {
+            let names = ServingNames::for_namespace(&args.root_namespace, args.listen.ip(), &args.tls_sans);
+            let tls = Arc::new(ServingTls::new(ca.clone(), &args.root_namespace, names).context("push port TLS")?);
+            tracing::info!(spiffe_id = %tls.spiffe_id(), "push port serves TLS (plain text from loopback only)");
+            tokio::spawn(tls.clone().keep_renewed());
+            Some(tls)
+        }
+        None => None,
+    };
+    let options = push::Options { ca, tls, ..push::Options::default() };
     // Keys of every `jwksUri` are fetched here and pushed inside the configs: proxies never fetch.
     let jwks = JwksCache::new(jwks::Timing::default());
     let server = PushServer::new(Arc::new(TranslatedSource::with_jwks(index, jwks)), options);
@@ -236,13 +257,22 @@ async fn start_source(args: &Args, index: &SharedIndex) -> Result<Option<JoinHan
     Ok(Some(running))
 }
 
+/// The trust domain: `--trust-domain`, else the `Mesh`'s (read once at start), else the default.
+fn trust_domain(args: &Args, index: &SharedIndex) -> String {
+    if let Some(domain) = &args.trust_domain {
+        return domain.clone();
+    }
+    let from_mesh = index.read().mesh().map(|mesh| mesh.trust_domain.clone()).filter(|d| !d.is_empty());
+    from_mesh.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned())
+}
+
 /// The mesh CA the flags ask for: kept in a folder in local mode, in the Secret `trellis-ca` of the
 /// root namespace in Kubernetes mode.
-async fn start_ca(args: &Args) -> Result<Option<CaService>> {
+async fn start_ca(args: &Args, domain: &str) -> Result<Option<CaService>> {
     if args.disable_ca {
         return Ok(None);
     }
-    let (domain, ttl) = (args.trust_domain.as_str(), args.workload_cert_ttl);
+    let ttl = args.workload_cert_ttl;
     let ca = match (&args.ca_dir, &args.folder) {
         (Some(dir), _) => local_ca(dir, domain, ttl)?,
         (None, Some(folder)) => local_ca(&folder.join(DEFAULT_CA_DIR_NAME), domain, ttl)?,
@@ -313,7 +343,7 @@ mod tests {
         assert_eq!(args.listen, DEFAULT_LISTEN_ADDR.parse::<SocketAddr>().expect("an address"));
         assert_eq!(args.root_namespace, DEFAULT_ROOT_NAMESPACE);
         assert_eq!(args.folder_poll, trellis_controlplane::sources::folder::DEFAULT_POLL_INTERVAL);
-        assert_eq!((args.trust_domain.as_str(), args.ca_dir, args.disable_ca), (DEFAULT_TRUST_DOMAIN, None, false));
+        assert_eq!((args.trust_domain, args.ca_dir, args.disable_ca), (None, None, false));
         assert_eq!(args.workload_cert_ttl, trellis_controlplane::ca::DEFAULT_WORKLOAD_CERT_TTL);
     }
 

@@ -145,8 +145,14 @@ async fn a_proxy_follows_the_control_plane_and_keeps_its_config_while_the_contro
     let mesh = Mesh::new(config(GOOD, 8001));
     let (server, addr) = mesh.serve(SocketAddr::from(([127, 0, 0, 1], 0))).await;
     let (store, metrics, drain) = (Arc::new(Store::default()), Arc::new(Metrics::new()), Drain::new());
-    let proxy =
-        tokio::spawn(discovery::run_with(addr.to_string(), hello(), store.clone(), metrics, drain.watch(), QUICK));
+    let proxy = tokio::spawn(discovery::run_with(
+        target(&addr.to_string()),
+        hello(),
+        store.clone(),
+        metrics,
+        drain.watch(),
+        QUICK,
+    ));
 
     eventually("the proxy is ready with the first config", || store.is_loaded()).await;
     assert_eq!(serving(&store), Some(("1".into(), 8001)));
@@ -182,7 +188,7 @@ async fn a_proxy_follows_the_control_plane_and_keeps_its_config_while_the_contro
 
     drain.start();
     let ended = tokio::time::timeout(PATIENCE, proxy).await.expect("the client stops when draining");
-    ended.expect("the client task").expect("a valid address");
+    ended.expect("the client task").expect("it ends cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +200,7 @@ async fn a_proxy_that_starts_before_the_control_plane_waits_unready_and_connects
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let (store, metrics, drain) = (Arc::new(Store::default()), Arc::new(Metrics::new()), Drain::new());
     let proxy = tokio::spawn(discovery::run_with(
-        format!("http://{addr}"),
+        target(&format!("http://{addr}")),
         hello(),
         store.clone(),
         metrics,
@@ -210,20 +216,15 @@ async fn a_proxy_that_starts_before_the_control_plane_waits_unready_and_connects
     eventually("and is listed in sync", || status(&server).is_some_and(|s| s.in_sync)).await;
     drain.start();
     let ended = tokio::time::timeout(PATIENCE, proxy).await.expect("the client stops when draining");
-    ended.expect("the client task").expect("a valid address");
+    ended.expect("the client task").expect("it ends cleanly");
 }
 
-#[tokio::test]
-async fn a_malformed_discovery_address_is_an_error_naming_the_flag() {
-    let drain = Drain::new();
-    let result = discovery::run(
-        "https://trellisd:15012".into(),
-        hello(),
-        Arc::default(),
-        Arc::new(Metrics::new()),
-        drain.watch(),
-    )
-    .await;
-    let err = result.expect_err("only http is spoken").to_string();
+#[test]
+fn a_malformed_discovery_address_is_an_error_naming_the_flag() {
+    let err = discovery::Target::parse("ftp://trellisd:15012").expect_err("only http and https are spoken").to_string();
     assert!(err.starts_with("invalid value for --discovery-address:"), "{err}");
+}
+
+fn target(address: &str) -> discovery::Target {
+    discovery::Target::parse(address).expect("an address")
 }

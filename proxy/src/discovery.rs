@@ -23,7 +23,6 @@ use hyper::body::Frame;
 use hyper::client::conn::http2;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use trellis_api::proxy_config::{Node, ProxyConfig, ProxyMode};
 use trellis_api::push::{
@@ -53,22 +52,38 @@ const ANSWER_QUEUE: usize = 8;
 /// How much of a refusal's body is kept for the error.
 const MAX_ERROR_BODY: usize = 4096;
 
-/// Where the control plane listens: `host:port` or `http://host:port` (port 15012 when absent).
+/// Where the control plane listens: `host:port`, `http://host:port` or `https://host:port` (port
+/// 15012 when absent), and the trust bundle that verifies it over TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// The scheme given, if any: `https` asks for TLS, `http` for plain text.
+    pub scheme: Option<Scheme>,
+    /// PEM roots that verify the control plane's certificate (`--discovery-ca`); with them and no
+    /// scheme, TLS is used.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// A scheme of `--discovery-address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
 }
 
 impl Target {
     /// Parses the value of `--discovery-address`.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let fail = |message: String| Error::Flag { flag: ADDRESS_FLAG, message };
-        let rest = match text.split_once("://") {
-            None => text,
-            Some(("http", rest)) => rest,
+        let (scheme, rest) = match text.split_once("://") {
+            None => (None, text),
+            Some(("http", rest)) => (Some(Scheme::Http), rest),
+            Some(("https", rest)) => (Some(Scheme::Https), rest),
             Some((scheme, _)) => {
-                return Err(fail(format!("{text:?}: scheme {scheme:?} is not supported; use http:// or host:port")));
+                let message =
+                    format!("{text:?}: scheme {scheme:?} is not supported; use https://, http:// or host:port");
+                return Err(fail(message));
             }
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -98,7 +113,26 @@ impl Target {
                 port.parse().map_err(|_| fail(format!("{text:?}: port {port:?} is not a number up to 65535")))?
             }
         };
-        Ok(Target { host: host.to_owned(), port })
+        Ok(Target { host: host.to_owned(), port, scheme, ca: None })
+    }
+
+    /// The same target verified with the roots in `ca` (`--discovery-ca`). `https://` needs them.
+    pub fn with_ca(mut self, ca: Option<std::path::PathBuf>) -> Result<Self, Error> {
+        if self.scheme == Some(Scheme::Https) && ca.is_none() {
+            let message = format!("{self}: https:// needs the trust bundle that verifies it (--discovery-ca)");
+            return Err(Error::Flag { flag: ADDRESS_FLAG, message });
+        }
+        self.ca = ca;
+        Ok(self)
+    }
+
+    /// Whether connections use TLS: `https://`, or roots given and no `http://`.
+    pub fn uses_tls(&self) -> bool {
+        match self.scheme {
+            Some(Scheme::Https) => true,
+            Some(Scheme::Http) => false,
+            None => self.ca.is_some(),
+        }
     }
 }
 
@@ -139,29 +173,28 @@ pub fn hello(node: Node, mode: ProxyMode, ips: Vec<IpAddr>) -> Hello {
     Hello { node, mode, proxy_version: env!("CARGO_PKG_VERSION").to_owned(), ips }
 }
 
-/// Follows the control plane at `address` until `drain` starts, keeping `store` up to date.
+/// Follows the control plane at `target` until `drain` starts, keeping `store` up to date.
 ///
-/// Fails only when `address` is not an address; every other problem is logged and retried.
+/// Every problem is logged and retried.
 pub async fn run(
-    address: String,
+    target: Target,
     hello: Hello,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     drain: drain::Watch,
 ) -> Result<(), Error> {
-    run_with(address, hello, store, metrics, drain, Backoff::default()).await
+    run_with(target, hello, store, metrics, drain, Backoff::default()).await
 }
 
 /// [`run`] with another reconnect schedule.
 pub async fn run_with(
-    address: String,
+    target: Target,
     hello: Hello,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     drain: drain::Watch,
     backoff: Backoff,
 ) -> Result<(), Error> {
-    let target = Target::parse(&address)?;
     let mut attempt: u32 = 0;
     loop {
         let mut received = false;
@@ -191,19 +224,13 @@ async fn session(
     received: &mut bool,
 ) -> Result<(), Error> {
     let context = |what: &str| format!("{what} control plane {target}");
-    let connecting = TcpStream::connect((target.host.as_str(), target.port));
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| Error::Io { context: context("connecting to"), source: std::io::ErrorKind::TimedOut.into() })?
-        .map_err(Error::io(context("connecting to")))?;
-    // Answers are small and latency matters more than packet count.
-    let _ = tcp.set_nodelay(true);
+    let io = target.connect(CONNECT_TIMEOUT).await?;
     let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
-        .handshake(TokioIo::new(tcp))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|source| Error::Http { context: context("HTTP/2 handshake with"), source })?;
     let _connection = AbortOnDrop(tokio::spawn(connection));
@@ -214,7 +241,7 @@ async fn session(
         .send(Bytes::from(encode(&ClientMessage::Hello(hello.clone())).map_err(protocol)?))
         .await
         .map_err(|_| closed())?;
-    let request = Request::post(format!("http://{target}{STREAM_PATH}"))
+    let request = Request::post(target.uri(STREAM_PATH))
         .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
         .body(Outgoing(outgoing))
         .map_err(|e| Error::Config { origin: context("request to"), message: e.to_string() })?;
@@ -325,5 +352,6 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+mod connect;
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,6 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http2;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use trellis_api::ca::{CERTIFICATES_PATH, CONTENT_TYPE, CertificateRequest, CertificateResponse, ErrorResponse};
 
@@ -63,8 +62,9 @@ pub fn start(settings: &Settings, drain: drain::Watch) -> Result<IdentityWatch, 
         tracing::info!(spiffe_id = %first.spiffe_id, not_after = ?first.not_after, "identity from files");
         publish.send_replace(Some(Arc::new(first)));
         tokio::spawn(files.watch(settings.config_poll, publish, drain));
-    } else if let Some(address) = &settings.discovery_address {
-        let mut client = CaClient::new(address, settings.ca_token_file.clone())?;
+    } else if let Some(target) = settings.control_plane()? {
+        let mut client = CaClient::new(target, settings.ca_token_file.clone())?;
+        client.trust_domain = settings.trust_domain.clone();
         client.requested_ttl = settings.cert_ttl;
         tracing::info!(ca = %client.target, token_file = %client.token_file.display(), "identity from the mesh CA");
         tokio::spawn(client.run(publish, drain));
@@ -99,16 +99,19 @@ pub struct CaClient {
     pub requested_ttl: Option<Duration>,
     /// Retry schedule after a failure.
     pub backoff: Backoff,
+    /// The trust domain the issued identity must belong to (`--trust-domain`); any when `None`.
+    pub trust_domain: Option<String>,
 }
 
 impl CaClient {
-    /// A client of the CA at `address` (`--discovery-address` syntax) with the token in `token_file`.
-    pub fn new(address: &str, token_file: PathBuf) -> Result<Self, Error> {
+    /// A client of the CA at `target` with the token in `token_file`.
+    pub fn new(target: Target, token_file: PathBuf) -> Result<Self, Error> {
         Ok(Self {
-            target: Target::parse(address)?,
+            target,
             token_file,
             requested_ttl: None,
             backoff: Backoff { base: RETRY_BASE_DELAY, max: RETRY_MAX_DELAY },
+            trust_domain: None,
         })
     }
 
@@ -180,6 +183,14 @@ impl CaClient {
         if leaf.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(Error::Tls("certificate from the CA: it is not for the key this proxy sent".into()));
         }
+        if let Some(domain) = &self.trust_domain
+            && !identity.spiffe_id.strip_prefix("spiffe://").is_some_and(|rest| rest.starts_with(&format!("{domain}/")))
+        {
+            return Err(Error::Tls(format!(
+                "certificate from the CA: {} is not in trust domain {domain:?} (--trust-domain)",
+                identity.spiffe_id
+            )));
+        }
         Ok(identity)
     }
 
@@ -187,18 +198,15 @@ impl CaClient {
     async fn post(&self, token: &str, request: &CertificateRequest) -> Result<CertificateResponse, Error> {
         let target = &self.target;
         let context = |what: &str| format!("{what} the CA at {target}");
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(Error::io(context("connecting to")))?;
-        let _ = tcp.set_nodelay(true);
+        let io = target.connect(REQUEST_TIMEOUT).await?;
         let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|source| Error::Http { context: context("HTTP/2 handshake with"), source })?;
         let connection = tokio::spawn(connection);
         let body = serde_json::to_vec(request).map_err(|e| Error::Tls(format!("encoding the request: {e}")))?;
-        let request = Request::post(format!("http://{target}{CERTIFICATES_PATH}"))
+        let request = Request::post(target.uri(CERTIFICATES_PATH))
             .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
             .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Full::new(Bytes::from(body)))

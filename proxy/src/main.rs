@@ -134,7 +134,7 @@ async fn run(settings: Arc<Settings>, set_log_filter: admin::SetLogFilter) -> Re
 /// Keeps `store` up to date from the control plane or the config file, on this (control) thread. The
 /// proxy is ready once a first config is serving.
 fn follow_config(settings: &Settings, store: &Arc<Store>, metrics: &Arc<Metrics>, drain: &Drain) {
-    if let Some(address) = &settings.discovery_address {
+    if let Some(target) = settings.control_plane().ok().flatten() {
         let mode = if settings.mode == "gateway" { ProxyMode::Gateway } else { ProxyMode::Sidecar };
         let node = Node {
             id: settings.node_id.clone(),
@@ -145,8 +145,8 @@ fn follow_config(settings: &Settings, store: &Arc<Store>, metrics: &Arc<Metrics>
             labels: settings.labels.clone(),
         };
         let hello = discovery::hello(node, mode, settings.instance_ips.clone());
-        tracing::info!(control_plane = %address, node = %settings.node_id, "following the control plane");
-        let following = discovery::run(address.clone(), hello, store.clone(), metrics.clone(), drain.watch());
+        tracing::info!(control_plane = %target, tls = target.uses_tls(), node = %settings.node_id, "following the control plane");
+        let following = discovery::run(target, hello, store.clone(), metrics.clone(), drain.watch());
         tokio::spawn(async move {
             if let Err(err) = following.await {
                 tracing::error!(error = %err, "cannot follow the control plane");

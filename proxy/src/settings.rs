@@ -41,6 +41,10 @@ pub const DEFAULT_CONFIG_POLL: &str = "200ms";
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "90s";
 /// Log filter at start (`tracing` env-filter syntax); `/logging?level=` changes it at runtime.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Environment variable of `--discovery-ca`.
+pub const DISCOVERY_CA_ENV: &str = "TRELLIS_DISCOVERY_CA";
+/// Environment variable of `--trust-domain`.
+pub const TRUST_DOMAIN_ENV: &str = "TRELLIS_TRUST_DOMAIN";
 /// Environment variable of `--discovery-address`.
 pub const DISCOVERY_ADDRESS_ENV: &str = "TRELLIS_DISCOVERY_ADDRESS";
 /// Environment variable of `--node-id`.
@@ -147,6 +151,14 @@ pub struct ServeArgs {
     /// Trust bundle for --tls-cert (PEM roots).
     #[arg(long, env = "TRELLIS_TLS_ROOTS", value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
     pub tls_roots: Option<PathBuf>,
+    /// PEM roots that verify the control plane over TLS (the mesh's trust bundle; in Kubernetes the
+    /// ConfigMap `trellis-ca-root-cert` mounted). With it the connection uses TLS unless the address
+    /// says `http://`.
+    #[arg(long, env = DISCOVERY_CA_ENV, value_name = "FILE")]
+    pub discovery_ca: Option<PathBuf>,
+    /// Trust domain the mesh CA's certificate for this proxy must be in.
+    #[arg(long, env = TRUST_DOMAIN_ENV, value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
 }
 
 /// Parses a Go-style duration flag (`100ms`, `5s`).
@@ -189,6 +201,17 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_roots: Option<PathBuf>,
+    pub discovery_ca: Option<PathBuf>,
+    pub trust_domain: Option<String>,
+}
+
+impl Settings {
+    /// The control plane to follow and ask for certificates (`--discovery-address` with
+    /// `--discovery-ca`), if any.
+    pub fn control_plane(&self) -> Result<Option<crate::discovery::Target>, crate::Error> {
+        let Some(address) = &self.discovery_address else { return Ok(None) };
+        Ok(Some(crate::discovery::Target::parse(address)?.with_ca(self.discovery_ca.clone())?))
+    }
 }
 
 fn go_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -233,7 +256,15 @@ impl ServeArgs {
             return Err(crate::Error::Flag { flag: "--outbound-port", message });
         }
         if let Some(address) = &self.discovery_address {
-            crate::discovery::Target::parse(address)?;
+            crate::discovery::Target::parse(address)?.with_ca(self.discovery_ca.clone())?;
+        }
+        if let Some(domain) = &self.trust_domain
+            && (domain.is_empty() || domain.contains(['/', ' ', ':']))
+        {
+            return Err(crate::Error::Flag {
+                flag: "--trust-domain",
+                message: format!("{domain:?} is not a trust domain"),
+            });
         }
         let flag = |flag: &'static str, message: String| crate::Error::Flag { flag, message };
         if self.namespace.trim().is_empty() {
@@ -280,6 +311,8 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_roots: self.tls_roots.clone(),
+            discovery_ca: self.discovery_ca.clone(),
+            trust_domain: self.trust_domain.clone(),
         })
     }
 }
@@ -341,7 +374,7 @@ mod tests {
         let settings = parse(&["--discovery-address", "trellisd"]).expect("valid").settings_with("sidecar", no_env);
         let settings = settings.expect("valid settings");
         assert_eq!((settings.config, settings.discovery_address.as_deref()), (None, Some("trellisd")));
-        let err = parse(&["--discovery-address", "https://trellisd"]).expect("parsed").settings_with("sidecar", no_env);
+        let err = parse(&["--discovery-address", "ftp://trellisd"]).expect("parsed").settings_with("sidecar", no_env);
         let err = err.expect_err("not http").to_string();
         assert!(err.starts_with("invalid value for --discovery-address"), "{err}");
     }

@@ -18,6 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use trellis_controlplane::ca::root::ROOT_CERT_FILE;
 use trellis_controlplane::ca::{DEFAULT_CA_DIR_NAME, Identity, token_path};
 
 /// The loopback `/24` the demo uses unless `--subnet` says otherwise.
@@ -347,7 +348,7 @@ impl Plan {
     pub fn sidecar(&self, workload: &Workload, ca_dir: &Path) -> Launch {
         let ip = self.ip(workload);
         let mut args = strings(&["sidecar"]);
-        args.extend(self.proxy_flags(ip, &token_path(ca_dir, &Plan::identity(workload))));
+        args.extend(self.proxy_flags(ip, ca_dir, &token_path(ca_dir, &Plan::identity(workload))));
         args.extend(strings(&[
             "--outbound-port",
             &OUTBOUND_PORT.to_string(),
@@ -373,7 +374,7 @@ impl Plan {
     /// under the CA folder `ca_dir`.
     pub fn gateway(&self, ca_dir: &Path) -> Launch {
         let mut args = strings(&["gateway"]);
-        args.extend(self.proxy_flags(self.gateway_ip(), &token_path(ca_dir, &Plan::gateway_identity())));
+        args.extend(self.proxy_flags(self.gateway_ip(), ca_dir, &token_path(ca_dir, &Plan::gateway_identity())));
         args.extend(strings(&[
             "--node-id",
             GATEWAY_ID,
@@ -389,11 +390,13 @@ impl Plan {
 
     /// Flags every proxy of the demo shares: its own address for every listener, the control plane
     /// (config and CA) and the bootstrap token proving its identity to the CA.
-    fn proxy_flags(&self, ip: Ipv4Addr, token_file: &Path) -> Vec<String> {
+    fn proxy_flags(&self, ip: Ipv4Addr, ca_dir: &Path, token_file: &Path) -> Vec<String> {
         let at = |port: u16| SocketAddr::from((ip, port)).to_string();
         strings(&[
             "--discovery-address",
-            &format!("http://{}", self.trellisd_addr()),
+            &self.trellisd_addr().to_string(),
+            "--discovery-ca",
+            &ca_dir.join(ROOT_CERT_FILE).display().to_string(),
             "--ca-token-file",
             &token_file.display().to_string(),
             "--instance-ip",

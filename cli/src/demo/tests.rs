@@ -125,7 +125,8 @@ fn each_sidecar_stands_in_front_of_its_app_and_booking_calls_through_its_explici
     assert_eq!(flag("--listen-ip"), "127.0.1.1");
     assert_eq!(flag("--instance-ip"), "127.0.1.1");
     assert_eq!(flag("--admin-addr"), "127.0.1.1:15000");
-    assert_eq!(flag("--discovery-address"), "http://127.0.1.100:15012");
+    assert_eq!(flag("--discovery-address"), "127.0.1.100:15012");
+    assert_eq!(flag("--discovery-ca"), "/tmp/mesh/.trellis-ca/root-cert.pem", "config and certificates over TLS");
     assert_eq!(flag("--node-id"), "booking-v1.default");
     assert_eq!(flag("--labels"), "app=booking-service,version=v1");
     assert_eq!(flag("--ca-token-file"), "/tmp/mesh/.trellis-ca/tokens/default.booking.token");

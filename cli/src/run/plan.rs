@@ -115,6 +115,9 @@ fn launch(
             Ok(ca_identity) => {
                 let file = ca::token_path(ca_dir, &ca_identity);
                 command.extend(flags(&[("--ca-token-file", &file.display().to_string())]));
+                // The config and certificates come over TLS, verified with the mesh's root.
+                let roots = ca_dir.join(ca::root::ROOT_CERT_FILE);
+                command.extend(flags(&[("--discovery-ca", &roots.display().to_string())]));
                 launch.token = Some((ca_identity, file));
             }
             Err(why) => launch.notes.push(format!("it gets no certificate (mutual TLS): {why}")),

@@ -80,6 +80,7 @@ fn a_serving_workload_gets_a_sidecar_in_front_of_its_process_on_its_own_loopback
         Some("/mesh/.trellis-ca/tokens/shop.inventory.token"),
         "its bootstrap token, for its certificate from trellisd's CA"
     );
+    assert_eq!(flag(inventory, "--discovery-ca"), Some("/mesh/.trellis-ca/root-cert.pem"), "TLS to trellisd");
     let (identity, _) = inventory.token.as_ref().expect("a token to mint");
     assert_eq!((identity.namespace.as_str(), identity.service_account.as_str()), ("shop", "inventory"));
     assert!(inventory.notes.is_empty(), "{:?}", inventory.notes);

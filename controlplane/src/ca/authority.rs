@@ -151,15 +151,51 @@ impl Authority {
             Some(ttl) => ttl.min(self.max_ttl),
             None => self.max_ttl,
         };
+        let spiffe_id = identity.spiffe_id(&self.trust_domain);
+        let uri = spiffe_id.clone().try_into().map_err(|e| Error::ca("SPIFFE ID", e))?;
+        self.certify(&public_key, vec![SanType::URI(uri)], spiffe_id, ttl, now)
+    }
+
+    /// A key and a certificate for a server of the control plane itself (trellisd's push port):
+    /// `identity`'s SPIFFE URI plus `dns_names` and `ips` as SANs, so clients verify it by the name or
+    /// address they dialled. Returns the certificate and the PEM private key.
+    pub fn issue_serving(
+        &self,
+        identity: &Identity,
+        dns_names: &[String],
+        ips: &[std::net::IpAddr],
+        now: SystemTime,
+    ) -> Result<(Issued, String), Error> {
+        let key = KeyPair::generate().map_err(|e| Error::ca("serving key", e))?;
+        let spiffe_id = identity.spiffe_id(&self.trust_domain);
+        let uri = spiffe_id.clone().try_into().map_err(|e| Error::ca("SPIFFE ID", e))?;
+        let mut sans = vec![SanType::URI(uri)];
+        for name in dns_names {
+            let name = name.clone().try_into().map_err(|e| Error::ca(format!("serving name {name:?}"), e))?;
+            sans.push(SanType::DnsName(name));
+        }
+        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let issued = self.certify(&key, sans, spiffe_id, self.max_ttl, now)?;
+        Ok((issued, key.serialize_pem()))
+    }
+
+    /// Signs `public_key` with `sans`, valid from a little before `now` for `ttl` (never past the
+    /// signing certificate's end).
+    fn certify(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        sans: Vec<SanType>,
+        spiffe_id: String,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Issued, Error> {
         let backdate = CLOCK_SKEW_BACKDATE.min(ttl / MAX_BACKDATE_FRACTION);
         let not_before = now - backdate;
         let not_after = (now + ttl).min(self.issuer_not_after);
-        let spiffe_id = identity.spiffe_id(&self.trust_domain);
         let mut params = CertificateParams::default();
         // An empty subject: the identity is the SAN, which rcgen then marks critical (RFC 5280).
         params.distinguished_name = DistinguishedName::new();
-        let uri = spiffe_id.clone().try_into().map_err(|e| Error::ca("SPIFFE ID", e))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.subject_alt_names = sans;
         params.not_before = not_before.into();
         params.not_after = not_after.into();
         params.serial_number = Some(random_serial()?);
@@ -167,7 +203,7 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&public_key, &self.issuer).map_err(|e| Error::ca("signing", e))?;
+        let cert = params.signed_by(public_key, &self.issuer).map_err(|e| Error::ca("signing", e))?;
         Ok(Issued {
             chain_pem: format!("{}{}", cert.pem(), self.intermediates_pem),
             roots_pem: self.roots_pem.clone(),

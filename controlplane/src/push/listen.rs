@@ -14,18 +14,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use trellis_api::ca::CERTIFICATES_PATH;
 use trellis_api::push::{CONFIG_PATH, CONFIG_PROXY_PARAM, STATUS_PATH, STREAM_PATH};
 
 use super::stream::{self, Body, text};
+use super::tls::TLS_HANDSHAKE_RECORD;
 use super::{PushServer, RECEIVE_WINDOW_BYTES, SEND_BUFFER_BYTES, SHUTDOWN_GRACE};
 
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 impl PushServer {
-    /// Accepts plain-text connections on `listener` until [`PushServer::shutdown`].
+    /// Accepts connections on `listener` until [`PushServer::shutdown`]: TLS when the server has a
+    /// certificate (plain text then only from loopback peers), else plain text.
     pub async fn serve(&self, listener: TcpListener) {
         loop {
             let accepted = tokio::select! {
@@ -37,7 +39,7 @@ impl PushServer {
                     // Messages are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
                     let server = self.clone();
-                    tokio::spawn(async move { server.serve_connection(stream, peer).await });
+                    tokio::spawn(async move { server.accept(stream, peer).await });
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "accepting a push connection failed");
@@ -47,8 +49,32 @@ impl PushServer {
         }
     }
 
+    /// Tells TLS from plain text by the first byte, then serves the connection.
+    async fn accept(&self, stream: TcpStream, peer: SocketAddr) {
+        let Some(tls) = self.shared.options.tls.clone() else {
+            return self.serve_connection(stream, peer).await;
+        };
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(self.shared.options.hello_timeout, stream.peek(&mut first)).await;
+        match peeked {
+            Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {
+                let handshake = tokio::time::timeout(self.shared.options.hello_timeout, tls.acceptor().accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => self.serve_connection(stream, peer).await,
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "push TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "push TLS handshake timed out"),
+                }
+            }
+            Ok(Ok(1)) if peer.ip().is_loopback() => self.serve_connection(stream, peer).await,
+            Ok(Ok(1)) => {
+                tracing::warn!(%peer, "plain-text push connection from another machine refused: use TLS (--discovery-ca)");
+            }
+            _ => tracing::debug!(%peer, "push connection closed before its first byte"),
+        }
+    }
+
     /// Serves one connection from `peer` until it closes or the server shuts down. `io` is any byte
-    /// stream: a TCP stream today, a TLS stream once the mesh CA issues trellisd's certificate.
+    /// stream: TCP, or TLS over TCP.
     pub async fn serve_connection<I>(&self, io: I, peer: SocketAddr)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

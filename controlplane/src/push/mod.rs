@@ -30,6 +30,7 @@ use trellis_api::push::{Hello, ProxyStatusList};
 mod listen;
 mod registry;
 mod stream;
+pub mod tls;
 mod view;
 
 pub use view::{Interner, View};
@@ -121,6 +122,8 @@ pub struct Options {
     pub concurrent_computations: usize,
     /// The mesh CA served at `POST /v1/certificates` (`trellis_api::ca`); `None` answers 404 there.
     pub ca: Option<Arc<crate::ca::CaService>>,
+    /// TLS on the push port; with it, plain-text connections are accepted only from loopback peers.
+    pub tls: Option<Arc<tls::ServingTls>>,
 }
 
 impl Default for Options {
@@ -133,6 +136,7 @@ impl Default for Options {
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             concurrent_computations: std::thread::available_parallelism().map_or(2, |n| n.get()),
             ca: None,
+            tls: None,
         }
     }
 }

@@ -32,24 +32,37 @@ fn a_hello_names_this_build_of_the_proxy() {
 }
 
 #[test]
-fn a_discovery_address_is_host_and_port_with_or_without_http() {
-    let target = |host: &str, port| Target { host: host.into(), port };
+fn a_discovery_address_is_host_and_port_with_or_without_a_scheme() {
+    let target = |host: &str, port, scheme| Target { host: host.into(), port, scheme, ca: None };
     let cases = [
-        ("trellisd.trellis-system.svc:15012", target("trellisd.trellis-system.svc", 15012)),
-        ("http://127.0.0.1:9000", target("127.0.0.1", 9000)),
-        ("http://[::1]:9000/", target("::1", 9000)),
-        ("trellisd", target("trellisd", DEFAULT_PORT)),
+        ("trellisd.trellis-system.svc:15012", target("trellisd.trellis-system.svc", 15012, None)),
+        ("http://127.0.0.1:9000", target("127.0.0.1", 9000, Some(Scheme::Http))),
+        ("http://[::1]:9000/", target("::1", 9000, Some(Scheme::Http))),
+        ("https://trellisd", target("trellisd", DEFAULT_PORT, Some(Scheme::Https))),
+        ("trellisd", target("trellisd", DEFAULT_PORT, None)),
     ];
     for (text, expected) in cases {
         assert_eq!(Target::parse(text).expect(text), expected, "{text}");
     }
-    assert_eq!(target("::1", 9000).to_string(), "[::1]:9000");
-    assert_eq!(target("trellisd", 15012).to_string(), "trellisd:15012");
-    let bad = ["", "https://trellisd:15012", "trellisd:99999", "trellisd:15012/v1", "user@trellisd", "[::1", "::1"];
+    assert_eq!(target("::1", 9000, None).to_string(), "[::1]:9000");
+    assert_eq!(target("trellisd", 15012, None).to_string(), "trellisd:15012");
+    let bad = ["", "ftp://trellisd:15012", "trellisd:99999", "trellisd:15012/v1", "user@trellisd", "[::1", "::1"];
     for bad in bad {
         let err = Target::parse(bad).expect_err(bad).to_string();
         assert!(err.starts_with("invalid value for --discovery-address: "), "{bad}: {err}");
     }
+}
+
+#[test]
+fn tls_is_used_for_https_or_when_roots_are_given_unless_the_address_says_http() {
+    let with = |text: &str, ca: Option<&str>| Target::parse(text).expect(text).with_ca(ca.map(Into::into));
+    assert!(!with("trellisd", None).expect("plain").uses_tls());
+    assert!(with("trellisd", Some("roots.pem")).expect("roots").uses_tls());
+    assert!(!with("http://trellisd", Some("roots.pem")).expect("http").uses_tls());
+    assert!(with("https://trellisd", Some("roots.pem")).expect("https").uses_tls());
+    let err = with("https://trellisd", None).expect_err("https without roots").to_string();
+    assert!(err.contains("--discovery-ca"), "{err}");
+    assert_eq!(with("https://trellisd:1", Some("r")).expect("https").uri("/v1/x"), "https://trellisd:1/v1/x");
 }
 
 fn cluster(name: &str, port: u16) -> Cluster {

@@ -3,6 +3,7 @@ use std::path::Path;
 
 use tokio::net::TcpListener;
 use trellis_controlplane::ca::{CaService, DEFAULT_WORKLOAD_CERT_TTL, Identity, mint_token};
+use trellis_controlplane::push::tls::{ServingNames, ServingTls};
 use trellis_controlplane::push::{self, FnSource, PushServer};
 
 use super::*;
@@ -79,7 +80,8 @@ async fn a_proxy_gets_a_certificate_from_trellisd_and_renews_it_before_it_expire
     let dir = tempfile::tempdir().expect("a temp dir");
     let (addr, server) = trellisd(dir.path()).await;
     let token_file = mint_token(dir.path(), &shop_inventory()).expect("minted");
-    let mut client = CaClient::new(&addr.to_string(), token_file).expect("an address");
+    let mut client =
+        CaClient::new(Target::parse(&addr.to_string()).expect("an address"), token_file).expect("an address");
     client.requested_ttl = Some(Duration::from_secs(4));
     let (publish, mut watch) = channel();
     let drain = Drain::new();
@@ -111,7 +113,8 @@ async fn a_missing_token_is_retried_until_it_appears() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let (addr, server) = trellisd(dir.path()).await;
     let token_file = dir.path().join("later.token");
-    let mut client = CaClient::new(&addr.to_string(), token_file.clone()).expect("an address");
+    let mut client =
+        CaClient::new(Target::parse(&addr.to_string()).expect("an address"), token_file.clone()).expect("an address");
     client.backoff = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(100) };
     let err = client.fetch().await.expect_err("no token yet");
     assert!(err.to_string().contains("reading the CA token"), "{err}");
@@ -135,7 +138,8 @@ async fn a_refused_renewal_keeps_the_old_certificate_until_it_expires_then_withd
     // The proxy's copy of its token (the CA's own file is the registry it checks against).
     let token_file = dir.path().join("proxy.token");
     std::fs::copy(mint_token(dir.path(), &shop_inventory()).expect("minted"), &token_file).expect("copied");
-    let mut client = CaClient::new(&addr.to_string(), token_file.clone()).expect("an address");
+    let mut client =
+        CaClient::new(Target::parse(&addr.to_string()).expect("an address"), token_file.clone()).expect("an address");
     client.requested_ttl = Some(Duration::from_secs(2));
     client.backoff = Backoff { base: Duration::from_millis(50), max: Duration::from_millis(200) };
     let (publish, mut watch) = channel();
@@ -195,4 +199,63 @@ async fn identity_files_are_read_and_reloaded_when_they_change_keeping_the_last_
         next(&mut watch, |current| current.as_ref().is_some_and(|id| id.spiffe_id.ends_with("/sa/orders"))).await;
     assert!(reloaded.is_some());
     drain.start();
+}
+
+/// [`trellisd`] with TLS on its port, its certificate issued by its own CA.
+async fn trellisd_tls(dir: &Path) -> (SocketAddr, PushServer) {
+    let ca = Arc::new(CaService::local(dir, "cluster.local", DEFAULT_WORKLOAD_CERT_TTL).expect("a CA"));
+    let names = ServingNames::for_namespace("trellis-system", "127.0.0.1".parse().expect("an IP"), &[]);
+    let tls = ServingTls::new(ca.clone(), "trellis-system", names).expect("a serving certificate");
+    let (_generations, receiver) = watch::channel(0);
+    let source = FnSource::new(receiver, |_: &trellis_api::push::Hello| Err("no configs here".to_owned()));
+    let options = push::Options { ca: Some(ca), tls: Some(Arc::new(tls)), ..push::Options::default() };
+    let server = PushServer::new(Arc::new(source), options);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn certificates_come_over_tls_verified_with_the_trust_bundle_by_name_or_address() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (addr, server) = trellisd_tls(dir.path()).await;
+    let token_file = mint_token(dir.path(), &shop_inventory()).expect("minted");
+    let roots = dir.path().join("root-cert.pem");
+    for address in [format!("https://localhost:{}", addr.port()), addr.to_string()] {
+        let target = Target::parse(&address).expect("an address").with_ca(Some(roots.clone())).expect("roots");
+        assert!(target.uses_tls());
+        let client = CaClient::new(target, token_file.clone()).expect("a client");
+        let identity = client.fetch().await.expect("a certificate over TLS");
+        assert_eq!(identity.spiffe_id, "spiffe://cluster.local/ns/shop/sa/inventory");
+    }
+
+    // Another mesh's roots do not verify this trellisd.
+    let other = tempfile::tempdir().expect("a temp dir");
+    CaService::local(other.path(), "cluster.local", DEFAULT_WORKLOAD_CERT_TTL).expect("another CA");
+    let target =
+        Target::parse(&addr.to_string()).expect("an address").with_ca(Some(other.path().join("root-cert.pem")));
+    let err = CaClient::new(target.expect("roots"), token_file.clone()).expect("a client").fetch().await;
+    let err = err.expect_err("an unknown issuer").to_string();
+    assert!(err.contains("handshake with control plane"), "{err}");
+
+    // An identity outside the expected trust domain is refused by the proxy.
+    let target = Target::parse(&addr.to_string()).expect("an address").with_ca(Some(roots));
+    let mut client = CaClient::new(target.expect("roots"), token_file).expect("a client");
+    client.trust_domain = Some("example.org".to_owned());
+    let err = client.fetch().await.expect_err("another trust domain").to_string();
+    assert!(err.contains("not in trust domain \"example.org\""), "{err}");
+    server.shutdown();
+}
+
+#[tokio::test]
+async fn with_tls_on_plain_text_is_still_served_to_loopback_peers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (addr, server) = trellisd_tls(dir.path()).await;
+    let token_file = mint_token(dir.path(), &shop_inventory()).expect("minted");
+    let target = Target::parse(&format!("http://{addr}")).expect("an address");
+    let identity = CaClient::new(target, token_file).expect("a client").fetch().await.expect("plain text");
+    assert_eq!(identity.spiffe_id, "spiffe://cluster.local/ns/shop/sa/inventory");
+    server.shutdown();
 }

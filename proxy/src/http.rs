@@ -6,8 +6,10 @@
 //! application as HTTP/1.1 again. Bodies stream both ways and trailers pass through, so gRPC works.
 
 mod failure;
+mod fault;
 mod forward;
 mod headers;
+mod mirror;
 pub mod pool;
 mod upgrade;
 
@@ -26,8 +28,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use failure::UpstreamFailure;
+pub use fault::{Faults, SHARE_SCALE, share_of};
 pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
+pub use mirror::{MirrorTarget, shadow_authority};
 
 use crate::drain;
 use crate::metrics::Metrics;

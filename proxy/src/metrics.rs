@@ -54,6 +54,32 @@ struct DeniedLabels {
     protocol: &'static str,
 }
 
+/// A kind of injected fault.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FaultKind {
+    Delay,
+    Abort,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabels {
+    kind: FaultKind,
+}
+
+/// What became of a mirrored copy.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum MirrorResult {
+    /// Sent (counted when it starts).
+    Sent,
+    /// Given up: it fell behind the request's body, or its upstream took too long.
+    Abandoned,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    result: MirrorResult,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
@@ -73,6 +99,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     mtls_refused: Family<RefusedLabels, Counter>,
     authz_denied: Family<DeniedLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
+    mirrors: Family<MirrorLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -103,6 +131,10 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let mtls_refused = Family::<RefusedLabels, Counter>::default();
         let authz_denied = Family::<DeniedLabels, Counter>::default();
+        let faults = Family::<FaultLabels, Counter>::default();
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register("faults_injected", "Faults injected by VirtualService fault rules, by kind", faults.clone());
+        registry.register("mirrored_requests", "Copies of requests sent to mirrors, by result", mirrors.clone());
         let open_connections = Gauge::default();
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -147,6 +179,8 @@ impl Metrics {
             reloads,
             mtls_refused,
             authz_denied,
+            faults,
+            mirrors,
             open_connections,
         }
     }
@@ -189,6 +223,16 @@ impl Metrics {
     /// Counts one inbound request or connection denied by authorization.
     pub fn authz_denied(&self, protocol: &'static str) {
         self.authz_denied.get_or_create(&DeniedLabels { protocol }).inc();
+    }
+
+    /// Counts one injected fault.
+    pub fn fault_injected(&self, kind: FaultKind) {
+        self.faults.get_or_create(&FaultLabels { kind }).inc();
+    }
+
+    /// Counts one mirrored copy by what became of it.
+    pub fn mirrored(&self, result: MirrorResult) {
+        self.mirrors.get_or_create(&MirrorLabels { result }).inc();
     }
 
     /// Counts one config load attempt.

@@ -13,6 +13,7 @@ use regex::Regex;
 use trellis_api::proxy_config::{HeaderOps, Route, RouteAction, RouteMatch, StringMatcher};
 
 use crate::Error;
+use crate::http::{Faults, MirrorTarget, share_of};
 
 /// A string condition, ready to evaluate.
 #[derive(Debug, Clone)]
@@ -251,6 +252,10 @@ pub struct CompiledRoute {
     pub action: Action,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    /// Fault injection (VirtualService `fault`).
+    pub faults: Option<Faults>,
+    /// Clusters a share of the requests is copied to.
+    pub mirrors: Vec<MirrorTarget>,
 }
 
 impl CompiledRoute {
@@ -343,12 +348,24 @@ pub fn compile_route(route: &Route, cluster_index: impl Fn(&str) -> Option<usize
             Action::Direct { status: *status, body: Bytes::from(body.clone()) }
         }
     };
+    let faults = route.fault.as_ref().map(Faults::compile).transpose().map_err(fail)?;
+    let mirrors = route
+        .mirrors
+        .iter()
+        .map(|m| {
+            let cluster = cluster_index(&m.cluster).ok_or_else(|| format!("unknown mirror cluster {:?}", m.cluster))?;
+            Ok(MirrorTarget { cluster, share: share_of(m.percentage) })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(fail)?;
     Ok(CompiledRoute {
         name: route.name.clone(),
         conditions,
         action,
         request_headers: HeaderEdits::compile(&route.request_headers).map_err(fail)?,
         response_headers: HeaderEdits::compile(&route.response_headers).map_err(fail)?,
+        faults,
+        mirrors,
     })
 }
 

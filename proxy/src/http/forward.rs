@@ -12,13 +12,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
+use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use super::mirror::{self, MirrorTarget};
 use super::{Body, Shared, Side, full, local_response, upgrade};
 use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
 use crate::jwt::UNAUTHORIZED;
-use crate::metrics::ClusterMetrics;
+use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult};
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
@@ -135,6 +137,19 @@ async fn forward_routed(
     let Some(route) = select(&vhost.routes, &parts) else {
         return local_response(StatusCode::NOT_FOUND, "no route matched");
     };
+    if let Some(faults) = &route.faults {
+        let injected = faults.draw();
+        if let Some(delay) = injected.delay {
+            shared.metrics.fault_injected(FaultKind::Delay);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(abort) = injected.abort {
+            shared.metrics.fault_injected(FaultKind::Abort);
+            let mut response = abort.response();
+            route.response_headers.apply(response.headers_mut());
+            return response;
+        }
+    }
     match &route.action {
         Action::Direct { status, body } => {
             let mut response = Response::new(full(body.clone()));
@@ -179,12 +194,57 @@ async fn forward_routed(
             // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
             route.request_headers.apply(req.headers_mut());
-            let mut response = to_cluster(shared, cluster, req.map(BodyExt::boxed), hash).await;
+            let mut req = req.map(BodyExt::boxed);
+            if !route.mirrors.is_empty() {
+                req = mirror_request(shared, compiled, &route.mirrors, req);
+            }
+            let mut response = to_cluster(shared, cluster, req, hash).await;
             target.response_headers.apply(response.headers_mut());
             route.response_headers.apply(response.headers_mut());
             response
         }
     }
+}
+
+/// Sends copies of `req` to the mirrors whose share it falls in, in tasks of their own, and returns
+/// the request to forward (its body teed when there are copies).
+fn mirror_request(shared: &Shared, compiled: &Compiled, mirrors: &[MirrorTarget], req: Request<Body>) -> Request<Body> {
+    let fired: Vec<_> = mirrors.iter().filter(|m| m.fires(fastrand::u32(..SHARE_SCALE))).collect();
+    if fired.is_empty() {
+        return req;
+    }
+    let (parts, body) = req.into_parts();
+    let (body, copies) = mirror::tee(body, fired.len());
+    for (target, copy) in fired.into_iter().zip(copies) {
+        let mut copy_parts = mirror::copy_parts(&parts);
+        mirror::strip_for_copy(&mut copy_parts.headers);
+        let request = Request::from_parts(copy_parts, copy.body);
+        let cluster = compiled.cluster(target.cluster).clone();
+        let shared = shared.clone();
+        let mut lost = copy.lost;
+        shared.metrics.mirrored(MirrorResult::Sent);
+        tokio::spawn(async move {
+            let exchange = async {
+                let response = to_cluster(&shared, &cluster, request, None).await;
+                // Drained so a keep-alive connection can carry the next copy; the answer is dropped.
+                let _ = response.into_body().collect().await;
+            };
+            tokio::select! {
+                finished = tokio::time::timeout(mirror::MIRROR_TIMEOUT, exchange) => {
+                    if finished.is_err() {
+                        shared.metrics.mirrored(MirrorResult::Abandoned);
+                    }
+                }
+                () = async {
+                    // A sender gone without marking the copy lost finished the body: never fires.
+                    if lost.wait_for(|lost| *lost).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => shared.metrics.mirrored(MirrorResult::Abandoned),
+            }
+        });
+    }
+    Request::from_parts(parts, body)
 }
 
 /// The consistent-hash input of a request, when the cluster balances by one.

@@ -23,6 +23,7 @@ fn color(kind: Kind) -> &'static str {
     match kind {
         Kind::Direct => "#7f7f7f",
         Kind::Trellis | Kind::TrellisMtls => "#1f77b4",
+        Kind::TrellisResilient => "#2ca02c",
         Kind::Haproxy | Kind::HaproxyTls => "#d62728",
     }
 }

@@ -106,6 +106,7 @@ fn pair_ips(phase: u8, kind: Kind) -> (IpAddr, IpAddr) {
         Kind::Haproxy => 3,
         Kind::TrellisMtls => 5,
         Kind::HaproxyTls => 7,
+        Kind::TrellisResilient => 9,
     };
     (ip(phase, first), ip(phase, first + 1))
 }
@@ -281,8 +282,9 @@ impl<'a> Bench<'a> {
             let ips = pair_ips(phase, kind);
             let pair = match kind {
                 Kind::Direct => continue,
-                Kind::Trellis | Kind::TrellisMtls => {
-                    setups::start_trellis(trellis, &dir, ips, app_addr(), options, tls)?
+                Kind::Trellis | Kind::TrellisMtls | Kind::TrellisResilient => {
+                    let resilient = kind == Kind::TrellisResilient;
+                    setups::start_trellis(trellis, &dir, ips, app_addr(), options, tls, resilient)?
                 }
                 Kind::Haproxy | Kind::HaproxyTls => {
                     setups::start_haproxy(haproxy, &dir, ips, app_addr(), options, tls)?

@@ -16,6 +16,8 @@ pub const TARGET_CPU_PER_1000: f64 = 0.05;
 pub const TARGET_RSS_MIB: f64 = 8.0;
 /// The rate the latency and CPU targets are stated at.
 pub const TARGET_RATE: u32 = 1000;
+/// Most a pair's p99 may grow with every resilience feature configured but not firing, in percent.
+pub const TARGET_RESILIENCE_P99_GROWTH_PERCENT: f64 = 10.0;
 
 /// CPU and memory of one proxy over one run.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -232,6 +234,11 @@ impl Results {
         self.point(TARGET_RATE)?.added(kind).map(|a| a.1)
     }
 
+    /// p99 of `kind` at the target rate, in ms.
+    fn p99(&self, kind: Kind) -> Option<f64> {
+        Some(self.point(TARGET_RATE)?.run(kind)?.outcome.p99_ms)
+    }
+
     /// CPU seconds per 1,000 requests of `kind`'s busier proxy at the target rate.
     fn cpu_per_1000(&self, kind: Kind) -> Option<f64> {
         self.point(TARGET_RATE)?.run(kind)?.cpu_per_1000().map(|(c, s)| c.max(s))
@@ -255,6 +262,7 @@ impl Results {
         let plain = (Kind::Trellis, Kind::Haproxy);
         let tls = (Kind::TrellisMtls, Kind::HaproxyTls);
         let added = |kind| ms(self.added_p99(kind));
+        let p99 = |kind| self.p99(kind).map_or("-".into(), |v| format!("{v:.3} ms p99"));
         let cpu = |kind| self.cpu_per_1000(kind).map_or("-".into(), |v| format!("{v:.4} vCPU"));
         let rss = |kind| self.peak_rss_mib(kind).map_or("-".into(), |v| format!("{v:.1} MiB"));
         let per_core = |kind| self.per_core(kind).map_or("-".into(), |v| format!("{v:.0} rps/core"));
@@ -299,6 +307,17 @@ impl Results {
                 tls,
                 &added,
                 tm.zip(ht).map(|(t, h)| t < h),
+            ),
+            target(
+                format!(
+                    "resilience configured but not firing adds <= {TARGET_RESILIENCE_P99_GROWTH_PERCENT}% to the \
+                     pair's p99 at {TARGET_RATE} rps"
+                ),
+                (Kind::TrellisResilient, Kind::Trellis),
+                &p99,
+                self.p99(Kind::TrellisResilient)
+                    .zip(self.p99(Kind::Trellis))
+                    .map(|(r, t)| r <= t * (1.0 + TARGET_RESILIENCE_P99_GROWTH_PERCENT / 100.0)),
             ),
         ]
     }

@@ -100,11 +100,14 @@ pub enum Kind {
     TrellisMtls,
     /// The HAProxy pair with mutual TLS between its sides.
     HaproxyTls,
+    /// The plain Trellis pair with every resilience feature configured but not firing.
+    TrellisResilient,
 }
 
 impl Kind {
     /// Every setup, in the order they take turns.
-    pub const ALL: [Kind; 5] = [Kind::Direct, Kind::Trellis, Kind::Haproxy, Kind::TrellisMtls, Kind::HaproxyTls];
+    pub const ALL: [Kind; 6] =
+        [Kind::Direct, Kind::Trellis, Kind::Haproxy, Kind::TrellisMtls, Kind::HaproxyTls, Kind::TrellisResilient];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -113,6 +116,7 @@ impl Kind {
             Kind::Haproxy => "HAProxy pair",
             Kind::TrellisMtls => "Trellis mTLS pair",
             Kind::HaproxyTls => "HAProxy TLS pair",
+            Kind::TrellisResilient => "Trellis pair, resilience on",
         }
     }
 
@@ -124,6 +128,7 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::TrellisMtls => "trellis-mtls",
             Kind::HaproxyTls => "haproxy-tls",
+            Kind::TrellisResilient => "trellis-resilient",
         }
     }
 
@@ -180,12 +185,48 @@ pub fn start_app(program: &Path, addr: SocketAddr, threads: usize, dir: &Path) -
 /// `server_identity`, the hop is mesh mutual TLS (`istioMutual`: never plain text) and the server
 /// must present that SPIFFE ID; without, it is plain text.
 pub fn trellis_client_config(server_inbound: SocketAddr, server_identity: Option<&str>) -> Result<ProxyConfig> {
+    checked(client_config_value(server_inbound, server_identity))
+}
+
+/// [`trellis_client_config`] with every resilience setting of the route and the cluster configured
+/// but not firing: a route timeout, retries, a fault delay and abort on 0% of requests, a mirror of
+/// 0% (to a second cluster), a connection pool with limits far above the load, outlier detection.
+pub fn trellis_resilient_client_config(server_inbound: SocketAddr, mirror: SocketAddr) -> Result<ProxyConfig> {
+    let mut value = client_config_value(server_inbound, None);
+    let route = &mut value["gatewayListeners"][0]["virtualHosts"][0]["routes"][0];
+    route["timeout"] = json!("15s");
+    route["retries"] = json!({"attempts": 2, "perTryTimeout": "5s", "retryOn": ["5xx", "connect-failure", "reset"]});
+    route["fault"] = json!({
+        "delay": {"fixedDelay": "1s", "percentage": 0.0},
+        "abort": {"httpStatus": 503, "percentage": 0.0}
+    });
+    route["mirrors"] = json!([{"cluster": "outbound|8080||mirror.bench.svc.cluster.local", "percentage": 0.0}]);
+    let cluster = &mut value["clusters"][0];
+    cluster["connectionPool"] = json!({
+        "maxConnections": 100_000, "maxPendingRequests": 100_000, "maxRequests": 100_000, "maxRetries": 1_000
+    });
+    cluster["outlierDetection"] = json!({
+        "consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 100
+    });
+    let Some(clusters) = value["clusters"].as_array_mut() else { bail!("the bench config has no clusters") };
+    clusters.push(json!({
+        "name": "outbound|8080||mirror.bench.svc.cluster.local",
+        "service": "mirror.bench.svc.cluster.local",
+        "port": ENTRY_PORT,
+        "protocol": "http",
+        "endpoints": [{"address": mirror}],
+        "tls": "disable"
+    }));
+    checked(value)
+}
+
+fn client_config_value(server_inbound: SocketAddr, server_identity: Option<&str>) -> serde_json::Value {
     let cluster = "outbound|8080||app.bench.svc.cluster.local";
     let (tls, identity) = match server_identity {
         Some(identity) => ("istioMutual", identity),
         None => ("disable", ""),
     };
-    let value = json!({
+    json!({
         "schema": trellis_api::proxy_config::PROXY_CONFIG_SCHEMA,
         "version": "bench-1",
         "node": {
@@ -217,8 +258,7 @@ pub fn trellis_client_config(server_inbound: SocketAddr, server_identity: Option
             "endpoints": [{"address": server_inbound, "meshed": true, "identity": identity}],
             "tls": tls
         }]
-    });
-    checked(value)
+    })
 }
 
 /// The server proxy's config: a sidecar with no outbound routes; its inbound listener forwards to
@@ -254,7 +294,8 @@ fn checked(value: serde_json::Value) -> Result<ProxyConfig> {
 
 /// Starts a Trellis pair: the client gateway on `client_ip:8080`, the server sidecar on `server_ip`.
 /// With `tls`, the proxies get the client and app identities and speak mutual TLS to each other
-/// (checked: the server refuses a plaintext request).
+/// (checked: the server refuses a plaintext request). With `resilient` (plain text only), the
+/// client's route and cluster carry every resilience setting, none firing.
 pub fn start_trellis(
     program: &Path,
     dir: &Path,
@@ -262,8 +303,13 @@ pub fn start_trellis(
     app: SocketAddr,
     options: PairOptions,
     tls: Option<&PkiFiles>,
+    resilient: bool,
 ) -> Result<Pair> {
-    let kind = if tls.is_some() { Kind::TrellisMtls } else { Kind::Trellis };
+    let kind = match (tls, resilient) {
+        (Some(_), _) => Kind::TrellisMtls,
+        (None, true) => Kind::TrellisResilient,
+        (None, false) => Kind::Trellis,
+    };
     let slug = kind.slug();
     let server_config = dir.join(format!("{slug}-server.json"));
     let client_config = dir.join(format!("{slug}-client.json"));
@@ -271,7 +317,12 @@ pub fn start_trellis(
     let inbound = SocketAddr::new(server_ip, INBOUND_PORT);
     let app_identity = pki::spiffe_id(pki::APP_SERVICE_ACCOUNT);
     let server_identity = tls.map(|_| app_identity.as_str());
-    std::fs::write(&client_config, serde_json::to_vec_pretty(&trellis_client_config(inbound, server_identity)?)?)?;
+    let client = match kind {
+        // The mirror's cluster points at the app too; at 0% it never gets a request.
+        Kind::TrellisResilient => trellis_resilient_client_config(inbound, app)?,
+        _ => trellis_client_config(inbound, server_identity)?,
+    };
+    std::fs::write(&client_config, serde_json::to_vec_pretty(&client)?)?;
     let args = |mode: &str, config: &Path, ip: IpAddr| -> Vec<String> {
         let mut args = vec![mode.to_owned(), "--config".to_owned(), config.display().to_string()];
         for (flag, value) in [

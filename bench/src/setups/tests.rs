@@ -23,6 +23,21 @@ fn the_trellis_client_routes_every_host_to_one_meshed_endpoint_in_plain_text() {
 }
 
 #[test]
+fn the_resilient_client_configures_every_resilience_feature_and_none_fires() {
+    let config = trellis_resilient_client_config(addr("127.90.1.10:15006"), addr("127.90.0.1:8080")).expect("valid");
+    let route = &config.gateway_listeners[0].virtual_hosts[0].routes[0];
+    assert!(route.timeout.is_some() && route.retries.is_some());
+    let fault = route.fault.as_ref().expect("a fault");
+    assert_eq!(fault.delay.as_ref().map(|d| d.percentage), Some(0.0), "configured, never firing");
+    assert_eq!(fault.abort.as_ref().map(|a| a.percentage), Some(0.0));
+    assert_eq!(route.mirrors.len(), 1);
+    assert_eq!(route.mirrors[0].percentage, 0.0);
+    let cluster = &config.clusters[0];
+    assert!(cluster.connection_pool.is_some() && cluster.outlier_detection.is_some());
+    assert_eq!(config.clusters.len(), 2, "the mirror's cluster");
+}
+
+#[test]
 fn the_trellis_mtls_client_insists_on_mutual_tls_with_the_apps_identity() {
     let inbound = addr("127.90.1.6:15006");
     let app = "spiffe://cluster.local/ns/bench/sa/app";
@@ -88,7 +103,7 @@ fn setups_are_named_by_their_slugs() {
         assert_eq!(Kind::from_slug(kind.slug()).expect("known"), kind);
     }
     let err = Kind::from_slug("envoy").expect_err("unknown").to_string();
-    assert!(err.contains("\"envoy\"") && err.contains("trellis-mtls"), "{err}");
+    assert!(err.contains("\"envoy\"") && err.contains("trellis-mtls") && err.contains("trellis-resilient"), "{err}");
     let tls: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.is_tls()).collect();
     assert_eq!(tls, vec![Kind::TrellisMtls, Kind::HaproxyTls]);
 }

@@ -3,6 +3,7 @@
 //! itself lives in those crates (`trellis_api::analyze` for `analyze`).
 
 mod analyze;
+mod binaries;
 mod demo;
 mod explain;
 mod proxy_status;

@@ -8,7 +8,7 @@ mod plan;
 mod tests;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -72,14 +72,14 @@ async fn serve(args: &Args) -> Result<ExitCode> {
     if !args.folder.is_dir() {
         bail!("{} is not a folder (-f names the folder of the mesh's YAML)", args.folder.display());
     }
-    let trellisd = find_binary(TRELLISD).ok_or_else(|| {
+    let trellisd = crate::binaries::find(TRELLISD).ok_or_else(|| {
         anyhow!(
             "cannot find {TRELLISD} next to {} or on PATH; build it with `cargo build -p trellis-controlplane --bin \
              {TRELLISD}`",
             std::env::current_exe().map_or_else(|_| "trellis".to_owned(), |p| p.display().to_string())
         )
     })?;
-    let proxy = find_binary(PROXY).map_or_else(|| PROXY.to_owned(), |path| path.display().to_string());
+    let proxy = crate::binaries::find(PROXY).map_or_else(|| PROXY.to_owned(), |path| path.display().to_string());
     let mut child = Command::new(&trellisd)
         .arg("--folder")
         .arg(&args.folder)
@@ -160,16 +160,6 @@ pub fn connectable(address: SocketAddr) -> SocketAddr {
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, v6.port())),
         other => other,
     }
-}
-
-/// The program `name`: next to the running `trellis`, else the first on `PATH`.
-pub fn find_binary(name: &str) -> Option<PathBuf> {
-    let own = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_owned));
-    let path = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
-    own.into_iter()
-        .chain(path.into_iter().filter(|d| !d.as_os_str().is_empty()))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

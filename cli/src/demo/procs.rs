@@ -2,12 +2,12 @@
 //! with its output in a log file, noticing one that died, and stopping every one of them on the way out
 //! (each is also killed if its handle is dropped, so an early return or a panic leaves none behind).
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::binaries;
 use anyhow::{Context as _, Result, bail};
 
 use super::plan::{Binary, Launch, PROXY_VARIABLES};
@@ -26,15 +26,14 @@ pub struct Binaries {
 impl Binaries {
     /// Finds every binary: in `dir` when given, else next to the running executable, then on `PATH`.
     pub fn find(dir: Option<&Path>) -> Result<Binaries> {
-        let own = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_owned));
         let search: Vec<PathBuf> = match dir {
             Some(dir) => vec![dir.to_owned()],
-            None => own.into_iter().chain(path_dirs(std::env::var_os("PATH").as_deref())).collect(),
+            None => binaries::search_dirs(),
         };
         let mut paths = Vec::new();
         let mut missing = Vec::new();
         for binary in Binary::ALL {
-            match locate(binary.file_name(), &search) {
+            match binaries::locate(binary.file_name(), &search) {
                 Some(path) => paths.push((binary, path)),
                 None => missing.push(binary),
             }
@@ -65,16 +64,6 @@ impl Binaries {
         out.dedup();
         out
     }
-}
-
-/// The entries of a `PATH` value.
-pub fn path_dirs(path: Option<&OsStr>) -> Vec<PathBuf> {
-    path.map(|p| std::env::split_paths(p).filter(|d| !d.as_os_str().is_empty()).collect()).unwrap_or_default()
-}
-
-/// The first `dirs` entry holding a file called `name`.
-pub fn locate(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
-    dirs.iter().map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 /// One started process.

@@ -541,17 +541,21 @@ fn the_gateway_url_leaves_out_port_80() {
 
 #[test]
 fn binaries_are_looked_up_in_order_and_a_missing_one_is_named_with_how_to_build_it() {
-    use super::procs::{self, Binaries};
+    use super::procs::Binaries;
     let (first, second) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     std::fs::write(second.path().join("trellisd"), "").expect("write");
     let dirs = [first.path().to_owned(), second.path().to_owned()];
-    assert_eq!(procs::locate("trellisd", &dirs), Some(second.path().join("trellisd")));
+    assert_eq!(crate::binaries::locate("trellisd", &dirs), Some(second.path().join("trellisd")));
     std::fs::write(first.path().join("trellisd"), "").expect("write");
-    assert_eq!(procs::locate("trellisd", &dirs), Some(first.path().join("trellisd")), "the first folder wins");
-    assert_eq!(procs::locate("trellis-proxy", &dirs), None);
+    assert_eq!(
+        crate::binaries::locate("trellisd", &dirs),
+        Some(first.path().join("trellisd")),
+        "the first folder wins"
+    );
+    assert_eq!(crate::binaries::locate("trellis-proxy", &dirs), None);
     let joined = std::env::join_paths([first.path(), second.path()]).expect("join");
-    assert_eq!(procs::path_dirs(Some(&joined)), dirs);
-    assert!(procs::path_dirs(None).is_empty());
+    assert_eq!(crate::binaries::path_dirs(Some(&joined)), dirs);
+    assert!(crate::binaries::path_dirs(None).is_empty());
     let error = Binaries::find(Some(first.path())).expect_err("trellis-proxy is missing").to_string();
     assert!(error.contains("cannot find trellis-proxy, trellis-ordering"), "{error}");
     assert!(error.contains("cargo build --release -p trellis-proxy -p trellis-ordering"), "{error}");

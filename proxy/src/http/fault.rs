@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode};
-use trellis_api::proxy_config::Fault;
+use trellis_api::proxy_config::{Fault, GRPC_STATUS_NAMES};
 
 use super::{Body, full};
 
@@ -117,30 +117,11 @@ pub fn share_of(percentage: f64) -> u32 {
 
 /// The code of a gRPC status given by name (`UNAVAILABLE`, any case) or number.
 pub fn grpc_code(text: &str) -> Option<u8> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     let text = text.trim();
     if let Ok(code) = text.parse::<u8>() {
-        return (usize::from(code) < NAMES.len()).then_some(code);
+        return (usize::from(code) < GRPC_STATUS_NAMES.len()).then_some(code);
     }
-    NAMES.iter().position(|name| name.eq_ignore_ascii_case(text)).and_then(|i| u8::try_from(i).ok())
+    GRPC_STATUS_NAMES.iter().position(|name| name.eq_ignore_ascii_case(text)).and_then(|i| u8::try_from(i).ok())
 }
 
 #[cfg(test)]

@@ -14,10 +14,23 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// trellisd's push server with a local-mode CA in `dir`, on a loopback port.
 async fn trellisd(dir: &Path) -> (SocketAddr, PushServer) {
-    let ca = CaService::local(dir, "cluster.local", DEFAULT_WORKLOAD_CERT_TTL).expect("a CA");
+    serve(dir, false).await
+}
+
+/// [`trellisd`] with TLS on its port, its certificate issued by its own CA.
+async fn trellisd_tls(dir: &Path) -> (SocketAddr, PushServer) {
+    serve(dir, true).await
+}
+
+async fn serve(dir: &Path, tls: bool) -> (SocketAddr, PushServer) {
+    let ca = Arc::new(CaService::local(dir, "cluster.local", DEFAULT_WORKLOAD_CERT_TTL).expect("a CA"));
+    let tls = tls.then(|| {
+        let names = ServingNames::for_namespace("trellis-system", "127.0.0.1".parse().expect("an IP"), &[]);
+        Arc::new(ServingTls::new(ca.clone(), "trellis-system", names).expect("a serving certificate"))
+    });
     let (_generations, receiver) = watch::channel(0);
     let source = FnSource::new(receiver, |_: &trellis_api::push::Hello| Err("no configs here".to_owned()));
-    let options = push::Options { ca: Some(Arc::new(ca)), ..push::Options::default() };
+    let options = push::Options { ca: Some(ca), tls, ..push::Options::default() };
     let server = PushServer::new(Arc::new(source), options);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("an address");
@@ -199,22 +212,6 @@ async fn identity_files_are_read_and_reloaded_when_they_change_keeping_the_last_
         next(&mut watch, |current| current.as_ref().is_some_and(|id| id.spiffe_id.ends_with("/sa/orders"))).await;
     assert!(reloaded.is_some());
     drain.start();
-}
-
-/// [`trellisd`] with TLS on its port, its certificate issued by its own CA.
-async fn trellisd_tls(dir: &Path) -> (SocketAddr, PushServer) {
-    let ca = Arc::new(CaService::local(dir, "cluster.local", DEFAULT_WORKLOAD_CERT_TTL).expect("a CA"));
-    let names = ServingNames::for_namespace("trellis-system", "127.0.0.1".parse().expect("an IP"), &[]);
-    let tls = ServingTls::new(ca.clone(), "trellis-system", names).expect("a serving certificate");
-    let (_generations, receiver) = watch::channel(0);
-    let source = FnSource::new(receiver, |_: &trellis_api::push::Hello| Err("no configs here".to_owned()));
-    let options = push::Options { ca: Some(ca), tls: Some(Arc::new(tls)), ..push::Options::default() };
-    let server = PushServer::new(Arc::new(source), options);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let addr = listener.local_addr().expect("an address");
-    let serving = server.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    (addr, server)
 }
 
 #[tokio::test]

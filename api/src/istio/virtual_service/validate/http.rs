@@ -37,27 +37,6 @@ const RETRY_ON_POLICIES: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names a fault abort may return.
-const GRPC_STATUSES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 impl Validate for Headers {
     fn validate(&self, path: &FieldPath, issues: &mut Issues) {
         if let Some(request) = &self.request {
@@ -193,7 +172,7 @@ impl Validate for HttpFaultInjectionAbort {
             issues.error(&path.key("httpStatus"), format!("http status {status} must be between 200 and 599"));
         }
         if let Some(status) = self.grpc_status.as_deref()
-            && !GRPC_STATUSES.contains(&status)
+            && !crate::proxy_config::GRPC_STATUS_NAMES.contains(&status)
         {
             issues.error(
                 &path.key("grpcStatus"),

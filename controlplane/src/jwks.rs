@@ -7,7 +7,11 @@
 //! are pushed again. A failed refresh keeps the last good key set; a key set never fetched stays absent,
 //! and the proxies refuse the issuer's tokens until it arrives.
 //!
-//! [`wanted_uris`] is the pure part: the `jwksUri`s of the index's RequestAuthentications.
+//! A rule with neither `jwks` nor `jwksUri` gets its keys by OpenID discovery, as Istio does: its
+//! source is the issuer's `/.well-known/openid-configuration` ([`key_source`]), whose `jwks_uri`
+//! the fetcher follows.
+//!
+//! [`wanted_uris`] is the pure part: the key sources of the index's RequestAuthentications.
 //! [`JwksCache::follow`] ties both to a [`SharedIndex`] for the `trellisd` binary.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use trellis_api::istio::request_authentication::JwtRule;
 use trellis_api::object::Object;
 use trellis_api::proxy_config::ProxyConfig;
 
@@ -169,7 +174,25 @@ impl JwksCache {
     }
 }
 
-/// The `jwksUri`s (either spelling) of the index's valid RequestAuthentications.
+/// Path of an issuer's OpenID Provider configuration (OpenID Connect Discovery 1.0).
+pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
+
+/// Where a JWT rule's keys are fetched from: its `jwksUri` (either spelling); with neither `jwks`
+/// nor `jwksUri`, its issuer's OpenID configuration when the issuer is an http(s) URL; else nothing.
+pub fn key_source(rule: &JwtRule) -> Option<String> {
+    let uri = rule.jwks_uri.as_ref().or(rule.jwks_uri_snake_case.as_ref()).filter(|uri| !uri.is_empty());
+    if let Some(uri) = uri {
+        return Some(uri.clone());
+    }
+    if rule.jwks.as_ref().is_some_and(|jwks| !jwks.is_empty()) {
+        return None;
+    }
+    let issuer = rule.issuer.as_deref()?.trim_end_matches('/');
+    (issuer.starts_with("https://") || issuer.starts_with("http://"))
+        .then(|| format!("{issuer}{OPENID_CONFIGURATION_PATH}"))
+}
+
+/// The key sources ([`key_source`]) of the index's valid RequestAuthentications.
 pub fn wanted_uris(index: &Index) -> BTreeSet<String> {
     index
         .configs(Kind::RequestAuthentication)
@@ -178,8 +201,7 @@ pub fn wanted_uris(index: &Index) -> BTreeSet<String> {
             _ => None,
         })
         .flatten()
-        .filter_map(|rule| rule.jwks_uri.clone().or_else(|| rule.jwks_uri_snake_case.clone()))
-        .filter(|uri| !uri.is_empty())
+        .filter_map(key_source)
         .collect()
 }
 
@@ -238,8 +260,23 @@ fn connector() -> HttpsConnector<HttpConnector> {
     builder.https_or_http().enable_http1().build()
 }
 
-/// One GET of a key set: a 2xx answer whose body is a JSON object with a `keys` array.
+/// The key set at `uri`: a JSON Web Key Set, or an OpenID configuration whose `jwks_uri` names one.
 async fn fetch(client: &HttpClient, uri: &str) -> Result<String, String> {
+    let text = get(client, uri).await?;
+    match parse_source(&text)? {
+        Source::KeySet => Ok(text),
+        Source::Discovery(jwks_uri) => {
+            let text = get(client, &jwks_uri).await.map_err(|e| format!("{jwks_uri} (its jwks_uri): {e}"))?;
+            match parse_source(&text)? {
+                Source::KeySet => Ok(text),
+                Source::Discovery(_) => Err(format!("{jwks_uri} (its jwks_uri) is not a JSON Web Key Set")),
+            }
+        }
+    }
+}
+
+/// One GET: the body of a 2xx answer.
+async fn get(client: &HttpClient, uri: &str) -> Result<String, String> {
     let parsed: Uri = uri.parse().map_err(|e| format!("invalid URI: {e}"))?;
     let request = Request::get(parsed)
         .header(hyper::header::ACCEPT, "application/json")
@@ -255,17 +292,26 @@ async fn fetch(client: &HttpClient, uri: &str) -> Result<String, String> {
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes();
-    let text = String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_owned())?;
-    check_key_set(&text)?;
-    Ok(text)
+    String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_owned())
 }
 
-/// A JSON Web Key Set: a JSON object with a `keys` array.
-fn check_key_set(text: &str) -> Result<(), String> {
+/// What a fetched document is.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    /// A JSON Web Key Set: a JSON object with a `keys` array.
+    KeySet,
+    /// An OpenID configuration, naming its key set's URI.
+    Discovery(String),
+}
+
+fn parse_source(text: &str) -> Result<Source, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("the body is not JSON: {e}"))?;
-    match value.get("keys") {
-        Some(serde_json::Value::Array(_)) => Ok(()),
-        _ => Err("the body is not a JSON Web Key Set (an object with a keys array)".to_owned()),
+    match (value.get("keys"), value.get("jwks_uri")) {
+        (Some(serde_json::Value::Array(_)), _) => Ok(Source::KeySet),
+        (None, Some(serde_json::Value::String(uri))) if !uri.is_empty() => Ok(Source::Discovery(uri.clone())),
+        _ => Err("the body is neither a JSON Web Key Set (an object with a keys array) nor an OpenID \
+                  configuration (an object with a jwks_uri)"
+            .to_owned()),
     }
 }
 

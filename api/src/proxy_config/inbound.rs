@@ -65,6 +65,8 @@ pub struct JwtProvider {
     /// Inline JWKS, or fetched from `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
+    /// Where the control plane fetches the keys: the rule's `jwksUri`, or, for a rule with neither
+    /// `jwks` nor `jwksUri`, its issuer's OpenID configuration (whose `jwks_uri` is followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -229,17 +229,67 @@ apiVersion: security.istio.io/v1
 kind: RequestAuthentication
 metadata: {name: b, namespace: other}
 spec:
-  jwtRules: [{issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys'}]
+  jwtRules:
+    - {issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys'}
+    - {issuer: 'https://d.example.com/'}
+    - {issuer: not-a-url}
 ";
 
 #[test]
-fn the_wanted_uris_are_the_jwks_uris_of_every_request_authentication() {
+fn the_wanted_uris_are_the_jwks_uris_and_for_rules_without_keys_the_issuers_openid_configuration() {
     let loaded = load::yaml("policies.yaml", POLICIES);
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let mut index = Index::default();
     index.apply_all(loaded.changes);
     let uris: Vec<String> = wanted_uris(&index).into_iter().collect();
-    assert_eq!(uris, ["https://a.example.com/keys", "https://b.example.com/keys"]);
+    assert_eq!(
+        uris,
+        [
+            "https://a.example.com/keys",
+            "https://b.example.com/keys",
+            "https://d.example.com/.well-known/openid-configuration"
+        ],
+        "an issuer that is not a URL cannot be discovered"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_without_keys_gets_them_by_openid_discovery_from_its_issuer() {
+    let (listener, addr) = listen().await;
+    let base = format!("http://{addr}");
+    let discovery = format!(r#"{{"issuer": "{base}", "jwks_uri": "{base}/keys"}}"#);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let discovery = discovery.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let body = match request.uri().path() {
+                        OPENID_CONFIGURATION_PATH => discovery.clone(),
+                        "/keys" => KEYS_A.to_owned(),
+                        _ => "{}".to_owned(),
+                    };
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    let rule: JwtRule = serde_json::from_value(serde_json::json!({"issuer": format!("{base}/")})).expect("a rule");
+    let source = key_source(&rule).expect("discovered");
+    assert_eq!(source, format!("{base}{OPENID_CONFIGURATION_PATH}"));
+    let cache = JwksCache::new(fast());
+    cache.set_wanted(&wanted(&source));
+    until_holds(&cache, &source, KEYS_A).await;
+}
+
+#[test]
+fn a_document_is_a_key_set_or_an_openid_configuration_and_nothing_else() {
+    assert_eq!(parse_source(KEYS_A), Ok(Source::KeySet));
+    let discovery = r#"{"issuer": "https://x", "jwks_uri": "https://x/keys"}"#;
+    assert_eq!(parse_source(discovery), Ok(Source::Discovery("https://x/keys".to_owned())));
+    let err = parse_source(r#"{"issuer": "https://x"}"#).expect_err("neither");
+    assert!(err.contains("neither a JSON Web Key Set"), "{err}");
 }
 
 #[tokio::test]

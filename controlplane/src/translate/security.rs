@@ -187,7 +187,8 @@ pub fn jwt(cx: &mut Context<'_>) -> Vec<JwtProvider> {
                 issuer,
                 audiences: rule.audiences.clone().unwrap_or_default(),
                 jwks: rule.jwks.clone(),
-                jwks_uri: rule.jwks_uri.clone().or_else(|| rule.jwks_uri_snake_case.clone()),
+                // With neither `jwks` nor `jwksUri`: the issuer's OpenID configuration (trellisd follows it).
+                jwks_uri: crate::jwks::key_source(rule),
                 from_headers,
                 from_params,
                 from_cookies,

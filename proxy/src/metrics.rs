@@ -55,6 +55,11 @@ struct DeniedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -73,6 +78,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     mtls_refused: Family<RefusedLabels, Counter>,
     authz_denied: Family<DeniedLabels, Counter>,
+    rate_limited: Family<PolicyLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -103,6 +109,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let mtls_refused = Family::<RefusedLabels, Counter>::default();
         let authz_denied = Family::<DeniedLabels, Counter>::default();
+        let rate_limited = Family::<PolicyLabels, Counter>::default();
         let open_connections = Gauge::default();
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -134,6 +141,11 @@ impl Metrics {
             "Inbound requests (http) and connections (tcp) denied by AuthorizationPolicy",
             authz_denied.clone(),
         );
+        registry.register(
+            "rate_limited",
+            "Inbound requests (and TCP connections) refused by a local rate limit, by RateLimitPolicy",
+            rate_limited.clone(),
+        );
         registry.register("open_connections", "Downstream connections currently open", open_connections.clone());
         Self {
             registry,
@@ -147,6 +159,7 @@ impl Metrics {
             reloads,
             mtls_refused,
             authz_denied,
+            rate_limited,
             open_connections,
         }
     }
@@ -189,6 +202,11 @@ impl Metrics {
     /// Counts one inbound request or connection denied by authorization.
     pub fn authz_denied(&self, protocol: &'static str) {
         self.authz_denied.get_or_create(&DeniedLabels { protocol }).inc();
+    }
+
+    /// The pre-labelled counter of requests a RateLimitPolicy (`namespace/name`) refused.
+    pub fn rate_limited(&self, policy: &str) -> Counter {
+        self.rate_limited.get_or_create(&PolicyLabels { policy: policy.to_owned() }).clone()
     }
 
     /// Counts one config load attempt.

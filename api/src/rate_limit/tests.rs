@@ -163,3 +163,24 @@ fn the_crds_cel_rule_catches_a_short_fill_interval_too() {
     crate::cel::check("RateLimitPolicy", &value, &mut issues);
     assert!(issues.iter().any(|i| i.message.contains("50ms")), "{:?}", issues.into_vec());
 }
+
+#[test]
+fn analyze_reports_a_bad_field_with_its_file_line_object_and_path() {
+    let text = POLICY.replace("fillInterval: 100ms", "fillInterval: 10ms");
+    let report = crate::analyze::analyze(&[crate::analyze::Source { name: "limits.yaml".into(), bytes: text.into() }]);
+    let errors: Vec<String> =
+        report.findings.iter().filter(|f| f.issue.severity == Severity::Error).map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        ["limits.yaml:18: RateLimitPolicy shop/inventory-100rps: spec.rules[0].tokenBucket.fillInterval: error: \
+          fillInterval \"10ms\" must be at least 50ms"]
+    );
+}
+
+#[test]
+fn the_example_policy_is_valid() {
+    let text = include_str!("../../../examples/ratelimit/inventory-100rps.yaml");
+    let report = crate::analyze::analyze(&[crate::analyze::Source { name: "example".into(), bytes: text.into() }]);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.objects.len(), 1);
+}

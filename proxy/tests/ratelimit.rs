@@ -129,7 +129,9 @@ async fn a_limit_of_100_per_second_holds_within_ten_percent_under_three_times_th
     let elapsed = started.elapsed().as_secs_f64();
     let offered = f64::from(ok + limited) / elapsed;
     let rate = f64::from(ok - BURST) / elapsed;
-    println!("offered {offered:.0}/s over {elapsed:.2}s: {ok} answered 200, {limited} got 429; {rate:.1}/s after the burst");
+    println!(
+        "offered {offered:.0}/s over {elapsed:.2}s: {ok} answered 200, {limited} got 429; {rate:.1}/s after the burst"
+    );
     assert_eq!(other, 0, "every request is either served or limited");
     assert!(offered >= 200.0, "the load must be well above the limit to test it: {offered:.0}/s");
     assert!((90.0..=110.0).contains(&rate), "100/s within 10%: {rate:.1}/s ({ok} ok in {elapsed:.2}s)");
@@ -145,7 +147,10 @@ async fn the_burst_passes_then_a_limited_request_gets_429_retry_after_and_the_ra
     let mut sender = connect(unique_ip(), proxy.addr(15006)).await;
     let (status, headers, _) = get(&mut sender, "/items").await;
     assert_eq!(status, 200);
-    assert_eq!((&headers["x-ratelimit-limit"], &headers["x-ratelimit-remaining"]), (&"50".parse().expect("v"), &"49".parse().expect("v")));
+    assert_eq!(
+        (&headers["x-ratelimit-limit"], &headers["x-ratelimit-remaining"]),
+        (&"50".parse().expect("v"), &"49".parse().expect("v"))
+    );
     let mut ok = 1;
     for _ in 0..59 {
         if get(&mut sender, "/items").await.0 == 200 {
@@ -166,7 +171,7 @@ async fn the_burst_passes_then_a_limited_request_gets_429_retry_after_and_the_ra
     updated.version = "2".into();
     proxy.update(&updated);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&proxy.metrics(), r#"trellis_config_reloads_total{result="ok"}"#) < Some(2.0) {
+    while metric(&proxy.metrics(), r#"trellis_config_reloads_total{result="success"}"#) < Some(2.0) {
         assert!(Instant::now() < deadline, "the update was never applied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -241,6 +241,10 @@ impl Compiled {
 
     /// The local rate limits of inbound port `port` (the catch-all's for undeclared ports), if any.
     pub fn inbound_rate_limits(&self, port: u16) -> Option<&RateLimits> {
+        if self.rate_limiters.is_empty() {
+            // The usual case costs a length check, not a lookup.
+            return None;
+        }
         let limits =
             self.inbound_rate_limits.get(&port).or_else(|| self.inbound_rate_limits.get(&INBOUND_CATCH_ALL_PORT))?;
         (!limits.is_empty()).then_some(&**limits)

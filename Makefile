@@ -38,7 +38,7 @@ crds-check:
 	$(CARGO) run -q -p trellis-api --bin crdgen -- --check crds
 
 analyze-examples:
-	$(CARGO) run -q -p trellis-cli -- analyze examples/tutorial examples/mesh
+	$(CARGO) run -q -p trellis-cli -- analyze examples/tutorial examples/mesh examples/ratelimit
 
 clean:
 	$(CARGO) clean

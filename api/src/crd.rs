@@ -3,7 +3,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{Error, istio, mesh};
+use crate::{Error, istio, mesh, rate_limit};
 
 /// Versions served for `networking.istio.io` kinds, oldest first; the last one is stored.
 pub const NETWORKING_VERSIONS: &[&str] = &["v1alpha3", "v1beta1", "v1"];
@@ -41,6 +41,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         multi_version::<istio::PeerAuthentication>(SECURITY_VERSIONS),
         multi_version::<istio::AuthorizationPolicy>(SECURITY_VERSIONS),
         multi_version::<istio::RequestAuthentication>(SECURITY_VERSIONS),
+        rate_limit::RateLimitPolicy::crd(),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! The Trellis API: the vocabulary every other Trellis component speaks.
 //!
-//! This crate owns the `Mesh` custom resource (group `trellis.dev`), the eight Istio-compatible policy
+//! This crate owns the `Mesh` and `RateLimitPolicy` custom resources (group `trellis.dev`), the eight Istio-compatible policy
 //! kinds served under Istio's own groups and field names (`networking.istio.io`, `security.istio.io`),
 //! the validation that applies to them whether they come from the API server or from a folder of YAML,
 //! the generation of their CustomResourceDefinitions, and the `ProxyConfig` model that is the contract
@@ -20,6 +20,7 @@ pub mod object;
 pub mod path;
 pub mod proxy_config;
 pub mod push;
+pub mod rate_limit;
 pub mod status;
 pub mod support;
 pub mod validate;

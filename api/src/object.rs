@@ -8,11 +8,12 @@ use crate::istio::{
     VirtualService, WorkloadEntry,
 };
 use crate::mesh::Mesh;
+use crate::rate_limit::RateLimitPolicy;
 use crate::{FieldPath, Issues, Validate, crd};
 
 /// Namespace of a namespaced object that does not name one, as `kubectl` assumes.
 pub const DEFAULT_NAMESPACE: &str = "default";
-/// Group of the `Mesh` kind.
+/// Group of the Trellis kinds (`Mesh`, `RateLimitPolicy`).
 pub const TRELLIS_GROUP: &str = "trellis.dev";
 /// Group of Istio's traffic kinds.
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
@@ -31,6 +32,7 @@ pub enum Object {
     PeerAuthentication(Box<PeerAuthentication>),
     AuthorizationPolicy(Box<AuthorizationPolicy>),
     RequestAuthentication(Box<RequestAuthentication>),
+    RateLimitPolicy(Box<RateLimitPolicy>),
 }
 
 impl Object {
@@ -46,6 +48,7 @@ impl Object {
             Object::PeerAuthentication(o) => serde_json::to_value(o),
             Object::AuthorizationPolicy(o) => serde_json::to_value(o),
             Object::RequestAuthentication(o) => serde_json::to_value(o),
+            Object::RateLimitPolicy(o) => serde_json::to_value(o),
         }
     }
 }
@@ -104,7 +107,7 @@ fn support(group: &str, version: &str, kind: &str) -> KindSupport {
         _ => return KindSupport::Foreign,
     };
     let known = match group {
-        TRELLIS_GROUP => matches!(kind, "Mesh"),
+        TRELLIS_GROUP => matches!(kind, "Mesh" | "RateLimitPolicy"),
         NETWORKING_GROUP => {
             matches!(kind, "VirtualService" | "DestinationRule" | "Gateway" | "ServiceEntry" | "WorkloadEntry")
         }
@@ -200,6 +203,9 @@ pub fn decode(value: &Value) -> Decoded {
         }),
         "RequestAuthentication" => typed::<RequestAuthentication>(value, &mut issues, |o| {
             (Object::RequestAuthentication(Box::new(o.clone())), validated(&o.spec))
+        }),
+        "RateLimitPolicy" => typed::<RateLimitPolicy>(value, &mut issues, |o| {
+            (Object::RateLimitPolicy(Box::new(o.clone())), validated(&o.spec))
         }),
         _ => None,
     };

@@ -31,6 +31,7 @@ fn there_is_one_crd_per_kind_with_its_group() {
         ("PeerAuthentication", "security.istio.io", "Namespaced"),
         ("AuthorizationPolicy", "security.istio.io", "Namespaced"),
         ("RequestAuthentication", "security.istio.io", "Namespaced"),
+        ("RateLimitPolicy", "trellis.dev", "Namespaced"),
     ];
     assert_eq!(crd::all().len(), expected.len());
     for (kind, group, scope) in expected {

@@ -9,8 +9,8 @@
 //!
 //! Modules by concern: `scope` (visibility and precedence), `hosts` (host names), `outbound` (sidecar
 //! virtual hosts), `routes` (VirtualService rules into routes), `clusters` (endpoint sets), `policy`
-//! (DestinationRule lookup and traffic policy), `gateway` (gateway listeners), `inbound` and `security`
-//! (the workload's own ports and their security), `sharing` (which sidecars get the same outbound side).
+//! (DestinationRule lookup and traffic policy), `gateway` (gateway listeners), `inbound`, `security` and
+//! `ratelimit` (the workload's own ports, their security and their local rate limits), `sharing` (which sidecars get the same outbound side).
 //!
 //! A sidecar's config is two parts: [`sidecar_shared`] (outbound virtual hosts, clusters, telemetry),
 //! which every sidecar with the same [`sharing::SharingKey`] gets, and [`sidecar_own`] (node and inbound
@@ -33,6 +33,7 @@ pub mod hosts;
 mod inbound;
 mod outbound;
 mod policy;
+mod ratelimit;
 mod routes;
 pub mod scope;
 mod security;

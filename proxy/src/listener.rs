@@ -229,6 +229,9 @@ where
 {
     let (target, metrics): (SocketAddr, &Arc<ClusterMetrics>) = match cx.side {
         Side::Inbound => {
+            if compiled.inbound_rate_limits(cx.destination.port()).is_some_and(|l| l.connection_limited(&cx)) {
+                return;
+            }
             if let Some(policies) = compiled.inbound_authz(cx.destination.port()) {
                 let decision = policies.evaluate(&authz_facts(&cx, None));
                 if !decision.allowed {

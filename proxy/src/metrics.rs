@@ -81,6 +81,11 @@ struct MirrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -101,6 +106,7 @@ pub struct Metrics {
     authz_denied: Family<DeniedLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
+    rate_limited: Family<PolicyLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -135,6 +141,7 @@ impl Metrics {
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register("faults_injected", "Faults injected by VirtualService fault rules, by kind", faults.clone());
         registry.register("mirrored_requests", "Copies of requests sent to mirrors, by result", mirrors.clone());
+        let rate_limited = Family::<PolicyLabels, Counter>::default();
         let open_connections = Gauge::default();
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -166,6 +173,11 @@ impl Metrics {
             "Inbound requests (http) and connections (tcp) denied by AuthorizationPolicy",
             authz_denied.clone(),
         );
+        registry.register(
+            "rate_limited",
+            "Inbound requests (and TCP connections) refused by a local rate limit, by RateLimitPolicy",
+            rate_limited.clone(),
+        );
         registry.register("open_connections", "Downstream connections currently open", open_connections.clone());
         Self {
             registry,
@@ -181,6 +193,7 @@ impl Metrics {
             authz_denied,
             faults,
             mirrors,
+            rate_limited,
             open_connections,
         }
     }
@@ -233,6 +246,11 @@ impl Metrics {
     /// Counts one mirrored copy by what became of it.
     pub fn mirrored(&self, result: MirrorResult) {
         self.mirrors.get_or_create(&MirrorLabels { result }).inc();
+    }
+
+    /// The pre-labelled counter of requests a RateLimitPolicy (`namespace/name`) refused.
+    pub fn rate_limited(&self, policy: &str) -> Counter {
+        self.rate_limited.get_or_create(&PolicyLabels { policy: policy.to_owned() }).clone()
     }
 
     /// Counts one config load attempt.

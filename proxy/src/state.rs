@@ -3,7 +3,8 @@
 //! [`compile`] turns a config into [`Compiled`] (host maps, compiled routes, balancers, metric handles)
 //! once per update; [`Store`] holds the current one behind an `ArcSwap` so a request takes one atomic
 //! load and never a lock. Balancer state (in-flight counts, latency estimates) carries over from the
-//! previous config for endpoints that stay, so a config update drops nothing in flight.
+//! previous config for endpoints that stay, so a config update drops nothing in flight; so do the token
+//! buckets of rate limits whose rule stays.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
 use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
+use crate::ratelimit::{Limiters, RateLimits};
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
 
@@ -199,6 +201,10 @@ pub struct Compiled {
     pub inbound_authz: HashMap<u16, Arc<AuthzPolicies>>,
     /// JWT providers of each inbound port (the catch-all's for the others).
     pub inbound_jwt: HashMap<u16, Arc<JwtAuthenticator>>,
+    /// Local rate limits of each inbound port (the catch-all's for the others).
+    pub inbound_rate_limits: HashMap<u16, Arc<RateLimits>>,
+    /// Every rate limiter by its rule, so the next config keeps the buckets of unchanged rules.
+    pub rate_limiters: Limiters,
     pub unknown_destinations: UnknownDestinations,
     pub passthrough: Arc<ClusterMetrics>,
     pub inbound_metrics: Arc<ClusterMetrics>,
@@ -231,6 +237,17 @@ impl Compiled {
     pub fn inbound_jwt(&self, port: u16) -> Option<&JwtAuthenticator> {
         let providers = self.inbound_jwt.get(&port).or_else(|| self.inbound_jwt.get(&INBOUND_CATCH_ALL_PORT))?;
         (!providers.is_empty()).then_some(&**providers)
+    }
+
+    /// The local rate limits of inbound port `port` (the catch-all's for undeclared ports), if any.
+    pub fn inbound_rate_limits(&self, port: u16) -> Option<&RateLimits> {
+        if self.rate_limiters.is_empty() {
+            // The usual case costs a length check, not a lookup.
+            return None;
+        }
+        let limits =
+            self.inbound_rate_limits.get(&port).or_else(|| self.inbound_rate_limits.get(&INBOUND_CATCH_ALL_PORT))?;
+        (!limits.is_empty()).then_some(&**limits)
     }
 
     /// The labels of this proxy's workload, for `sourceLabels` matches.
@@ -281,6 +298,10 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
     let inbound_mtls = config.inbound.iter().map(|l| (l.port, l.mtls)).collect();
     let inbound_authz = compile_per_listener(&config, |l| &l.authorization, AuthzPolicies::compile)?;
     let inbound_jwt = compile_per_listener(&config, |l| &l.jwt, JwtAuthenticator::compile)?;
+    let rules = config.inbound.iter().flat_map(|l| &l.rate_limits);
+    let rate_limiters = crate::ratelimit::limiters(rules, previous.map(|p| &p.rate_limiters), metrics);
+    let inbound_rate_limits =
+        compile_per_listener(&config, |l| &l.rate_limits, |r| Ok(RateLimits::new(r, &rate_limiters)))?;
     let unknown_destinations = config.outbound.unknown_destinations;
     let passthrough_name = match unknown_destinations {
         UnknownDestinations::Passthrough => PASSTHROUGH_CLUSTER,
@@ -294,6 +315,8 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         inbound_mtls,
         inbound_authz,
         inbound_jwt,
+        inbound_rate_limits,
+        rate_limiters,
         unknown_destinations,
         passthrough: metrics.cluster(direction, passthrough_name),
         inbound_metrics: metrics.cluster(Direction::Inbound, "inbound"),

@@ -29,6 +29,7 @@ fn strict_with(policies: Vec<AuthorizationRule>) -> ProxyConfig {
         mtls: InboundMtls::Strict,
         authorization: policies,
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     config
 }

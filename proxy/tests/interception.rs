@@ -178,6 +178,7 @@ fn an_apps_request_crosses_both_proxies_and_excluded_ports_bypass_them() {
         mtls: InboundMtls::Disable,
         authorization: Vec::new(),
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     let proxy = env!("CARGO_BIN_EXE_trellis-proxy");
     for (ns, config) in [(&client, &client_config), (&server, &server_config)] {

@@ -55,6 +55,7 @@ fn booking_with_jwt() -> ProxyConfig {
             output_claim_to_headers: vec![JwtClaimToHeader { header: "x-added".into(), claim: "groups".into() }],
             space_delimited_claims: Vec::new(),
         }],
+        rate_limits: Vec::new(),
     }];
     config
 }

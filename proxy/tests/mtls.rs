@@ -24,6 +24,7 @@ fn shipping(app: SocketAddr, mode: InboundMtls, certs: &Certs) -> Proxy {
         mtls: mode,
         authorization: Vec::new(),
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     let app = app.to_string();
     Proxy::start("sidecar", &config, &flags(certs, &["--inbound-target", &app]))
@@ -167,6 +168,7 @@ async fn opaque_tcp_between_proxies_is_carried_inside_mutual_tls() {
         mtls: InboundMtls::Strict,
         authorization: Vec::new(),
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     let app_text = app.to_string();
     let server = Proxy::start("sidecar", &server_config, &flags(&server_certs, &["--inbound-target", &app_text]));

@@ -22,6 +22,7 @@ fn inbound_sidecar(app: SocketAddr, declared: Option<Protocol>) -> Proxy {
             mtls: InboundMtls::Disable,
             authorization: Vec::new(),
             jwt: Vec::new(),
+            rate_limits: Vec::new(),
         }];
     }
     Proxy::start("sidecar", &config, &["--inbound-target", &app.to_string()])

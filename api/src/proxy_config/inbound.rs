@@ -1,8 +1,9 @@
-//! The inbound side of a sidecar: the workload's ports, their mutual-TLS mode, authorization and JWT.
+//! The inbound side of a sidecar: the workload's ports, their mutual-TLS mode, authorization, JWT and
+//! local rate limits.
 
 use serde::{Deserialize, Serialize};
 
-use super::Protocol;
+use super::{Protocol, duration_text};
 use crate::istio::authorization_policy::Rule;
 
 /// Mutual-TLS mode of an inbound port, after PeerAuthentication precedence was applied.
@@ -31,6 +32,50 @@ pub struct InboundListener {
     /// JWT issuers whose tokens are validated on this port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt: Vec<JwtProvider>,
+    /// Local rate limits (RateLimitPolicy rules) in evaluation order: the first that matches applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// One local rate limit: a token bucket and the requests (or connections) it counts.
+///
+/// Every listener a rule applies to carries it whole; the proxy keeps one bucket per `policy` and `rule`,
+/// so the ports of a workload share the rule's budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// `namespace/name` of the RateLimitPolicy, for metrics and logs.
+    pub policy: String,
+    /// Index of the rule in the policy.
+    pub rule: u32,
+    /// Paths in Istio's forms (exact, `prefix*`, `*suffix`, `*`); any path when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Methods; any method when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Workload ports; any port when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// Most tokens the bucket holds, and what it starts with.
+    pub max_tokens: u32,
+    /// Tokens added every `fill_interval`.
+    pub tokens_per_fill: u32,
+    #[serde(with = "duration_text::required")]
+    pub fill_interval: std::time::Duration,
+    /// One bucket per source identity (SPIFFE ID under mutual TLS, else IP address).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_source: bool,
+    /// Status of a limited request.
+    pub status_code: u16,
+}
+
+impl RateLimit {
+    /// Whether the rule looks at HTTP requests only (it names paths or methods); other rules also limit
+    /// opaque TCP connections.
+    pub fn is_http_only(&self) -> bool {
+        !self.paths.is_empty() || !self.methods.is_empty()
+    }
 }
 
 /// A compiled authorization policy: its action and the rules of which any one must match.

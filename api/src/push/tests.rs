@@ -63,6 +63,7 @@ fn config(version: &str, services: usize) -> ProxyConfig {
         mtls: InboundMtls::Permissive,
         authorization: Vec::new(),
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     normalize(&mut config);
     config

@@ -37,11 +37,12 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     RequestAuthentication,
+    RateLimitPolicy,
 }
 
 impl Kind {
     /// Every kind, in storage order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Mesh,
         Kind::Namespace,
         Kind::Service,
@@ -55,6 +56,7 @@ impl Kind {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
+        Kind::RateLimitPolicy,
     ];
 
     /// The Kubernetes `kind` name.
@@ -73,10 +75,11 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
         }
     }
 
-    /// Whether objects of this kind are Istio objects (or the `Mesh`), kept as [`Config`]s.
+    /// Whether objects of this kind are Istio objects (or the Trellis kinds), kept as [`Config`]s.
     pub fn is_config(self) -> bool {
         !matches!(self, Kind::Namespace | Kind::Service | Kind::EndpointSlice | Kind::Pod)
     }

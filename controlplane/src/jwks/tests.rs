@@ -209,6 +209,7 @@ async fn fill_puts_fetched_key_sets_into_providers_without_inline_keys() {
             provider(Some(KEYS_B), &uri(addr)),
             provider(None, "http://127.0.0.1:1/never-fetched"),
         ],
+        rate_limits: Vec::new(),
     });
     cache.fill(&mut config);
     let filled: Vec<Option<&str>> = config.inbound[0].jwt.iter().map(|p| p.jwks.as_deref()).collect();
@@ -357,6 +358,7 @@ async fn a_token_is_refused_while_its_jwks_is_unreachable_and_accepted_once_it_i
         mtls: Default::default(),
         authorization: Vec::new(),
         jwt: vec![provider],
+        rate_limits: Vec::new(),
     });
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_KEY.as_bytes()).expect("the test key");
     let header =

@@ -1,7 +1,7 @@
 //! The Kubernetes source: watches of the API server feeding the index, and status written back.
 //!
 //! One `kube` watcher per kind (core/v1 Services, Pods and Namespaces, discovery.k8s.io/v1 EndpointSlices,
-//! the eight Istio kinds and the `Mesh`) is merged into one stream. Events that are ready together are
+//! the eight Istio kinds, the `Mesh` and `RateLimitPolicy`) is merged into one stream. Events that are ready together are
 //! applied as one batch through the [`SharedIndex`], so the index generation moves once per batch; how an
 //! event becomes changes ([`ingest`]) is pure and tested on its own. Istio kinds are read untyped and go
 //! through the same decoding and validation as files, so an invalid object is kept with its errors

@@ -1,6 +1,7 @@
 //! The sidecar's inbound side: one listener per port its workload serves, found through the services
 //! that select the workload (Kubernetes Services and ServiceEntries with a `workloadSelector` in the
-//! proxy's namespace), each with its mutual-TLS mode, authorization policies and JWT providers.
+//! proxy's namespace), each with its mutual-TLS mode, authorization policies, JWT providers and local rate
+//! limits.
 //!
 //! A service port forwards to the workload's port: a WorkloadEntry's override for the port's name, else
 //! the target port (a named target port resolved among the workload's named ports). When two services
@@ -14,7 +15,7 @@ use trellis_api::FieldPath;
 use trellis_api::proxy_config::{INBOUND_CATCH_ALL_PORT, InboundListener, InboundMtls, Protocol};
 
 use super::clusters::workload_port;
-use super::{Context, scope, security};
+use super::{Context, ratelimit, scope, security};
 use crate::index::{Key, TargetPort};
 
 /// Builds the inbound listeners of the proxy's workload.
@@ -67,6 +68,7 @@ pub fn build(cx: &mut Context<'_>) -> Vec<InboundListener> {
     }
     let authorization = security::authorization(cx);
     let jwt = security::jwt(cx);
+    let rate_limits = ratelimit::rate_limits(cx);
     // Ports no service declares still get the workload's mutual-TLS mode and policies, as Istio's
     // inbound passthrough chain does; left out when it says only what a proxy assumes anyway.
     let catch_all = InboundListener {
@@ -75,9 +77,12 @@ pub fn build(cx: &mut Context<'_>) -> Vec<InboundListener> {
         mtls: security::mtls(cx, INBOUND_CATCH_ALL_PORT),
         authorization: authorization.clone(),
         jwt: jwt.clone(),
+        rate_limits: ratelimit::for_port(&rate_limits, INBOUND_CATCH_ALL_PORT),
     };
-    let needs_catch_all =
-        catch_all.mtls != InboundMtls::Permissive || !catch_all.authorization.is_empty() || !catch_all.jwt.is_empty();
+    let needs_catch_all = catch_all.mtls != InboundMtls::Permissive
+        || !catch_all.authorization.is_empty()
+        || !catch_all.jwt.is_empty()
+        || !catch_all.rate_limits.is_empty();
     let mut listeners: Vec<InboundListener> = ports
         .into_iter()
         .map(|(port, (protocol, _))| InboundListener {
@@ -86,6 +91,7 @@ pub fn build(cx: &mut Context<'_>) -> Vec<InboundListener> {
             mtls: security::mtls(cx, port),
             authorization: authorization.clone(),
             jwt: jwt.clone(),
+            rate_limits: ratelimit::for_port(&rate_limits, port),
         })
         .collect();
     if needs_catch_all {

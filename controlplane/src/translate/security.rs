@@ -31,7 +31,7 @@ pub const DEFAULT_JWT_PREFIX: &str = "Bearer ";
 /// Query parameter a JWT is read from when a rule names no location (Istio's default).
 pub const DEFAULT_JWT_PARAM: &str = "access_token";
 
-fn has_labels(selector: Option<&WorkloadSelector>) -> bool {
+pub(super) fn has_labels(selector: Option<&WorkloadSelector>) -> bool {
     selector.and_then(|s| s.match_labels.as_ref()).is_some_and(|l| !l.is_empty())
 }
 
@@ -81,7 +81,7 @@ pub fn mtls(cx: &Context<'_>, port: u16) -> InboundMtls {
 }
 
 /// Whether a policy of `key`'s namespace with `selector` applies to the proxy's workload.
-fn applies(cx: &Context<'_>, key: &Key, selector: Option<&WorkloadSelector>) -> bool {
+pub(super) fn applies(cx: &Context<'_>, key: &Key, selector: Option<&WorkloadSelector>) -> bool {
     if key.namespace != cx.proxy.namespace && !cx.is_root(&key.namespace) {
         return false;
     }

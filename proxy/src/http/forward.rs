@@ -339,6 +339,15 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
 /// Forwards to the application behind an inbound listener.
 async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
     let port = cx.destination.port();
+    // Local rate limits first: refusing costs less than checking a token or policy, and protects the app.
+    let quota = match compiled.inbound_rate_limits(port).map(|limits| limits.check_http(&req, &cx)) {
+        Some(Err(limited)) => {
+            compiled.inbound_metrics.request(limited.status().as_u16(), 0.0);
+            return *limited;
+        }
+        Some(Ok(quota)) => quota,
+        None => None,
+    };
     // RequestAuthentication: a token that fails is a 401; no token passes on to authorization.
     let mut verified = None;
     if let Some(authenticator) = compiled.inbound_jwt(port) {
@@ -391,7 +400,11 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     } else {
         Upstream::App { h2 }
     };
-    send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics).await
+    let mut response = send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics).await;
+    if let Some(quota) = quota {
+        quota.write_headers(response.headers_mut());
+    }
+    response
 }
 
 /// Envoy's answer to a request whose JWT fails: 401 with the reason's text.

@@ -20,6 +20,7 @@ use trellis_api::istio::{
 };
 use trellis_api::mesh::Mesh;
 use trellis_api::object::{self, DEFAULT_NAMESPACE};
+use trellis_api::rate_limit::RateLimitPolicy;
 use trellis_api::status::{CONDITION_ACCEPTED, Status};
 
 use crate::Error;
@@ -44,6 +45,7 @@ pub fn api_resource(kind: Kind) -> Option<ApiResource> {
         Kind::PeerAuthentication => ApiResource::erase::<PeerAuthentication>(&()),
         Kind::AuthorizationPolicy => ApiResource::erase::<AuthorizationPolicy>(&()),
         Kind::RequestAuthentication => ApiResource::erase::<RequestAuthentication>(&()),
+        Kind::RateLimitPolicy => ApiResource::erase::<RateLimitPolicy>(&()),
         Kind::Namespace | Kind::Service | Kind::EndpointSlice | Kind::Pod => return None,
     })
 }

@@ -435,10 +435,6 @@ async fn send(
     let downstream_upgrade = if upgrading { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     strip_hop_by_hop(&mut parts.headers, upgrading);
     ensure_request_id(&mut parts.headers);
-    // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused.
-    if options.is_some_and(|o| o.max_requests_per_connection == Some(1)) && !upgrading {
-        parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
     if !parts.headers.contains_key(HOST)
         && let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
@@ -493,6 +489,10 @@ async fn send(
             None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
         }
         parts.version = Version::HTTP_11;
+        // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused.
+        if options.is_some_and(|o| o.max_requests_per_connection == Some(1)) && !upgrading {
+            parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let client = match cluster_h1 {
             Some(client) => client,
             None if app => &shared.clients.inbound_h1,

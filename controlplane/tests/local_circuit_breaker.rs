@@ -71,7 +71,9 @@ async fn start_inventory(addr: SocketAddr) {
 /// One request to inventory through the caller's explicit proxy: (status, head in lower case).
 async fn call(proxy: SocketAddr, query: &str) -> (u16, String) {
     let mut tcp = TcpStream::connect(proxy).await.expect("connect to the caller's sidecar");
-    let request = format!("GET http://inventory-service/stock?{query} HTTP/1.1\r\nhost: inventory-service\r\nconnection: close\r\n\r\n");
+    let request = format!(
+        "GET http://inventory-service/stock?{query} HTTP/1.1\r\nhost: inventory-service\r\nconnection: close\r\n\r\n"
+    );
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     tcp.read_to_end(&mut response).await.expect("read");
@@ -123,19 +125,21 @@ async fn the_tutorials_circuit_breaker_rejects_concurrent_overflow_and_ejects_a_
     // "With more than one concurrent request, some requests are rejected (503) by the caller's proxy":
     // one in service and one waiting are served; the others are answered 503 at once.
     let query = format!("delay_ms={SLOW_MS}");
-    let tasks: Vec<_> = (0..5).map(|_| tokio::spawn({
-        let query = query.clone();
-        async move { call(caller, &query).await }
-    })).collect();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn({
+                let query = query.clone();
+                async move { call(caller, &query).await }
+            })
+        })
+        .collect();
     let mut answers = Vec::new();
     for task in tasks {
         answers.push(task.await.expect("request task"));
     }
     let served = answers.iter().filter(|(status, _)| *status == 200).count();
-    let rejected = answers
-        .iter()
-        .filter(|(status, head)| *status == 503 && head.contains("x-trellis-overloaded: true"))
-        .count();
+    let rejected =
+        answers.iter().filter(|(status, head)| *status == 503 && head.contains("x-trellis-overloaded: true")).count();
     assert_eq!((served, rejected), (2, 3), "{answers:?}");
 
     // "A host that returns one 5xx is ejected for 3 minutes", as the caller's sidecar shows it.

@@ -82,8 +82,7 @@ impl Breaker {
     /// The breaker for a cluster's limits, or `None` when they limit nothing the breaker enforces (no
     /// cost on the request path then).
     pub fn for_limits(limits: &ConnectionPool) -> Option<Arc<Breaker>> {
-        if limits.max_connections.is_none() && limits.max_requests.is_none() && limits.max_pending_requests.is_none()
-        {
+        if limits.max_connections.is_none() && limits.max_requests.is_none() && limits.max_pending_requests.is_none() {
             return None;
         }
         // Counts stay below 2^31 so neither half of the state word can overflow into the other.
@@ -195,7 +194,8 @@ impl Breaker {
         BreakerLoad {
             admitted: admitted(state),
             pending: self.waiting.load(Ordering::Relaxed),
-            in_service: serving(state).div_ceil(SLOT_SCALE) }
+            in_service: serving(state).div_ceil(SLOT_SCALE),
+        }
     }
 }
 

@@ -22,9 +22,9 @@ use crate::balance::Balancer;
 use crate::breaker::Breaker;
 use crate::http::H1Client;
 use crate::http::pool::ConnOptions;
-use crate::outlier::Detector;
 use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
+use crate::outlier::Detector;
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
 

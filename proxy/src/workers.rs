@@ -153,7 +153,10 @@ async fn run(common: Common, mut listeners: mpsc::UnboundedReceiver<(std::net::T
 async fn sweep_idle(pool: Arc<crate::http::pool::H2Pool>, idle: std::time::Duration) {
     loop {
         let shortest = pool.shortest_cluster_idle().map_or(idle, |cluster| cluster.min(idle));
-        tokio::time::sleep((shortest / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100))).await;
-        pool.sweep(idle);
+        let period = (shortest / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100));
+        tokio::select! {
+            () = tokio::time::sleep(period) => pool.sweep(idle),
+            () = pool.idle_shortened() => {}
+        }
     }
 }

@@ -110,6 +110,10 @@ async fn http2_max_requests_caps_concurrent_requests_on_one_multiplexed_connecti
     let upstream = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "h2", 200, SLOW).await;
     let pool = ConnectionPool { max_connections: Some(1), max_requests: Some(3), ..ConnectionPool::default() };
     let proxy = gateway(limited(cluster_with("h2", &[upstream.addr], false, Protocol::Http2), pool));
+    // The first request opens the connection the others then share.
+    upstream.set_delay(Duration::ZERO);
+    assert_eq!(call(&client(), proxy.addr(GATEWAY_PORT), "h2").await.status, 200);
+    upstream.set_delay(SLOW);
     let answers = concurrent(proxy.addr(GATEWAY_PORT), "h2", 7).await;
     assert_eq!(count(&answers, 200, false), 3, "{answers:?}");
     assert_eq!(count(&answers, 503, true), 4, "{answers:?}");
@@ -137,7 +141,14 @@ async fn between_two_proxies_each_http1_request_counts_as_a_connection_though_th
         &client_config,
         &["--explicit-proxy-addr", &explicit.to_string(), "--concurrency", "1"],
     );
-    let tasks: Vec<_> = (0..5).map(|_| tokio::spawn(raw_http1(explicit, "GET http://inventory/stock HTTP/1.1\r\nHost: inventory\r\nConnection: close\r\n\r\n"))).collect();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            tokio::spawn(raw_http1(
+                explicit,
+                "GET http://inventory/stock HTTP/1.1\r\nHost: inventory\r\nConnection: close\r\n\r\n",
+            ))
+        })
+        .collect();
     let mut answers = Vec::new();
     for task in tasks {
         answers.push(task.await.expect("task"));
@@ -211,7 +222,11 @@ async fn a_cluster_idle_timeout_closes_its_pooled_connections() {
     }
     let started = Instant::now();
     while short_h1.open() + short_h2.open() > 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "pooled connections still open after 10 s");
+        let open = (short_h1.open(), short_h2.open());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pooled connections (h1, h2) still open after 10 s: {open:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(started.elapsed() >= Duration::from_millis(400), "closed after the idle timeout, not before");

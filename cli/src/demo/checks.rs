@@ -346,8 +346,10 @@ pub struct Ejection {
 /// `/config_dump`; `None` when none is.
 pub fn ejection(config_dump: &serde_json::Value, host: &str) -> Option<Ejection> {
     let clusters = config_dump.get("clusterState")?.as_array()?;
-    clusters.iter().filter(|c| c.get("name").and_then(serde_json::Value::as_str).is_some_and(|n| n.contains(host))).find_map(
-        |cluster| {
+    clusters
+        .iter()
+        .filter(|c| c.get("name").and_then(serde_json::Value::as_str).is_some_and(|n| n.contains(host)))
+        .find_map(|cluster| {
             let endpoints = cluster.get("endpoints")?.as_array()?;
             let endpoint = endpoints.iter().find(|e| {
                 e.get("ejected") == Some(&serde_json::Value::Bool(true)) || e.pointer("/outlier/ejectedForMs").is_some()
@@ -358,8 +360,7 @@ pub fn ejection(config_dump: &serde_json::Value, host: &str) -> Option<Ejection>
                 ejected: endpoint.get("ejected") == Some(&serde_json::Value::Bool(true)),
                 ejected_for_ms: endpoint.pointer("/outlier/ejectedForMs").and_then(serde_json::Value::as_u64),
             })
-        },
-    )
+        })
 }
 
 /// The text a Trellis proxy's overflow answer carries in `x-trellis-error` (a circuit breaker rejected

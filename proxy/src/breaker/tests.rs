@@ -63,7 +63,10 @@ async fn max_requests_caps_admitted_requests_without_a_connection_limit() {
 #[tokio::test]
 async fn multiplexed_requests_share_a_connection_up_to_its_request_limit() {
     let breaker = breaker(&limits(Some(1), Some(0), None, Some(3)));
-    let held: Vec<Permit> = [(); 3].iter().map(|_| breaker.admit(true)).collect::<futures_util::future::JoinAll<_>>()
+    let held: Vec<Permit> = [(); 3]
+        .iter()
+        .map(|_| breaker.admit(true))
+        .collect::<futures_util::future::JoinAll<_>>()
         .await
         .into_iter()
         .map(|p| p.expect("three streams on one connection-equivalent"))

@@ -94,6 +94,8 @@ pub struct H2Pool {
     /// The shortest cluster idle timeout seen, in milliseconds (`u64::MAX`: none), so sweeps run
     /// often enough for it.
     shortest_idle_ms: std::sync::atomic::AtomicU64,
+    /// Told when a shorter cluster idle timeout appears, so the sweeper need not finish a long sleep.
+    idle_shortened: tokio::sync::Notify,
 }
 
 impl H2Pool {
@@ -103,6 +105,7 @@ impl H2Pool {
             connections: Mutex::new(HashMap::new()),
             connect_timeout,
             shortest_idle_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            idle_shortened: tokio::sync::Notify::new(),
         }
     }
 
@@ -155,10 +158,17 @@ impl H2Pool {
                 if limit != Some(1) {
                     if let Some(idle) = options.idle_timeout {
                         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-                        self.shortest_idle_ms.fetch_min(idle_ms, std::sync::atomic::Ordering::Relaxed);
+                        let before = self.shortest_idle_ms.fetch_min(idle_ms, std::sync::atomic::Ordering::Relaxed);
+                        if idle_ms < before {
+                            self.idle_shortened.notify_one();
+                        }
                     }
-                    let entry =
-                        Entry { sender: sender.clone(), last_used: Instant::now(), sent: 1, idle: options.idle_timeout };
+                    let entry = Entry {
+                        sender: sender.clone(),
+                        last_used: Instant::now(),
+                        sent: 1,
+                        idle: options.idle_timeout,
+                    };
                     self.lock().insert(key, entry);
                 }
                 sender
@@ -174,6 +184,11 @@ impl H2Pool {
     pub fn sweep(&self, idle: Duration) {
         let now = Instant::now();
         self.lock().retain(|_, e| !e.sender.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle));
+    }
+
+    /// Waits until a cluster with a shorter idle timeout than any before puts a connection in the pool.
+    pub async fn idle_shortened(&self) {
+        self.idle_shortened.notified().await;
     }
 
     /// The shortest idle timeout of any cluster whose connections the pool held, if any.

@@ -232,3 +232,58 @@ async fn a_cluster_idle_timeout_closes_its_pooled_connections() {
     assert!(started.elapsed() >= Duration::from_millis(400), "closed after the idle timeout, not before");
     assert_eq!(default.open(), 1, "the proxy's default idle timeout (90 s) keeps the other one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_beyond_max_connections_are_closed_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = support::upstream::tcp_echo(SocketAddr::new(unique_ip(), 0)).await;
+    let pool = ConnectionPool { max_connections: Some(2), ..ConnectionPool::default() };
+    let config = sidecar_config(
+        "app",
+        vec![trellis_api::proxy_config::VirtualHost {
+            name: "ledger".into(),
+            port: echo.port(),
+            protocol: Protocol::Tcp,
+            domains: vec!["ledger".into()],
+            addresses: vec![echo.ip().to_string()],
+            routes: Vec::new(),
+            tcp: vec![to("ledger", 1)],
+        }],
+        vec![limited(cluster_with("ledger", &[echo], false, Protocol::Tcp), pool)],
+    );
+    let explicit = SocketAddr::new(unique_ip(), 15080);
+    let proxy = Proxy::start("sidecar", &config, &["--explicit-proxy-addr", &explicit.to_string()]);
+    let target = echo.to_string();
+    // Echoes `word` through a tunnel; `None` when the tunnel closes instead.
+    async fn echo_through(tunnel: &mut tokio::net::TcpStream, word: &[u8]) -> Option<Vec<u8>> {
+        tunnel.write_all(word).await.ok()?;
+        let mut got = vec![0u8; word.len()];
+        match tokio::time::timeout(Duration::from_secs(5), tunnel.read_exact(&mut got)).await {
+            Ok(Ok(_)) => Some(got),
+            _ => None,
+        }
+    }
+    let (_, _, mut first) = connect_tunnel(explicit, &target).await;
+    let (_, _, mut second) = connect_tunnel(explicit, &target).await;
+    assert_eq!(echo_through(&mut first, b"one").await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(echo_through(&mut second, b"two").await.as_deref(), Some(&b"two"[..]));
+    let (_, _, mut third) = connect_tunnel(explicit, &target).await;
+    assert_eq!(echo_through(&mut third, b"three").await, None, "a third connection is closed");
+    drop(first);
+    // Once one closes, a new connection is let through.
+    let started = Instant::now();
+    loop {
+        let (_, _, mut again) = connect_tunnel(explicit, &target).await;
+        if echo_through(&mut again, b"four").await.is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no connection let through after one closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = proxy.metrics();
+    assert!(
+        metric(&metrics, r#"trellis_upstream_overflow_total{direction="Outbound",cluster="ledger"}"#)
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+}

@@ -209,7 +209,7 @@ impl Detector {
         let endpoints = balancer.health();
         let total = endpoints.len() as u64;
         let ejected = endpoints.iter().filter(|(_, h, _)| h.is_ejected(now)).count() as u64;
-        let healthy_percent = if total == 0 { 100 } else { (total - ejected) * 100 / total };
+        let healthy_percent = ((total - ejected) * 100).checked_div(total).unwrap_or(100);
         let enforced = healthy_percent >= u64::from(self.config.min_health_percent);
         for (_, health, mark) in endpoints {
             mark.store(enforced && health.is_ejected(now), Ordering::Relaxed);

@@ -126,6 +126,7 @@ fn deprecated_consecutive_errors_count_gateway_errors_and_simple_tls_keeps_its_s
     let legacy = cluster(&t.config, &cluster_name(80, "", "legacy.shop.svc.cluster.local"));
     let outlier = legacy.outlier_detection.clone().expect("outlier detection");
     assert_eq!((outlier.consecutive_5xx_errors, outlier.consecutive_gateway_errors), (None, Some(7)));
+    assert_eq!(outlier.consecutive_local_origin_failures, Some(2), "split out, so counted on their own");
     assert_eq!(legacy.tls, UpstreamTls::Simple { sni: Some("legacy.example.com".into()), ca_certificates: None });
     assert_eq!(addresses(legacy), ["10.8.1.1:80"]);
 }

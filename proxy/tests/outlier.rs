@@ -184,3 +184,52 @@ async fn below_min_health_percent_every_endpoint_takes_traffic_again() {
     let got: Vec<usize> = mesh.upstreams.iter().zip(before).map(|(u, b)| u.requests() - b).collect();
     assert!(got.iter().all(|n| *n > 0), "all four take traffic: {got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_refuses_connections_is_ejected_for_its_local_origin_failures() {
+    let live = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "live", 200, Duration::ZERO).await;
+    // An address nothing listens on: every connect is refused.
+    let refused = {
+        let listener = std::net::TcpListener::bind(SocketAddr::new(unique_ip(), 0)).expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    for split in [false, true] {
+        let mut rule = detection(0, 100, 0);
+        rule.consecutive_5xx_errors = None;
+        if split {
+            rule.consecutive_local_origin_failures = Some(2);
+        } else {
+            rule.consecutive_gateway_errors = Some(2);
+        }
+        let rule = OutlierDetection { base_ejection_time: Duration::from_secs(60), ..rule };
+        let cluster = Cluster { outlier_detection: Some(rule), ..cluster("svc", &[live.addr, refused]) };
+        let config = gateway_config(
+            GATEWAY_PORT,
+            vec![vhost("svc", GATEWAY_PORT, &["svc"], vec![route("all", vec![], forward(vec![to("svc", 1)]))])],
+            vec![cluster],
+        );
+        let proxy = Proxy::start("gateway", &config, &[]);
+        let mesh = Mesh {
+            proxy,
+            upstreams: vec![live.clone()],
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        };
+        // Round robin: the refused endpoint fails every other request until it is ejected.
+        let mut failures = 0;
+        for _ in 0..10 {
+            if mesh.call().await.1 == 503 {
+                failures += 1;
+            }
+        }
+        // (A retry policy may hide some of those failures from the client; the ejection stays.)
+        assert!(failures <= 2, "two failed connects in a row eject it (split: {split}): {failures} failures");
+        let (_, body) = http_get(mesh.proxy.addr(15000), "/config_dump").expect("config dump");
+        let dump: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let endpoints = dump["clusterState"][0]["endpoints"].as_array().cloned().unwrap_or_default();
+        let shown = endpoints.iter().find(|e| e["address"] == refused.to_string().as_str()).expect("the endpoint");
+        assert_eq!(shown["ejected"], true, "{shown}");
+        for _ in 0..20 {
+            assert_eq!(mesh.call().await, ("live".to_owned(), 200), "only the live endpoint is used");
+        }
+    }
+}

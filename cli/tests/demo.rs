@@ -157,7 +157,16 @@ impl Drop for Demo {
 }
 
 fn assert_enforced_checks_passed(stdout: &str, stderr: &str) {
-    for check in ["PASS  discovery", "PASS  route", "PASS  split", "PASS  mTLS", "PASS  JWT", "PASS  metrics"] {
+    let enforced = [
+        "PASS  discovery",
+        "PASS  route",
+        "PASS  split",
+        "PASS  circuit breaking",
+        "PASS  mTLS",
+        "PASS  JWT",
+        "PASS  metrics",
+    ];
+    for check in enforced {
         assert!(stdout.contains(check), "no {check:?} in the report\nstdout:\n{stdout}\nstderr:\n{stderr}");
     }
     assert!(stdout.contains(" passed, 0 failed"), "stdout:\n{stdout}\nstderr:\n{stderr}");

@@ -58,6 +58,7 @@ fn an_empty_outlier_detection_gets_istios_defaults() {
         Some(OutlierDetection {
             consecutive_5xx_errors: Some(DEFAULT_CONSECUTIVE_5XX_ERRORS),
             consecutive_gateway_errors: None,
+            consecutive_local_origin_failures: None,
             interval: DEFAULT_OUTLIER_INTERVAL,
             base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
             max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
@@ -67,36 +68,46 @@ fn an_empty_outlier_detection_gets_istios_defaults() {
 }
 
 #[test]
-fn port_level_settings_override_the_top_level_for_their_port() {
+fn port_level_settings_replace_the_top_level_as_a_whole_for_their_port() {
     let t = translated();
     let grpc = cluster(&t.config, &pricing(9090, ""));
     assert_eq!(grpc.load_balancer, LoadBalancer::LeastRequest);
     assert_eq!(grpc.tls, UpstreamTls::Disable);
-    assert_eq!(grpc.connection_pool, cluster(&t.config, &pricing(9080, "")).connection_pool, "not overridden");
+    // Istio: "settings specified at the destination-level will not be inherited when overridden by
+    // port-level settings", so what the port-level entry omits takes its default.
+    assert_eq!(grpc.connection_pool, None, "not inherited from the top level");
+    assert_eq!(grpc.outlier_detection, None, "not inherited from the top level");
 }
 
 #[test]
-fn a_subsets_policy_overrides_the_rules_but_the_rules_port_level_settings_still_win() {
+fn a_subsets_policy_overrides_the_rules_including_its_port_level_settings_field_by_field() {
     let t = translated();
     let canary = cluster(&t.config, &pricing(9080, "canary"));
     assert_eq!(canary.load_balancer, LoadBalancer::Random);
     let outlier = canary.outlier_detection.clone().expect("subset outlier detection");
     assert_eq!(outlier.consecutive_gateway_errors, Some(3));
     assert_eq!(outlier.interval, Duration::from_secs(5));
+    assert_eq!(canary.connection_pool, cluster(&t.config, &pricing(9080, "")).connection_pool, "inherited");
     assert_eq!(addresses(canary), ["10.8.0.2:9080"]);
+    // Istio's MergeSubsetTrafficPolicy: the rule's port-level entry first, then the subset over it.
     let canary_grpc = cluster(&t.config, &pricing(9090, "canary"));
-    assert_eq!(canary_grpc.load_balancer, LoadBalancer::LeastRequest, "Istio's MergeTrafficPolicy order");
+    assert_eq!(canary_grpc.load_balancer, LoadBalancer::Random, "the subset's own setting wins");
+    assert_eq!(canary_grpc.tls, UpstreamTls::Disable, "the rule's port-level TLS, which the subset leaves");
+    assert_eq!(canary_grpc.outlier_detection, canary.outlier_detection);
+    assert_eq!(canary_grpc.connection_pool, None, "the port-level entry did not inherit it");
 }
 
 #[test]
-fn a_subsets_own_port_level_settings_replace_the_rules() {
+fn a_subsets_own_port_level_settings_replace_everything_for_their_port() {
     let t = translated();
     let sticky = cluster(&t.config, &pricing(9080, "sticky"));
     let cookie = HashKey::Cookie { name: "session".into(), ttl: Some(Duration::from_secs(60)) };
     assert_eq!(sticky.load_balancer, LoadBalancer::ConsistentHash(cookie));
+    assert_eq!(sticky.tls, UpstreamTls::IstioMutual, "the rule's top level, no port-level entry for 9080");
     let sticky_grpc = cluster(&t.config, &pricing(9090, "sticky"));
     assert_eq!(sticky_grpc.load_balancer, LoadBalancer::ConsistentHash(HashKey::SourceIp));
-    assert_eq!(sticky_grpc.tls, UpstreamTls::IstioMutual, "the rule's port-level TLS no longer applies");
+    assert_eq!(sticky_grpc.tls, UpstreamTls::Auto, "omitted by the subset's port-level entry: the default");
+    assert_eq!(sticky_grpc.connection_pool, None);
 }
 
 #[test]
@@ -115,6 +126,7 @@ fn deprecated_consecutive_errors_count_gateway_errors_and_simple_tls_keeps_its_s
     let legacy = cluster(&t.config, &cluster_name(80, "", "legacy.shop.svc.cluster.local"));
     let outlier = legacy.outlier_detection.clone().expect("outlier detection");
     assert_eq!((outlier.consecutive_5xx_errors, outlier.consecutive_gateway_errors), (None, Some(7)));
+    assert_eq!(outlier.consecutive_local_origin_failures, Some(2), "split out, so counted on their own");
     assert_eq!(legacy.tls, UpstreamTls::Simple { sni: Some("legacy.example.com".into()), ca_certificates: None });
     assert_eq!(addresses(legacy), ["10.8.1.1:80"]);
 }

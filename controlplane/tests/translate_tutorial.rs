@@ -72,6 +72,7 @@ fn the_inventory_circuit_breaker_allows_one_connection_and_ejects_after_one_erro
         Some(OutlierDetection {
             consecutive_5xx_errors: Some(1),
             consecutive_gateway_errors: None,
+            consecutive_local_origin_failures: None,
             interval: Duration::from_secs(1),
             base_ejection_time: Duration::from_secs(180),
             max_ejection_percent: 100,

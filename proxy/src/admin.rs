@@ -1,5 +1,6 @@
 //! The proxy's HTTP endpoints beside the data path: admin on loopback (`/config_dump`, `/logging`,
-//! `/quitquitquit`, `/certs`), readiness (`/healthz/ready`) and Prometheus (`/stats/prometheus`). Each is an
+//! `/quitquitquit`, `/certs`; `/config_dump` also shows each cluster's circuit-breaker counters and its
+//! endpoints' outlier state under `clusterState`), readiness (`/healthz/ready`) and Prometheus (`/stats/prometheus`). Each is an
 //! axum router built by a function, so tests call them without sockets.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::state::Store;
+use crate::state::{Compiled, Store};
 
 /// Changes the log filter at runtime; returns the error text for a bad filter.
 pub type SetLogFilter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -66,8 +67,39 @@ async fn config_dump(State(state): State<AdminState>) -> Response {
         "config": current.as_ref().map(|c| &*c.config),
         "lastError": state.store.last_error(),
         "draining": state.drain.watch().is_draining(),
+        "clusterState": current.as_ref().map(|c| cluster_state(c)),
     });
     axum::Json(body).into_response()
+}
+
+/// The live state of each cluster with circuit breaking or outlier detection: the breaker's counters
+/// and each endpoint's load, ejection mark and outlier counts.
+fn cluster_state(compiled: &Compiled) -> Vec<serde_json::Value> {
+    compiled
+        .clusters
+        .iter()
+        .filter(|c| c.breaker.is_some() || c.outlier.is_some())
+        .map(|cluster| {
+            let endpoints: Vec<serde_json::Value> = cluster
+                .balancer
+                .loads()
+                .into_iter()
+                .map(|load| {
+                    serde_json::json!({
+                        "address": load.addr.to_string(),
+                        "inFlight": load.in_flight,
+                        "ejected": load.ejected,
+                        "outlier": load.health,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": cluster.config.name,
+                "circuitBreaker": cluster.breaker.as_ref().map(|b| b.load()),
+                "endpoints": endpoints,
+            })
+        })
+        .collect()
 }
 
 /// The current workload certificate: its SPIFFE ID, serial (hex), validity and renewal time (UTC), or

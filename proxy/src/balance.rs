@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use trellis_api::proxy_config::{Endpoint, LoadBalancer};
 
+use crate::outlier::{EndpointHealth, HealthSnapshot};
+
 use ewma::RttEstimate;
 use ring::Ring;
 pub use ring::{MAX_RING_POINTS, VNODES_PER_WEIGHT};
@@ -93,6 +95,8 @@ struct Load {
     rtt: RttEstimate,
     /// Set and cleared by outlier detection; picks skip ejected endpoints unless all are ejected.
     ejected: AtomicBool,
+    /// Outlier detection's counts and ejection state.
+    health: EndpointHealth,
 }
 
 /// The load of one endpoint at one moment, for admin pages and debugging.
@@ -105,6 +109,8 @@ pub struct EndpointLoad {
     /// The decayed peak-EWMA latency estimate.
     pub rtt: Duration,
     pub ejected: bool,
+    /// Outlier detection's view of the endpoint.
+    pub health: HealthSnapshot,
 }
 
 impl Balancer {
@@ -245,8 +251,14 @@ impl Balancer {
                 in_flight: slot.load.in_flight.load(Ordering::Relaxed),
                 rtt: Duration::from_nanos(slot.load.rtt.estimate(now) as u64),
                 ejected: slot.load.ejected.load(Ordering::Relaxed),
+                health: slot.load.health.snapshot(),
             })
             .collect()
+    }
+
+    /// Each endpoint's outlier state and ejection mark, for outlier detection's decisions.
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, &EndpointHealth, &AtomicBool)> {
+        self.slots.iter().map(|s| (s.endpoint.address, &s.load.health, &s.load.ejected)).collect()
     }
 
     /// The index of the endpoint to use, among those not excluded (nor ejected, if `honor_ejection`).
@@ -370,6 +382,7 @@ impl Slot {
                 in_flight: AtomicUsize::new(0),
                 rtt: RttEstimate::new(ewma.default_rtt, ewma.decay, now),
                 ejected: AtomicBool::new(false),
+                health: EndpointHealth::default(),
             }),
         }
     }
@@ -402,6 +415,11 @@ impl Pick {
     /// The SPIFFE identity the endpoint must present, empty when none is known.
     pub fn identity(&self) -> &str {
         &self.slot.endpoint.identity
+    }
+
+    /// The endpoint's outlier-detection state.
+    pub fn health(&self) -> &EndpointHealth {
+        &self.slot.load.health
     }
 
     /// Feeds the endpoint's latency estimate with one round trip (request sent to response headers).

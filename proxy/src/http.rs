@@ -53,6 +53,15 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Header sent with every response the proxy itself generates (no route, no upstream...).
 pub const PROXY_ERROR_HEADER: &str = "x-trellis-error";
+/// Header on the 503 the proxy answers when a cluster's circuit breaker rejects a request (Envoy's
+/// `x-envoy-overloaded`).
+pub const OVERLOADED_HEADER: &str = "x-trellis-overloaded";
+/// Idle timeout of a cluster's own HTTP/1.1 pool when its rule sets a connect timeout but no idle one
+/// (the proxy's default, `--pool-idle-timeout`).
+pub const CLUSTER_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Hyper's pooled HTTP/1.1 client.
+pub type H1Client = Client<HttpConnector, Body>;
 
 /// What every connection handler shares: config, metrics, clients, settings, mesh TLS, drain.
 #[derive(Debug, Clone)]
@@ -99,6 +108,28 @@ impl Clients {
             h2: Arc::new(pool::H2Pool::new(UPSTREAM_CONNECT_TIMEOUT)),
         }
     }
+}
+
+/// The HTTP/1.1 pool of a cluster whose connection-pool settings give it its own connect or idle
+/// timeout. Shared by every worker, like the cluster.
+pub fn cluster_h1_client(options: &pool::ConnOptions) -> H1Client {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(options.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(options.idle_timeout.unwrap_or(CLUSTER_POOL_IDLE_TIMEOUT))
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// The 503 of a request a cluster's circuit breaker rejected.
+pub fn overflow_response() -> Response<Body> {
+    let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow: circuit breaker open");
+    response.headers_mut().insert(OVERLOADED_HEADER, http::HeaderValue::from_static("true"));
+    response
 }
 
 /// A small body made by the proxy.

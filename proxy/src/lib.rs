@@ -5,7 +5,7 @@
 //! send a pod's traffic through those listeners.
 //!
 //! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
-//! balancing), `route` (pure request routing), `state` (config compilation and hot reload), `http`
+//! balancing), `breaker` (circuit breaking), `outlier` (outlier detection), `route` (pure request routing), `state` (config compilation and hot reload), `http`
 //! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
 //! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity), `identity`
 //! (where that identity comes from: the mesh CA or files) and `init` (iptables).
@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod authz;
 pub mod balance;
+pub mod breaker;
 pub mod detect;
 pub mod discovery;
 pub mod drain;
@@ -23,6 +24,7 @@ pub mod init;
 pub mod jwt;
 pub mod listener;
 pub mod metrics;
+pub mod outlier;
 pub mod ratelimit;
 pub mod route;
 pub mod settings;

@@ -242,7 +242,7 @@ where
             }
             let target = shared.settings.inbound_target.unwrap_or(cx.destination);
             let source = shared.settings.inbound_target.is_none().then(|| http::passthrough_source(target));
-            copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics).await;
+            copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics, None).await;
             return;
         }
         Side::Gateway => return,
@@ -254,6 +254,15 @@ where
             match picked {
                 Some(target) => {
                     let cluster = compiled.cluster(target.cluster);
+                    // `tcp.maxConnections`: the connection is closed at once beyond it (flag UO).
+                    let _permit = match cluster.breaker.as_ref().map(|b| b.admit_connection()) {
+                        Some(Err(_)) => {
+                            tracing::debug!(cluster = %cluster.config.name, "circuit breaker refused a TCP connection (UO)");
+                            cluster.metrics.overflowed();
+                            return;
+                        }
+                        permit => permit,
+                    };
                     let Some(pick) = cluster.balancer.pick(None) else {
                         tracing::debug!(cluster = %cluster.config.name, "no endpoint for TCP connection");
                         return;
@@ -268,9 +277,10 @@ where
                         }
                     };
                     // The pick stays alive for the connection so least-request balancing sees it.
+                    let timeout = cluster.connections.connect_timeout;
                     match mtls {
-                        Some(mtls) => copy_mesh(&mut stream, addr, &mtls, shared, &cluster.metrics).await,
-                        None => copy(&mut stream, addr, shared, &cluster.metrics).await,
+                        Some(mtls) => copy_mesh(&mut stream, addr, &mtls, shared, &cluster.metrics, timeout).await,
+                        None => copy_from(&mut stream, addr, None, shared, &cluster.metrics, Some(timeout)).await,
                     }
                     drop(pick);
                     return;
@@ -295,6 +305,7 @@ async fn copy_mesh<S>(
     mtls: &MeshTarget<'_>,
     shared: &Shared,
     metrics: &ClusterMetrics,
+    connect_timeout: std::time::Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -302,7 +313,7 @@ async fn copy_mesh<S>(
         tracing::warn!(%target, "refusing to proxy a connection to this proxy's own listener");
         return;
     }
-    let connected = http::pool::connect_within(http::UPSTREAM_CONNECT_TIMEOUT, target, None).await;
+    let connected = http::pool::connect_within(connect_timeout, target, None).await;
     let mut upstream = match connected {
         Ok(tcp) => match mtls.configs.connect(tcp, target, MeshProtocol::Tcp, Some(mtls.expected)).await {
             Ok(tls) => tls,
@@ -328,7 +339,7 @@ async fn copy<S>(stream: &mut S, target: SocketAddr, shared: &Shared, metrics: &
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    copy_from(stream, target, None, shared, metrics).await;
+    copy_from(stream, target, None, shared, metrics, None).await;
 }
 
 async fn copy_from<S>(
@@ -337,6 +348,7 @@ async fn copy_from<S>(
     source: Option<SocketAddr>,
     shared: &Shared,
     metrics: &ClusterMetrics,
+    connect_timeout: Option<std::time::Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -344,7 +356,11 @@ async fn copy_from<S>(
         tracing::warn!(%target, "refusing to proxy a connection to this proxy's own listener");
         return;
     }
-    let mut upstream = match http::pool::connect(target, source).await {
+    let connected = match connect_timeout {
+        Some(timeout) => http::pool::connect_within(timeout, target, source).await.map_err(|e| e.to_string()),
+        None => http::pool::connect(target, source).await.map_err(|e| e.to_string()),
+    };
+    let mut upstream = match connected {
         Ok(upstream) => upstream,
         Err(err) => {
             tracing::debug!(error = %err, %target, "upstream connect failed");

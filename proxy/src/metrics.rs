@@ -38,6 +38,21 @@ struct TrafficLabels {
     cluster: String,
 }
 
+/// Envoy's response flags the proxy reports, in their short form.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum ResponseFlag {
+    /// Upstream overflow: a circuit breaker rejected the request or connection.
+    UO,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlagLabels {
+    direction: Direction,
+    cluster: String,
+    response_flags: ResponseFlag,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectLabels {
     protocol: &'static str,
@@ -107,6 +122,8 @@ pub struct Metrics {
     faults: Family<FaultLabels, Counter>,
     mirrors: Family<MirrorLabels, Counter>,
     rate_limited: Family<PolicyLabels, Counter>,
+    flagged: Family<FlagLabels, Counter>,
+    overflow: Family<TrafficLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -143,6 +160,18 @@ impl Metrics {
         registry.register("mirrored_requests", "Copies of requests sent to mirrors, by result", mirrors.clone());
         let rate_limited = Family::<PolicyLabels, Counter>::default();
         let open_connections = Gauge::default();
+        let flagged = Family::<FlagLabels, Counter>::default();
+        let overflow = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "responses_flagged",
+            "Requests and connections the proxy ended itself, by Envoy response flag (UO: upstream overflow)",
+            flagged.clone(),
+        );
+        registry.register(
+            "upstream_overflow",
+            "Requests and connections a cluster's circuit breaker rejected (response flag UO)",
+            overflow.clone(),
+        );
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -194,6 +223,8 @@ impl Metrics {
             faults,
             mirrors,
             rate_limited,
+            flagged,
+            overflow,
             open_connections,
         }
     }
@@ -219,6 +250,11 @@ impl Metrics {
             tcp_received: self.tcp_received.get_or_create(&traffic).clone(),
             tcp_opened: self.tcp_opened.get_or_create(&traffic).clone(),
             tcp_closed: self.tcp_closed.get_or_create(&traffic).clone(),
+            overflow: self.overflow.get_or_create(&traffic).clone(),
+            overflow_flag: self
+                .flagged
+                .get_or_create(&FlagLabels { direction, cluster: cluster.to_owned(), response_flags: ResponseFlag::UO })
+                .clone(),
         })
     }
 
@@ -268,9 +304,17 @@ pub struct ClusterMetrics {
     pub tcp_received: Counter,
     pub tcp_opened: Counter,
     pub tcp_closed: Counter,
+    overflow: Counter,
+    overflow_flag: Counter,
 }
 
 impl ClusterMetrics {
+    /// Counts one request or connection rejected by the cluster's circuit breaker (flag `UO`).
+    pub fn overflowed(&self) {
+        self.overflow.inc();
+        self.overflow_flag.inc();
+    }
+
     /// Records one completed HTTP request.
     pub fn request(&self, status: u16, seconds: f64) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;

@@ -20,8 +20,12 @@ use trellis_api::proxy_config::{
 
 use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
+use crate::breaker::Breaker;
+use crate::http::H1Client;
+use crate::http::pool::ConnOptions;
 use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
+use crate::outlier::Detector;
 use crate::ratelimit::{Limiters, RateLimits};
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
@@ -37,6 +41,15 @@ pub struct ClusterState {
     pub config: Cluster,
     pub balancer: Balancer,
     pub metrics: Arc<ClusterMetrics>,
+    /// Connection-pool limits (circuit breaking), when the cluster has any; kept across updates that
+    /// leave them unchanged, so requests in flight stay counted.
+    pub breaker: Option<Arc<Breaker>>,
+    /// How connections to the endpoints are made and kept (timeouts, requests per connection).
+    pub connections: ConnOptions,
+    /// The cluster's own HTTP/1.1 pool when its connect or idle timeout differs from the proxy's.
+    pub h1: Option<H1Client>,
+    /// Outlier detection, when the cluster has it.
+    pub outlier: Option<Detector>,
 }
 
 impl ClusterState {
@@ -273,17 +286,35 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
         .clusters
         .iter()
         .map(|cluster| {
-            let balancer = match old.get(cluster.name.as_str()) {
+            let previous = old.get(cluster.name.as_str());
+            let balancer = match previous {
                 Some(previous) if previous.config.load_balancer == cluster.load_balancer => {
                     previous.balancer.update(&cluster.endpoints)
                 }
                 _ => Balancer::new(&cluster.load_balancer, &cluster.endpoints),
             };
-            Arc::new(ClusterState {
+            let same_pool = previous.filter(|p| p.config.connection_pool == cluster.connection_pool);
+            let pool = cluster.connection_pool.as_ref();
+            let connections = ConnOptions::of(pool);
+            let state = Arc::new(ClusterState {
                 config: cluster.clone(),
                 balancer,
                 metrics: metrics.cluster(direction, &cluster.name),
-            })
+                breaker: match same_pool {
+                    Some(previous) => previous.breaker.clone(),
+                    None => pool.and_then(Breaker::for_limits),
+                },
+                h1: match same_pool {
+                    Some(previous) => previous.h1.clone(),
+                    None => connections.needs_own_h1_pool().then(|| crate::http::cluster_h1_client(&connections)),
+                },
+                connections,
+                outlier: cluster.outlier_detection.as_ref().map(Detector::new),
+            });
+            if let (Some(detector), Ok(runtime)) = (&state.outlier, tokio::runtime::Handle::try_current()) {
+                runtime.spawn(crate::outlier::run_sweeps(Arc::downgrade(&state), detector.interval()));
+            }
+            state
         })
         .collect();
     let names: HashMap<&str, usize> = config.clusters.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();

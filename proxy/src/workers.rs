@@ -148,13 +148,15 @@ async fn run(common: Common, mut listeners: mpsc::UnboundedReceiver<(std::net::T
     std::future::pending::<()>().await;
 }
 
-/// Closes the worker's HTTP/2 upstream connections that stayed unused for `idle`.
+/// Closes the worker's HTTP/2 upstream connections that stayed unused for `idle` (or for their
+/// cluster's own idle timeout, which may make sweeps more frequent).
 async fn sweep_idle(pool: Arc<crate::http::pool::H2Pool>, idle: std::time::Duration) {
-    let mut interval =
-        tokio::time::interval((idle / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        interval.tick().await;
-        pool.sweep(idle);
+        let shortest = pool.shortest_cluster_idle().map_or(idle, |cluster| cluster.min(idle));
+        let period = (shortest / SWEEPS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(100));
+        tokio::select! {
+            () = tokio::time::sleep(period) => pool.sweep(idle),
+            () = pool.idle_shortened() => {}
+        }
     }
 }

@@ -111,6 +111,11 @@ pub struct OutlierDetection {
     pub consecutive_5xx_errors: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
+    /// Consecutive failures to connect or resets before ejection. Set only when the rule splits
+    /// local-origin failures from upstream answers (`splitExternalLocalOriginErrors`); otherwise a
+    /// local-origin failure counts as a 503 from the endpoint, as in Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
     #[serde(with = "duration_text::required")]
     pub interval: Duration,
     #[serde(with = "duration_text::required")]

@@ -33,6 +33,7 @@ fn sample() -> ProxyConfig {
         outlier_detection: Some(OutlierDetection {
             consecutive_5xx_errors: Some(1),
             consecutive_gateway_errors: None,
+            consecutive_local_origin_failures: None,
             interval: Duration::from_secs(1),
             base_ejection_time: Duration::from_secs(180),
             max_ejection_percent: 100,

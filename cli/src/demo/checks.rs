@@ -37,7 +37,7 @@ pub enum Feature {
     Routing,
     /// Weighted routing between subsets.
     Split,
-    /// Connection-pool limits reject the overflow.
+    /// Connection-pool limits reject the overflow, and outlier detection ejects a failing endpoint.
     CircuitBreaking,
     /// STRICT mutual TLS between sidecars.
     Mtls,
@@ -70,8 +70,8 @@ impl Feature {
             | Feature::Split
             | Feature::Metrics
             | Feature::Mtls
-            | Feature::Jwt => true,
-            Feature::CircuitBreaking => false,
+            | Feature::Jwt
+            | Feature::CircuitBreaking => true,
         }
     }
 }
@@ -330,12 +330,55 @@ pub fn split(replies: &[Reply]) -> Check {
     Check::judged(Feature::Split, passed, summary, details.into_iter().collect())
 }
 
+/// What the caller's proxy shows about one endpoint of a cluster with outlier detection (its admin
+/// `/config_dump`, section `clusterState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ejection {
+    pub cluster: String,
+    pub endpoint: String,
+    /// Whether the balancer leaves the endpoint out.
+    pub ejected: bool,
+    /// Time left of its ejection, in milliseconds.
+    pub ejected_for_ms: Option<u64>,
+}
+
+/// The ejected (or held ejected) endpoint of the cluster whose name contains `host`, in a proxy's
+/// `/config_dump`; `None` when none is.
+pub fn ejection(config_dump: &serde_json::Value, host: &str) -> Option<Ejection> {
+    let clusters = config_dump.get("clusterState")?.as_array()?;
+    clusters
+        .iter()
+        .filter(|c| c.get("name").and_then(serde_json::Value::as_str).is_some_and(|n| n.contains(host)))
+        .find_map(|cluster| {
+            let endpoints = cluster.get("endpoints")?.as_array()?;
+            let endpoint = endpoints.iter().find(|e| {
+                e.get("ejected") == Some(&serde_json::Value::Bool(true)) || e.pointer("/outlier/ejectedForMs").is_some()
+            })?;
+            Some(Ejection {
+                cluster: cluster.get("name")?.as_str()?.to_owned(),
+                endpoint: endpoint.get("address")?.as_str()?.to_owned(),
+                ejected: endpoint.get("ejected") == Some(&serde_json::Value::Bool(true)),
+                ejected_for_ms: endpoint.pointer("/outlier/ejectedForMs").and_then(serde_json::Value::as_u64),
+            })
+        })
+}
+
+/// The text a Trellis proxy's overflow answer carries in `x-trellis-error` (a circuit breaker rejected
+/// the request).
+pub const OVERFLOW_TEXT: &str = "upstream overflow";
+
 /// Step 04: concurrent bookings while inventory is slow; booking's sidecar must let some through and
-/// reject the overflow itself.
-pub fn circuit_breaking(replies: &[Reply]) -> Check {
+/// reject the overflow itself. Then one booking whose inventory call fails (`failing`): booking's sidecar
+/// must eject the inventory endpoint (`ejection`, read from its `/config_dump` afterwards).
+pub fn circuit_breaking(replies: &[Reply], failing: &Reply, ejection: Option<&Ejection>) -> Check {
     let booked = replies.iter().filter(|r| r.booked()).count();
-    let rejected: Vec<&str> = replies.iter().filter_map(|r| r.inventory.as_ref()?.proxy_error.as_deref()).collect();
-    let passed = booked > 0 && !rejected.is_empty();
+    let rejected: Vec<&str> = replies
+        .iter()
+        .filter_map(|r| r.inventory.as_ref()?.proxy_error.as_deref())
+        .filter(|reason| reason.contains(OVERFLOW_TEXT))
+        .collect();
+    let ejected = ejection.is_some_and(|e| e.ejected);
+    let passed = booked > 0 && !rejected.is_empty() && ejected;
     let mut summary = format!(
         "{} concurrent bookings with a slow inventory: {booked} booked, {} rejected by booking's sidecar",
         replies.len(),
@@ -343,6 +386,18 @@ pub fn circuit_breaking(replies: &[Reply]) -> Check {
     );
     if let Some(reason) = rejected.first() {
         summary.push_str(&format!(" ({reason})"));
+    }
+    let inventory_status = failing.inventory.as_ref().and_then(|d| d.status);
+    let failed = inventory_status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+    summary.push_str(&format!("; after one failing inventory answer ({failed}), "));
+    match ejection {
+        Some(e) if e.ejected => summary.push_str(&format!(
+            "booking's sidecar ejected {} for {} s",
+            e.endpoint,
+            e.ejected_for_ms.map_or(0, |ms| ms.div_ceil(1000))
+        )),
+        Some(e) => summary.push_str(&format!("booking's sidecar holds {} ejected but still uses it", e.endpoint)),
+        None => summary.push_str("booking's sidecar ejected no inventory endpoint"),
     }
     Check::judged(Feature::CircuitBreaking, passed, summary, Vec::new())
 }

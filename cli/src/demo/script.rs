@@ -51,6 +51,10 @@ pub const LOAD_CONCURRENCY: usize = 8;
 pub const BREAKER_REQUESTS: usize = 10;
 /// How slow inventory is made during the circuit-breaking check.
 pub const BREAKER_INVENTORY_DELAY_MS: u64 = 500;
+/// How long booking's sidecar may take to show the failing inventory endpoint ejected.
+pub const EJECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The host of the cluster whose ejection the circuit-breaking check looks for.
+pub const INVENTORY_HOST: &str = "inventory-service";
 /// The path the booking API is served under.
 pub const BOOKING_PATH: &str = "/api/v1/booking";
 /// A path no route of the tutorial matches.
@@ -426,7 +430,20 @@ impl Demo {
     async fn check_circuit_breaking(&mut self) {
         let url = self.plan.gateway_url(&format!("{BOOKING_PATH}?inventory_delay_ms={BREAKER_INVENTORY_DELAY_MS}"));
         let replies = self.http.replies(&url, &[], BREAKER_REQUESTS, BREAKER_REQUESTS).await;
-        self.record(checks::circuit_breaking(&replies));
+        // One 5xx from inventory: booking's sidecar ejects the endpoint (consecutive5xxErrors: 1).
+        let failing_url = self.plan.gateway_url(&format!("{BOOKING_PATH}?inventory_fail=1"));
+        let failing = Reply::from_result(self.http.get(&failing_url, &[]).await);
+        let booking = self.plan.ip(&BOOKING);
+        let started = Instant::now();
+        let mut ejection = None;
+        while ejection.is_none() && started.elapsed() < EJECTION_TIMEOUT {
+            let dump = self.config_dump(booking).await.unwrap_or_default();
+            ejection = checks::ejection(&dump, INVENTORY_HOST);
+            if ejection.is_none() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        self.record(checks::circuit_breaking(&replies, &failing, ejection.as_ref()));
     }
 
     async fn check_mtls(&mut self) {

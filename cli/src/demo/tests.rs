@@ -314,36 +314,72 @@ fn the_split_tolerance_shrinks_with_more_requests_but_never_below_its_floor() {
     assert_eq!(checks::split_tolerance(0, 10.0), 100.0);
 }
 
-#[test]
-fn checks_of_features_not_enforced_yet_are_skipped_whatever_they_observe() {
-    assert!(!Feature::CircuitBreaking.enforced());
-    assert!(Feature::Mtls.enforced() && Feature::Jwt.enforced(), "mTLS and JWT are enforced now");
-    let all_booked = checks::circuit_breaking(&bookings(10, 0));
-    assert_eq!(all_booked.verdict, Verdict::Skip);
-    assert!(all_booked.summary.starts_with("not enforced yet; observed: 10 concurrent bookings"), "{all_booked:?}");
-    let mut overflow = bookings(2, 0);
+/// A booking whose inventory call booking's sidecar rejected with its overflow answer.
+fn rejected_booking() -> Reply {
     let mut rejected = booking("v1");
     rejected.status = Some(503);
-    rejected.inventory = Some(Dependency { proxy_error: Some("circuit breaker open".into()), ..Default::default() });
-    overflow.extend(std::iter::repeat_n(rejected, 8));
-    let breaking = checks::circuit_breaking(&overflow);
-    assert_eq!(breaking.verdict, Verdict::Skip);
-    assert!(breaking.summary.contains("it already passes") && breaking.summary.contains("8 rejected"), "{breaking:?}");
+    rejected.inventory = Some(Dependency {
+        status: Some(503),
+        proxy_error: Some("upstream overflow: circuit breaker open".into()),
+        ..Default::default()
+    });
+    rejected
+}
+
+/// A booking whose inventory call answered 503 itself.
+fn failing_booking() -> Reply {
+    let mut failing = booking("v1");
+    failing.status = Some(503);
+    failing.inventory = Some(Dependency { status: Some(503), ..Default::default() });
+    failing
+}
+
+fn ejected(ejected: bool) -> checks::Ejection {
+    checks::Ejection {
+        cluster: "outbound|80||inventory-service.default.svc.cluster.local".into(),
+        endpoint: "127.0.1.12:8080".into(),
+        ejected,
+        ejected_for_ms: Some(179_400),
+    }
 }
 
 #[test]
-fn the_checks_of_later_features_pass_only_on_what_enforcement_looks_like() {
-    // Judged as they will be once enforced: the observation decides, not the flag.
-    let passes = |check: checks::Check| check.summary.contains("it already passes");
-    let mut overflow = bookings(1, 0);
-    overflow.push(Reply {
-        status: Some(503),
-        service: Some("booking".into()),
-        inventory: Some(Dependency { proxy_error: Some("overflow".into()), ..Default::default() }),
-        ..Reply::default()
-    });
-    assert!(passes(checks::circuit_breaking(&overflow)));
-    assert!(!passes(checks::circuit_breaking(&bookings(10, 0))), "nothing rejected");
+fn circuit_breaking_passes_on_overflow_rejected_by_the_sidecar_and_an_ejected_inventory() {
+    assert!(Feature::CircuitBreaking.enforced());
+    let mut overflow = bookings(2, 0);
+    overflow.extend(std::iter::repeat_n(rejected_booking(), 8));
+    let check = checks::circuit_breaking(&overflow, &failing_booking(), Some(&ejected(true)));
+    assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+    assert!(check.summary.contains("2 booked, 8 rejected by booking's sidecar (upstream overflow"), "{check:?}");
+    assert!(check.summary.ends_with("booking's sidecar ejected 127.0.1.12:8080 for 180 s"), "{check:?}");
+
+    let nothing_rejected = checks::circuit_breaking(&bookings(10, 0), &failing_booking(), Some(&ejected(true)));
+    assert_eq!(nothing_rejected.verdict, Verdict::Fail);
+    let mut other_errors = bookings(2, 0);
+    let mut refused = rejected_booking();
+    refused.inventory = Some(Dependency { proxy_error: Some("upstream connect error".into()), ..Default::default() });
+    other_errors.push(refused);
+    let not_overflow = checks::circuit_breaking(&other_errors, &failing_booking(), Some(&ejected(true)));
+    assert_eq!(not_overflow.verdict, Verdict::Fail, "a failed connection is not the breaker: {not_overflow:?}");
+    let not_ejected = checks::circuit_breaking(&overflow, &failing_booking(), None);
+    assert_eq!(not_ejected.verdict, Verdict::Fail);
+    assert!(not_ejected.summary.ends_with("ejected no inventory endpoint"), "{not_ejected:?}");
+    let unenforced = checks::circuit_breaking(&overflow, &failing_booking(), Some(&ejected(false)));
+    assert_eq!(unenforced.verdict, Verdict::Fail);
+}
+
+#[test]
+fn the_ejected_endpoint_is_read_from_the_callers_config_dump() {
+    let dump = serde_json::json!({"clusterState": [
+        {"name": "outbound|80||shipping-service.default.svc.cluster.local", "endpoints": [
+            {"address": "127.0.1.13:8080", "ejected": true, "outlier": {"ejectedForMs": 5}}]},
+        {"name": "outbound|80||inventory-service.default.svc.cluster.local", "endpoints": [
+            {"address": "127.0.1.11:8080", "ejected": false, "outlier": {"ejections": 0}},
+            {"address": "127.0.1.12:8080", "ejected": true, "outlier": {"ejections": 1, "ejectedForMs": 179400}}]},
+    ]});
+    assert_eq!(checks::ejection(&dump, "inventory-service"), Some(ejected(true)));
+    assert_eq!(checks::ejection(&dump, "order-service"), None);
+    assert_eq!(checks::ejection(&serde_json::json!({"config": {}}), "inventory-service"), None);
 }
 
 fn certificate(sa: &str) -> Option<checks::Certificate> {
@@ -496,12 +532,12 @@ fn the_report_counts_passed_failed_and_skipped_checks() {
     let checks = vec![
         checks::split(&bookings(450, 50)),
         checks::split(&bookings(250, 250)),
-        checks::circuit_breaking(&bookings(10, 0)),
+        checks::Check { verdict: Verdict::Skip, ..checks::split(&bookings(450, 50)) },
     ];
     let text = report::report(&checks);
     assert!(text.contains("  PASS  split "), "{text}");
     assert!(text.contains("  FAIL  split "), "{text}");
-    assert!(text.contains("  SKIP  circuit breaking "), "{text}");
+    assert!(text.contains("  SKIP  split "), "{text}");
     assert!(text.ends_with("3 checks: 1 passed, 1 failed, 1 skipped (not enforced yet)"), "{text}");
     assert!(!report::all_passed(&checks));
     assert!(report::all_passed(&checks[2..]), "a skipped check does not fail the run");

@@ -7,9 +7,10 @@
 //! without, and rules for the same host merge (the oldest rule's traffic policy, subsets of all, the first
 //! definition of a subset name winning).
 //!
-//! Merging for one cluster follows Istio's `MergeTrafficPolicy`: the rule's top-level settings, replaced
-//! field by field by the subset's own, then by the port-level entry for the cluster's port (from the
-//! subset's `portLevelSettings` when it has any, else the rule's).
+//! Merging for one cluster follows Istio's `MergeSubsetTrafficPolicy`: the rule's top-level settings,
+//! replaced as a whole by the rule's port-level entry for the cluster's port; then the subset's settings
+//! over those field by field, or as a whole when the subset has a port-level entry for the port. A
+//! port-level entry never inherits: what it omits takes its default.
 
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ use crate::index::{Key, Kind, Service};
 
 /// Envoy's (and so Istio's) consecutive 5xx errors before ejection when a rule does not say.
 pub const DEFAULT_CONSECUTIVE_5XX_ERRORS: u32 = 5;
+/// Envoy's consecutive local-origin failures before ejection when they are split from upstream answers.
+pub const DEFAULT_CONSECUTIVE_LOCAL_ORIGIN_FAILURES: u32 = 5;
 /// Istio's default time between ejection sweeps.
 pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
 /// Istio's default base ejection time.
@@ -130,6 +133,7 @@ struct Effective<'a> {
 }
 
 impl<'a> Effective<'a> {
+    /// Takes each setting `policy` has, leaving the others as they are (a subset over its rule).
     fn take(&mut self, policy: &'a TrafficPolicy, key: &'a Key, at: &FieldPath) {
         if let Some(v) = &policy.load_balancer {
             self.load_balancer = Some((Setting { value: v, key }, at.key("loadBalancer")));
@@ -145,23 +149,43 @@ impl<'a> Effective<'a> {
         }
     }
 
-    fn take_port(&mut self, policy: &'a TrafficPolicy, key: &'a Key, at: &FieldPath, port: u16) {
+    /// The policy's own settings, replaced as a whole by its port-level entry for `port` when it has
+    /// one: Istio's port-level settings do not inherit, a field they omit takes its default. Returns
+    /// whether a port-level entry applied.
+    fn of_policy(policy: &'a TrafficPolicy, key: &'a Key, at: &FieldPath, port: u16) -> (Self, bool) {
         let levels = policy.port_level_settings.iter().flatten().enumerate();
-        for (i, level) in levels.filter(|(_, l)| l.port.as_ref().and_then(|p| p.number) == Some(u32::from(port))) {
-            let at = at.key("portLevelSettings").index(i);
-            if let Some(v) = &level.load_balancer {
-                self.load_balancer = Some((Setting { value: v, key }, at.key("loadBalancer")));
-            }
-            if let Some(v) = &level.connection_pool {
-                self.connection_pool = Some((Setting { value: v, key }, at.key("connectionPool")));
-            }
-            if let Some(v) = &level.outlier_detection {
-                self.outlier_detection = Some((Setting { value: v, key }, at.key("outlierDetection")));
-            }
-            if let Some(v) = &level.tls {
-                self.tls = Some((Setting { value: v, key }, at.key("tls")));
-            }
+        let level = levels.into_iter().find(|(_, l)| l.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)));
+        let Some((i, level)) = level else {
+            let mut own = Effective::default();
+            own.take(policy, key, at);
+            return (own, false);
+        };
+        let at = at.key("portLevelSettings").index(i);
+        let own = Effective {
+            load_balancer: level.load_balancer.as_ref().map(|v| (Setting { value: v, key }, at.key("loadBalancer"))),
+            connection_pool: level
+                .connection_pool
+                .as_ref()
+                .map(|v| (Setting { value: v, key }, at.key("connectionPool"))),
+            outlier_detection: level
+                .outlier_detection
+                .as_ref()
+                .map(|v| (Setting { value: v, key }, at.key("outlierDetection"))),
+            tls: level.tls.as_ref().map(|v| (Setting { value: v, key }, at.key("tls"))),
+        };
+        (own, true)
+    }
+
+    /// Overrides with `other`: field by field, or as a whole when `other` came from a port-level entry.
+    fn overridden_by(mut self, other: Effective<'a>, whole: bool) -> Self {
+        if whole {
+            return other;
         }
+        self.load_balancer = other.load_balancer.or(self.load_balancer);
+        self.connection_pool = other.connection_pool.or(self.connection_pool);
+        self.outlier_detection = other.outlier_detection.or(self.outlier_detection);
+        self.tls = other.tls.or(self.tls);
+        self
     }
 }
 
@@ -181,26 +205,18 @@ pub fn cluster_policy(
     subset: Option<(&Subset, &Key, usize)>,
     port: u16,
 ) -> ClusterPolicy {
-    let mut effective = Effective::default();
+    // Istio's MergeSubsetTrafficPolicy: the rule's policy with its port-level entry applied, then the
+    // subset's (with its own port-level entry applied) over it.
     let spec = FieldPath::of("spec");
     let top = rule.and_then(|r| r.policy);
-    if let Some((policy, key)) = top {
-        effective.take(policy, key, &spec.key("trafficPolicy"));
-    }
+    let mut effective = match top {
+        Some((policy, key)) => Effective::of_policy(policy, key, &spec.key("trafficPolicy"), port).0,
+        None => Effective::default(),
+    };
     let subset_policy = subset.and_then(|(s, key, i)| s.traffic_policy.as_ref().map(|p| (p, key, i)));
     if let Some((policy, key, i)) = subset_policy {
-        effective.take(policy, key, &spec.key("subsets").index(i).key("trafficPolicy"));
-    }
-    // Port-level settings: the subset's list replaces the rule's when it has one.
-    match subset_policy.filter(|(p, _, _)| p.port_level_settings.is_some()) {
-        Some((policy, key, i)) => {
-            effective.take_port(policy, key, &spec.key("subsets").index(i).key("trafficPolicy"), port)
-        }
-        None => {
-            if let Some((policy, key)) = top {
-                effective.take_port(policy, key, &spec.key("trafficPolicy"), port);
-            }
-        }
+        let (own, whole) = Effective::of_policy(policy, key, &spec.key("subsets").index(i).key("trafficPolicy"), port);
+        effective = effective.overridden_by(own, whole);
     }
     ClusterPolicy {
         load_balancer: effective.load_balancer.map(|(s, at)| load_balancer(cx, s, &at)).unwrap_or_default(),
@@ -299,6 +315,12 @@ fn outlier_detection(
         (None, None) => Some(DEFAULT_CONSECUTIVE_5XX_ERRORS),
     };
     let consecutive_gateway_errors = od.consecutive_gateway_errors.or(deprecated).filter(|n| *n > 0);
+    // Counted apart only when the rule splits them; otherwise they count as 503s (Envoy).
+    let consecutive_local_origin_failures = match od.split_external_local_origin_errors {
+        Some(true) => Some(od.consecutive_local_origin_failures.unwrap_or(DEFAULT_CONSECUTIVE_LOCAL_ORIGIN_FAILURES))
+            .filter(|n| *n > 0),
+        _ => None,
+    };
     let interval = parse_duration(cx, setting.key, &at.key("interval"), od.interval.as_deref());
     let base = parse_duration(cx, setting.key, &at.key("baseEjectionTime"), od.base_ejection_time.as_deref());
     let percent = |value: Option<i32>| value.and_then(|v| u32::try_from(v).ok()).map(|v| v.min(100));
@@ -309,6 +331,7 @@ fn outlier_detection(
     proxy_config::OutlierDetection {
         consecutive_5xx_errors,
         consecutive_gateway_errors,
+        consecutive_local_origin_failures,
         interval: interval.unwrap_or(DEFAULT_OUTLIER_INTERVAL),
         base_ejection_time: base.unwrap_or(DEFAULT_BASE_EJECTION_TIME),
         max_ejection_percent: percent(od.max_ejection_percent).unwrap_or(DEFAULT_MAX_EJECTION_PERCENT),

@@ -313,3 +313,27 @@ async fn request(sender: &mut Sender, host: &str) -> Answer {
     }
     Answer::Ok(body)
 }
+
+/// [`start_sidecar_with`] for a workload of `namespace` instead of `shop`.
+pub fn start_sidecar_in(
+    namespace: &str,
+    name: &str,
+    labels: &str,
+    ip: IpAddr,
+    control_plane: SocketAddr,
+    inbound: Option<(u16, SocketAddr)>,
+) -> Process {
+    let mut command = Command::new(trellis_proxy());
+    command
+        .arg("sidecar")
+        .args(["--discovery-address", &control_plane.to_string()])
+        .args(["--node-id", &format!("{name}.{namespace}"), "--namespace", namespace, "--service-account", name])
+        .args(["--labels", labels, "--listen-ip", &ip.to_string()])
+        .args(["--admin-addr", &format!("{ip}:15000"), "--readiness-addr", &format!("{ip}:15021")])
+        .args(["--prometheus-addr", &format!("{ip}:15090"), "--explicit-proxy-addr", &format!("{ip}:15080")])
+        .args(["--drain-deadline", "1s"]);
+    if let Some((port, application)) = inbound {
+        command.args(["--inbound-port", &port.to_string(), "--inbound-target", &application.to_string()]);
+    }
+    Process::spawn(&format!("sidecar {name}"), &mut command)
+}

@@ -16,11 +16,14 @@ use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
 use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::mirror::{self, MirrorTarget};
-use super::{Body, Shared, Side, full, local_response, upgrade};
+use super::pool::ConnOptions;
+use super::{Body, H1Client, Shared, Side, full, local_response, upgrade};
 use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
+use crate::breaker::{Guarded, Overflow, Permit};
 use crate::jwt::UNAUTHORIZED;
 use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult};
+use crate::outlier::Outcome;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
@@ -275,16 +278,29 @@ fn request_hash<B>(cluster: &ClusterState, req: &Request<B>, peer: SocketAddr) -
 
 /// Sends a request to an endpoint of `cluster`.
 async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>, hash: Option<u64>) -> Response<Body> {
+    use trellis_api::proxy_config::Protocol;
+    let declared_h2 = matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc);
+    // Circuit breaking comes first, so a request waiting for a connection is not in flight to an
+    // endpoint. An HTTP/1.1 request counts as a whole connection even when it rides HTTP/2 to a proxy.
+    let permit = match &cluster.breaker {
+        None => None,
+        Some(breaker) => match breaker.admit(declared_h2 || req.version() == Version::HTTP_2).await {
+            Ok(permit) => Some(permit),
+            Err(Overflow) => {
+                tracing::debug!(cluster = %cluster.config.name, "circuit breaker rejected a request (UO)");
+                cluster.metrics.overflowed();
+                cluster.metrics.request(503, 0.0);
+                return super::overflow_response();
+            }
+        },
+    };
     let Some(pick) = cluster.balancer.pick(hash) else {
         cluster.metrics.request(503, 0.0);
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };
-    use trellis_api::proxy_config::Protocol;
     let meshed = pick.endpoint().meshed;
     // Declared HTTP/2 and gRPC go out as HTTP/2; an undeclared protocol follows the downstream one.
-    let h2 = meshed
-        || matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc)
-        || (cluster.config.protocol == Protocol::Detect && req.version() == Version::HTTP_2);
+    let h2 = meshed || declared_h2 || (cluster.config.protocol == Protocol::Detect && req.version() == Version::HTTP_2);
     let mtls = match mesh_tls(shared, &cluster.config.tls, meshed, pick.identity()) {
         Ok(mtls) => mtls,
         Err(message) => {
@@ -293,11 +309,36 @@ async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>,
         }
     };
     let started = Instant::now();
-    let response = send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, mtls, &cluster.metrics).await;
+    let conn = ClusterConn { options: &cluster.connections, h1: cluster.h1.as_ref(), permit };
+    let response =
+        send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, mtls, &cluster.metrics, Some(conn)).await;
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
     pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
+    if let Some(detector) = &cluster.outlier {
+        let outcome = match UpstreamFailure::on(&response) {
+            Some(_) => Outcome::LocalFailure,
+            None => Outcome::Status(response.status().as_u16()),
+        };
+        detector.record(&cluster.balancer, &pick, outcome);
+    }
     response
+}
+
+/// What a cluster adds to sending one request: how its connections are made and kept, its own HTTP/1.1
+/// pool, and the circuit-breaker permit the response body holds until it ends.
+struct ClusterConn<'a> {
+    options: &'a ConnOptions,
+    h1: Option<&'a H1Client>,
+    permit: Option<Permit>,
+}
+
+/// `body` boxed, holding `permit` (if any) until it ends.
+fn guarded(body: Incoming, permit: Option<Permit>) -> Body {
+    match permit {
+        Some(permit) => Guarded::new(body, permit).boxed(),
+        None => body.boxed(),
+    }
 }
 
 /// Whether a connection to an endpoint uses mesh TLS: always under ISTIO_MUTUAL, to meshed endpoints
@@ -333,7 +374,7 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
     }
     let h2 = req.version() == Version::HTTP_2;
     let req = req.map(BodyExt::boxed);
-    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough).await
+    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough, None).await
 }
 
 /// Forwards to the application behind an inbound listener.
@@ -400,7 +441,8 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     } else {
         Upstream::App { h2 }
     };
-    let mut response = send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics).await;
+    let mut response =
+        send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
     if let Some(quota) = quota {
         quota.write_headers(response.headers_mut());
     }
@@ -449,7 +491,12 @@ async fn send(
     upstream: Upstream,
     mtls: Option<MeshTarget<'_>>,
     metrics: &ClusterMetrics,
+    cluster: Option<ClusterConn<'_>>,
 ) -> Response<Body> {
+    let (options, cluster_h1, permit) = match cluster {
+        Some(ClusterConn { options, h1, permit }) => (Some(options), h1, permit),
+        None => (None, None, None),
+    };
     let (h2, app, meshed) = match upstream {
         Upstream::Mesh { h2, meshed } => (h2, false, meshed),
         Upstream::App { h2 } => (h2, true, false),
@@ -500,12 +547,12 @@ async fn send(
             Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
         }
         parts.version = Version::HTTP_2;
-        shared
-            .clients
-            .h2
-            .send(addr, source, mtls.as_ref(), Request::from_parts(parts, body))
-            .await
-            .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
+        let request = Request::from_parts(parts, body);
+        match options {
+            Some(options) => shared.clients.h2.send_with(addr, source, mtls.as_ref(), request, options).await,
+            None => shared.clients.h2.send(addr, source, mtls.as_ref(), request).await,
+        }
+        .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
         // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
         let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
@@ -516,7 +563,15 @@ async fn send(
             None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
         }
         parts.version = Version::HTTP_11;
-        let client = if app { &shared.clients.inbound_h1 } else { &shared.clients.h1 };
+        // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused.
+        if options.is_some_and(|o| o.max_requests_per_connection == Some(1)) && !upgrading {
+            parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let client = match cluster_h1 {
+            Some(client) => client,
+            None if app => &shared.clients.inbound_h1,
+            None => &shared.clients.h1,
+        };
         client
             .request(Request::from_parts(parts, body))
             .await
@@ -533,14 +588,14 @@ async fn send(
                 }
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers, true);
-                return Response::from_parts(parts, body.boxed());
+                return Response::from_parts(parts, guarded(body, permit));
             }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers, false);
             if arrived_h1 {
                 parts.version = Version::HTTP_11;
             }
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, guarded(body, permit))
         }
         Err((failure, err)) => {
             tracing::debug!(error = err, upstream = %addr, ?failure, "upstream request failed");

@@ -5,6 +5,11 @@
 //! (the service name the client used) instead of the endpoint's IP, as Envoy sends it. A connection
 //! that closes (peer gone, GOAWAY, failed keep-alive ping) is replaced on the next request; one left
 //! unused for the idle timeout is dropped by [`H2Pool::sweep`].
+//!
+//! A cluster's connection-pool settings ([`ConnOptions`]) give its connections their own connect
+//! timeout, idle timeout and request limit: a connection that carried `maxRequestsPerConnection`
+//! requests leaves the pool (it closes once its streams end), and connections with different limits
+//! are kept apart.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,26 +37,76 @@ pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keep-alive ping may go unanswered before the connection is closed.
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How a cluster's connections are made and kept (its DestinationRule `connectionPool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnOptions {
+    /// `tcp.connectTimeout`, or the proxy's default.
+    pub connect_timeout: Duration,
+    /// `http.idleTimeout`: the cluster's own pool idle timeout, when it has one.
+    pub idle_timeout: Option<Duration>,
+    /// `http.maxRequestsPerConnection`: requests one connection carries before it is retired.
+    pub max_requests_per_connection: Option<u32>,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        Self { connect_timeout: super::UPSTREAM_CONNECT_TIMEOUT, idle_timeout: None, max_requests_per_connection: None }
+    }
+}
+
+impl ConnOptions {
+    /// The options a cluster's connection pool settings give.
+    pub fn of(pool: Option<&trellis_api::proxy_config::ConnectionPool>) -> Self {
+        let Some(pool) = pool else { return Self::default() };
+        Self {
+            connect_timeout: pool.connect_timeout.unwrap_or(super::UPSTREAM_CONNECT_TIMEOUT),
+            idle_timeout: pool.idle_timeout,
+            max_requests_per_connection: pool.max_requests_per_connection.filter(|n| *n > 0),
+        }
+    }
+
+    /// Whether HTTP/1.1 requests need a pool of their own (hyper's pool has one connect and one idle
+    /// timeout).
+    pub fn needs_own_h1_pool(&self) -> bool {
+        self.connect_timeout != super::UPSTREAM_CONNECT_TIMEOUT || self.idle_timeout.is_some()
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     sender: SendRequest<Body>,
     last_used: Instant,
+    /// Requests sent on the connection so far.
+    sent: u32,
+    /// The cluster's idle timeout, when it has its own.
+    idle: Option<Duration>,
 }
 
-/// Pool key: the endpoint, the source address, and whether the connection is mesh TLS.
-type Key = (SocketAddr, Option<SocketAddr>, bool);
+/// Pool key: the endpoint, the source address, whether the connection is mesh TLS, and the request
+/// limit of its connections.
+type Key = (SocketAddr, Option<SocketAddr>, bool, Option<u32>);
 
-/// HTTP/2 connections of one worker, by (endpoint, source address, mesh TLS).
+/// HTTP/2 connections of one worker, by (endpoint, source address, mesh TLS, request limit).
 #[derive(Debug)]
 pub struct H2Pool {
     connections: Mutex<HashMap<Key, Entry>>,
     connect_timeout: Duration,
+    /// The shortest cluster idle timeout seen, in milliseconds (`u64::MAX`: none), so sweeps run
+    /// often enough for it.
+    shortest_idle_ms: std::sync::atomic::AtomicU64,
+    /// Told when a shorter cluster idle timeout appears, so the sweeper need not finish a long sleep.
+    idle_shortened: tokio::sync::Notify,
 }
 
 impl H2Pool {
     /// An empty pool whose connects give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        Self { connections: Mutex::new(HashMap::new()), connect_timeout }
+        Self {
+            connections: Mutex::new(HashMap::new()),
+            connect_timeout,
+            shortest_idle_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            idle_shortened: tokio::sync::Notify::new(),
+        }
     }
 
     /// Sends `req` to `addr` (from `source` when given; over mesh TLS when `mtls` is given) on the
@@ -63,17 +118,59 @@ impl H2Pool {
         mtls: Option<&MeshTarget<'_>>,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
-        let key = (addr, source, mtls.is_some());
-        let reusable = self.lock().get_mut(&key).filter(|e| !e.sender.is_closed()).map(|e| {
-            e.last_used = Instant::now();
-            e.sender.clone()
-        });
+        let options = ConnOptions { connect_timeout: self.connect_timeout, ..ConnOptions::default() };
+        self.send_with(addr, source, mtls, req, &options).await
+    }
+
+    /// [`H2Pool::send`] on a connection made and kept as a cluster's `options` say.
+    pub async fn send_with(
+        &self,
+        addr: SocketAddr,
+        source: Option<SocketAddr>,
+        mtls: Option<&MeshTarget<'_>>,
+        req: Request<Body>,
+        options: &ConnOptions,
+    ) -> Result<Response<Incoming>, Error> {
+        let limit = options.max_requests_per_connection;
+        let key = (addr, source, mtls.is_some(), limit);
+        let reusable = {
+            let mut connections = self.lock();
+            let reused = connections.get_mut(&key).filter(|e| !e.sender.is_closed()).map(|e| {
+                e.last_used = Instant::now();
+                e.sent = e.sent.saturating_add(1);
+                (e.sender.clone(), limit.is_some_and(|limit| e.sent >= limit))
+            });
+            match reused {
+                // The connection carried its last request: it leaves the pool and closes when done.
+                Some((sender, true)) => {
+                    connections.remove(&key);
+                    Some(sender)
+                }
+                Some((sender, false)) => Some(sender),
+                None => None,
+            }
+        };
         let mut sender = match reusable {
             Some(sender) => sender,
             None => {
                 // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-                let sender = Box::pin(self.connect(addr, source, mtls)).await?;
-                self.lock().insert(key, Entry { sender: sender.clone(), last_used: Instant::now() });
+                let sender = Box::pin(self.connect(addr, source, mtls, options.connect_timeout)).await?;
+                if limit != Some(1) {
+                    if let Some(idle) = options.idle_timeout {
+                        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+                        let before = self.shortest_idle_ms.fetch_min(idle_ms, std::sync::atomic::Ordering::Relaxed);
+                        if idle_ms < before {
+                            self.idle_shortened.notify_one();
+                        }
+                    }
+                    let entry = Entry {
+                        sender: sender.clone(),
+                        last_used: Instant::now(),
+                        sent: 1,
+                        idle: options.idle_timeout,
+                    };
+                    self.lock().insert(key, entry);
+                }
                 sender
             }
         };
@@ -82,10 +179,22 @@ impl H2Pool {
         sender.send_request(req).await.map_err(failed)
     }
 
-    /// Drops connections unused for `idle` (and closed ones); their connection tasks then end.
+    /// Drops connections unused for `idle` or their cluster's own idle timeout (and closed ones);
+    /// their connection tasks then end.
     pub fn sweep(&self, idle: Duration) {
         let now = Instant::now();
-        self.lock().retain(|_, e| !e.sender.is_closed() && now.duration_since(e.last_used) < idle);
+        self.lock().retain(|_, e| !e.sender.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle));
+    }
+
+    /// Waits until a cluster with a shorter idle timeout than any before puts a connection in the pool.
+    pub async fn idle_shortened(&self) {
+        self.idle_shortened.notified().await;
+    }
+
+    /// The shortest idle timeout of any cluster whose connections the pool held, if any.
+    pub fn shortest_cluster_idle(&self) -> Option<Duration> {
+        let ms = self.shortest_idle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (ms != u64::MAX).then(|| Duration::from_millis(ms))
     }
 
     /// Connections currently held.
@@ -108,8 +217,9 @@ impl H2Pool {
         addr: SocketAddr,
         source: Option<SocketAddr>,
         mtls: Option<&MeshTarget<'_>>,
+        timeout: Duration,
     ) -> Result<SendRequest<Body>, Error> {
-        let stream = connect_within(self.connect_timeout, addr, source).await?;
+        let stream = connect_within(timeout, addr, source).await?;
         match mtls {
             Some(mtls) => {
                 let tls = mtls.configs.connect(stream, addr, MeshProtocol::Http2, Some(mtls.expected)).await?;

@@ -50,9 +50,11 @@ async fn sidecar_serves(admin: SocketAddr, burst: Option<u32>) {
         let policies: Vec<&str> =
             config.inbound.iter().flat_map(|l| &l.rate_limits).map(|l| l.policy.as_str()).collect();
         let wanted = match burst {
-            Some(burst) => !buckets.is_empty()
-                && buckets.iter().all(|b| *b == burst)
-                && policies.iter().all(|p| *p == "shop/backend-limit"),
+            Some(burst) => {
+                !buckets.is_empty()
+                    && buckets.iter().all(|b| *b == burst)
+                    && policies.iter().all(|p| *p == "shop/backend-limit")
+            }
             None => buckets.is_empty(),
         };
         if wanted { Ok(()) } else { Err(format!("version {}: buckets {buckets:?}", config.version)) }

@@ -376,6 +376,31 @@ impl Limiter {
     }
 }
 
+/// What a rule decided about one request.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// No rule is the request's.
+    Unmatched,
+    /// A rule let it through; its response reports the quota.
+    Allowed(Quota),
+    /// A rule refused it.
+    Limited(Limited<'a>),
+}
+
+/// A refused request: the rule that refused it and the quota it found.
+#[derive(Debug)]
+pub struct Limited<'a> {
+    limiter: &'a Limiter,
+    quota: Quota,
+}
+
+impl Limited<'_> {
+    /// The answer to the request.
+    pub fn response(&self) -> Response<Body> {
+        self.limiter.limited_response(&self.quota)
+    }
+}
+
 /// Every limiter of a config by its rule, so the next config keeps the buckets of rules that stay.
 pub type Limiters = HashMap<RateLimit, Arc<Limiter>>;
 
@@ -420,18 +445,17 @@ impl RateLimits {
         self.limiters.iter().map(Arc::as_ref).find(|l| l.matches_http(method, path, port))
     }
 
-    /// Checks one inbound request: `Ok` with the quota its response reports (none when no rule is the
-    /// request's), or `Err` with the answer to a limited request.
-    pub fn check_http<B>(&self, req: &http::Request<B>, cx: &Context) -> Result<Option<Quota>, Box<Response<Body>>> {
+    /// Checks one inbound request against the first rule it matches.
+    pub fn check_http<B>(&self, req: &http::Request<B>, cx: &Context) -> Verdict<'_> {
         let Some(limiter) = self.for_http(req.method().as_str(), req.uri().path(), cx.destination.port()) else {
-            return Ok(None);
+            return Verdict::Unmatched;
         };
         let quota = limiter.acquire(&Source::of(cx));
         if quota.allowed {
-            Ok(Some(quota))
+            Verdict::Allowed(quota)
         } else {
             tracing::debug!(peer = %cx.peer, policy = %limiter.config.policy, "request rate limited");
-            Err(Box::new(limiter.limited_response(&quota)))
+            Verdict::Limited(Limited { limiter, quota })
         }
     }
 

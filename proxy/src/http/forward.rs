@@ -24,6 +24,7 @@ use crate::breaker::{Guarded, Overflow, Permit};
 use crate::jwt::UNAUTHORIZED;
 use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult};
 use crate::outlier::Outcome;
+use crate::ratelimit::Verdict;
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
@@ -382,12 +383,13 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     let port = cx.destination.port();
     // Local rate limits first: refusing costs less than checking a token or policy, and protects the app.
     let quota = match compiled.inbound_rate_limits(port).map(|limits| limits.check_http(&req, &cx)) {
-        Some(Err(limited)) => {
-            compiled.inbound_metrics.request(limited.status().as_u16(), 0.0);
-            return *limited;
+        Some(Verdict::Limited(limited)) => {
+            let response = limited.response();
+            compiled.inbound_metrics.request(response.status().as_u16(), 0.0);
+            return response;
         }
-        Some(Ok(quota)) => quota,
-        None => None,
+        Some(Verdict::Allowed(quota)) => Some(quota),
+        Some(Verdict::Unmatched) | None => None,
     };
     // RequestAuthentication: a token that fails is a 401; no token passes on to authorization.
     let mut verified = None;

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use failure::UpstreamFailure;
 pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
+pub(crate) use headers::ensure_request_id;
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 
 use crate::drain;

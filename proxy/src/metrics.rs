@@ -39,6 +39,11 @@ struct TrafficLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectLabels {
     protocol: &'static str,
     timed_out: &'static str,
@@ -73,6 +78,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     mtls_refused: Family<RefusedLabels, Counter>,
     authz_denied: Family<DeniedLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    retry_overflow: Family<RetryLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -104,6 +111,14 @@ impl Metrics {
         let mtls_refused = Family::<RefusedLabels, Counter>::default();
         let authz_denied = Family::<DeniedLabels, Counter>::default();
         let open_connections = Gauge::default();
+        let retries = Family::<RetryLabels, Counter>::default();
+        let retry_overflow = Family::<RetryLabels, Counter>::default();
+        registry.register("retries", "Retries sent to an upstream cluster", retries.clone());
+        registry.register(
+            "retry_overflow",
+            "Retries not sent because the cluster's retry budget or maxRetries was exhausted",
+            retry_overflow.clone(),
+        );
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -147,6 +162,8 @@ impl Metrics {
             reloads,
             mtls_refused,
             authz_denied,
+            retries,
+            retry_overflow,
             open_connections,
         }
     }
@@ -172,6 +189,8 @@ impl Metrics {
             tcp_received: self.tcp_received.get_or_create(&traffic).clone(),
             tcp_opened: self.tcp_opened.get_or_create(&traffic).clone(),
             tcp_closed: self.tcp_closed.get_or_create(&traffic).clone(),
+            retries: self.retries.get_or_create(&RetryLabels { cluster: cluster.to_owned() }).clone(),
+            retry_overflow: self.retry_overflow.get_or_create(&RetryLabels { cluster: cluster.to_owned() }).clone(),
         })
     }
 
@@ -206,6 +225,10 @@ pub struct ClusterMetrics {
     pub tcp_received: Counter,
     pub tcp_opened: Counter,
     pub tcp_closed: Counter,
+    /// Retries sent (`trellis_retries_total`).
+    pub retries: Counter,
+    /// Retries refused by the retry budget or `maxRetries` (`trellis_retry_overflow_total`).
+    pub retry_overflow: Counter,
 }
 
 impl ClusterMetrics {

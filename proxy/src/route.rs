@@ -13,6 +13,7 @@ use regex::Regex;
 use trellis_api::proxy_config::{HeaderOps, Route, RouteAction, RouteMatch, StringMatcher};
 
 use crate::Error;
+use crate::retry::RouteResilience;
 
 /// A string condition, ready to evaluate.
 #[derive(Debug, Clone)]
@@ -251,6 +252,8 @@ pub struct CompiledRoute {
     pub action: Action,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    /// Timeouts and retries.
+    pub resilience: RouteResilience,
 }
 
 impl CompiledRoute {
@@ -349,6 +352,7 @@ pub fn compile_route(route: &Route, cluster_index: impl Fn(&str) -> Option<usize
         action,
         request_headers: HeaderEdits::compile(&route.request_headers).map_err(fail)?,
         response_headers: HeaderEdits::compile(&route.response_headers).map_err(fail)?,
+        resilience: RouteResilience::compile(route).map_err(fail)?,
     })
 }
 

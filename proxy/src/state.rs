@@ -21,6 +21,7 @@ use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
 use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
+use crate::retry::RetryLimits;
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
 
@@ -35,6 +36,8 @@ pub struct ClusterState {
     pub config: Cluster,
     pub balancer: Balancer,
     pub metrics: Arc<ClusterMetrics>,
+    /// Caps on retries in flight (`maxRetries`, retry budget) and their counters.
+    pub retry: RetryLimits,
 }
 
 impl ClusterState {
@@ -266,6 +269,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
                 config: cluster.clone(),
                 balancer,
                 metrics: metrics.cluster(direction, &cluster.name),
+                retry: RetryLimits::new(cluster),
             })
         })
         .collect();

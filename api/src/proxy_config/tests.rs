@@ -39,6 +39,7 @@ fn sample() -> ProxyConfig {
             min_health_percent: 0,
         }),
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     };
     config.clusters = vec![cluster("v1"), cluster("v2")];
     let weighted = |subset: &str, weight| WeightedCluster {
@@ -63,6 +64,8 @@ fn sample() -> ProxyConfig {
                 per_try_timeout: None,
                 retry_on: vec!["5xx".into()],
                 backoff: None,
+                allow_previous_hosts: false,
+                remote_localities: false,
             }),
             fault: None,
             mirrors: Vec::new(),

@@ -1,6 +1,7 @@
 //! Handling one HTTP request: find the virtual host and route, then answer locally (redirect, direct
 //! response, no route) or forward to an endpoint picked from the route's cluster.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
 use crate::jwt::UNAUTHORIZED;
 use crate::metrics::ClusterMetrics;
+use crate::retry::{self, ClusterParts, Tried};
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
@@ -179,7 +181,9 @@ async fn forward_routed(
             // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
             route.request_headers.apply(req.headers_mut());
-            let mut response = to_cluster(shared, cluster, req.map(BodyExt::boxed), hash).await;
+            let upstream = ClusterUpstream { shared, cluster, hash };
+            let parts = ClusterParts { limits: &cluster.retry, metrics: &cluster.metrics };
+            let mut response = retry::forward(&route.resilience, parts, &upstream, req).await;
             target.response_headers.apply(response.headers_mut());
             route.response_headers.apply(response.headers_mut());
             response
@@ -213,9 +217,33 @@ fn request_hash<B>(cluster: &ClusterState, req: &Request<B>, peer: SocketAddr) -
     }
 }
 
-/// Sends a request to an endpoint of `cluster`.
-async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>, hash: Option<u64>) -> Response<Body> {
-    let Some(pick) = cluster.balancer.pick(hash) else {
+/// A route's cluster as the retry loop sees it.
+struct ClusterUpstream<'a> {
+    shared: &'a Shared,
+    cluster: &'a ClusterState,
+    hash: Option<u64>,
+}
+
+impl retry::Upstream for ClusterUpstream<'_> {
+    fn attempt<'a>(
+        &'a self,
+        req: Request<Body>,
+        tried: &'a mut Tried,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+        to_cluster(self.shared, self.cluster, req, self.hash, tried)
+    }
+}
+
+/// Sends a request to an endpoint of `cluster` (one the request's earlier attempts did not try, when
+/// there is one).
+async fn to_cluster(
+    shared: &Shared,
+    cluster: &ClusterState,
+    req: Request<Body>,
+    hash: Option<u64>,
+    tried: &mut Tried,
+) -> Response<Body> {
+    let Some(pick) = tried.pick(&cluster.balancer, hash) else {
         cluster.metrics.request(503, 0.0);
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };

@@ -181,6 +181,7 @@ pub fn cluster_with(name: &str, endpoints: &[SocketAddr], meshed: bool, protocol
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Disable,
+        retry_budget: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! without port collisions, and every process is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod pki;
 pub mod upstream;
 

@@ -122,7 +122,12 @@ async fn reset(mut stream: tokio::net::TcpStream, seen: Arc<Seen>) {
     drop(stream);
 }
 
-async fn answer(req: Request<Incoming>, fault: Fault, me: SocketAddr, seen: Arc<Seen>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    fault: Fault,
+    me: SocketAddr,
+    seen: Arc<Seen>,
+) -> Result<Response<Body>, Infallible> {
     let n = seen.requests.fetch_add(1, Ordering::SeqCst);
     let text = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(id) = text("x-request-id") {

@@ -145,7 +145,7 @@ async fn answer(
     seen.body_sizes.lock().expect("lock").push(body.len());
     let fail = match fault {
         Fault::Healthy | Fault::Reset => false,
-        Fault::FailEveryOther => n % 2 == 0,
+        Fault::FailEveryOther => n.is_multiple_of(2),
         Fault::FailRandomly(p) => fastrand::f64() < p,
         Fault::FailAlways => true,
         Fault::FailSlowly(delay) => {

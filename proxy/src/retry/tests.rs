@@ -1,3 +1,4 @@
+use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -214,10 +215,10 @@ fn a_timed_out_grpc_request_gets_deadline_exceeded_trailers_only() {
     assert_eq!(plain.status(), StatusCode::GATEWAY_TIMEOUT);
 }
 
-fn chunks(
-    parts: &[&'static [u8]],
-) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::convert::Infallible>>>>
-{
+/// A body of the given chunks, of unknown size.
+type Chunks = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, Infallible>>>>;
+
+fn chunks(parts: &[&'static [u8]]) -> Chunks {
     let frames: Vec<_> = parts.iter().map(|p| Ok(http_body::Frame::data(Bytes::from_static(p)))).collect();
     StreamBody::new(futures_util::stream::iter(frames))
 }
@@ -259,7 +260,7 @@ async fn trailers_are_kept_and_replayed() {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     let frames = vec![
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"payload"))),
+        Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"payload"))),
         Ok(http_body::Frame::trailers(trailers.clone())),
     ];
     let (replay, first) = Replay::new(StreamBody::new(futures_util::stream::iter(frames))).expect("replayable");

@@ -221,6 +221,30 @@ async fn connect_failures_and_resets_are_retried_when_listed_and_only_then() {
     assert!(resets > 0 && ok == 100 - resets, "a reset is not a connect failure: {ok} ok, {resets} resets");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_http2_stream_is_retried_under_refused_stream() {
+    let refusing = faulty(Fault::RefuseStream).await;
+    let healthy = faulty(Fault::Healthy).await;
+    let h2_cluster = |name: &str| {
+        let mut c = cluster_of(name, &[&refusing, &healthy], LoadBalancer::RoundRobin);
+        c.protocol = Protocol::Http2;
+        c
+    };
+    let proxy = gateway(
+        vec![
+            route_to("/listed", "listed", Some(retries(2, &["refused-stream"])), None),
+            route_to("/unlisted", "unlisted", Some(retries(2, &["connect-failure"])), None),
+        ],
+        vec![h2_cluster("listed"), h2_cluster("unlisted")],
+    );
+    assert_eq!(success_count(&proxy, "/listed", 60, 2).await, 60, "every refused stream moved on");
+    let refused_before = refusing.seen.requests();
+    assert!(refused_before >= 20, "round robin sent the refusing endpoint {refused_before} streams");
+    let ok = success_count(&proxy, "/unlisted", 60, 2).await;
+    let refused = refusing.seen.requests() - refused_before;
+    assert!(refused > 0 && ok == 60 - refused, "a refused stream is not a connect failure: {ok} ok, {refused} refused");
+}
+
 fn post_stream(proxy: &Proxy, path: &str, chunk: usize, chunks: usize) -> Request<Body> {
     let frames: Vec<Result<Frame<Bytes>, hyper::Error>> =
         (0..chunks).map(|i| Ok(Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; chunk])))).collect();

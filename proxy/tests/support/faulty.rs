@@ -1,6 +1,6 @@
 //! Upstream servers that misbehave on purpose, for the resilience tests: they fail half of the
 //! requests with 503 (every other one, or at random), fail all of them (at once or slowly), hang
-//! without answering, reset the connection, or answer slowly. Each counts what it received: requests,
+//! without answering, reset the connection or refuse HTTP/2 streams, or answer slowly. Each counts what it received: requests,
 //! their `x-request-id`s, body sizes, and the `grpc-timeout` each carried.
 
 use std::convert::Infallible;
@@ -36,6 +36,8 @@ pub enum Fault {
     Hang,
     /// Reads some of the request, then resets the TCP connection (RST, no response).
     Reset,
+    /// Speaks HTTP/2 only and resets every stream with `REFUSED_STREAM`.
+    RefuseStream,
     /// Answers 200 after this delay.
     Slow(Duration),
 }
@@ -99,6 +101,10 @@ pub async fn start(addr: SocketAddr, fault: Fault) -> Faulty {
                 tokio::spawn(reset(stream, seen));
                 continue;
             }
+            if fault == Fault::RefuseStream {
+                tokio::spawn(refuse_streams(stream, seen));
+                continue;
+            }
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(req, fault, bound, seen.clone()));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -120,6 +126,15 @@ async fn reset(mut stream: tokio::net::TcpStream, seen: Arc<Seen>) {
     }
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
+}
+
+/// Accepts HTTP/2 streams and refuses each with `REFUSED_STREAM`.
+async fn refuse_streams(stream: tokio::net::TcpStream, seen: Arc<Seen>) {
+    let Ok(mut connection) = h2::server::handshake(stream).await else { return };
+    while let Some(Ok((_, mut respond))) = connection.accept().await {
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+    }
 }
 
 async fn answer(
@@ -144,7 +159,7 @@ async fn answer(
     };
     seen.body_sizes.lock().expect("lock").push(body.len());
     let fail = match fault {
-        Fault::Healthy | Fault::Reset => false,
+        Fault::Healthy | Fault::Reset | Fault::RefuseStream => false,
         Fault::FailEveryOther => n.is_multiple_of(2),
         Fault::FailRandomly(p) => fastrand::f64() < p,
         Fault::FailAlways => true,

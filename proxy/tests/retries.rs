@@ -129,6 +129,7 @@ async fn three_retries_turn_a_service_failing_half_its_requests_into_99_percent_
     let failed_before = bad_1.seen.requests() + bad_2.seen.requests();
     let retried = success_count(&proxy, "/retried", 600, 8).await;
     let failed_tries = bad_1.seen.requests() + bad_2.seen.requests() - failed_before;
+    eprintln!("half the endpoints failing: {plain}/200 without retries, {retried}/600 with attempts: 3");
     assert!(retried * 100 >= 600 * 99, "with attempts: 3 only {retried}/600 succeeded");
     assert!(failed_tries > 200, "about half the first tries failed and were retried: {failed_tries}");
     assert_eq!(counter(&proxy, "retries", "flaky") as usize, failed_tries, "every failed try was retried and counted");
@@ -145,6 +146,7 @@ async fn independent_failures_are_retried_exactly_attempts_times() {
     );
     let ok = success_count(&proxy, "/", 800, 8).await;
     let share = ok as f64 / 800.0 * 100.0;
+    eprintln!("independent 50% failures: {share:.1}% of 800 succeeded with attempts: 3");
     assert!((89.0..=98.0).contains(&share), "{share:.1}% succeeded; 1 - 0.5^4 = 93.75% expected");
     let received = flaky.seen.requests();
     assert!(received <= 800 * 4, "never more than 4 attempts per request: {received}");
@@ -340,6 +342,10 @@ async fn during_a_full_outage_the_retry_budget_and_max_retries_cap_retries_in_fl
         let elapsed = burst(&proxy, path, CALLERS).await;
         let retried = server.seen.requests() - CALLERS;
         let bound = cap * (elapsed.as_millis() / FAIL_AFTER.as_millis() + 1) as usize;
+        eprintln!(
+            "{name}: {retried} retries for {CALLERS} callers in {elapsed:?} (bound {bound}; uncapped: {})",
+            CALLERS * 5
+        );
         assert!(retried >= 1, "{name}: the cap still lets {cap} retries through");
         assert!(retried <= bound, "{name}: {retried} retries in {elapsed:?} exceed {cap} in flight (bound {bound})");
         assert!(retried < CALLERS, "{name}: {retried} retries, far below the {} an uncapped outage sends", CALLERS * 5);
@@ -368,6 +374,7 @@ async fn a_per_try_timeout_abandons_a_hanging_endpoint_for_another() {
         assert_eq!(headers["x-upstream"], healthy.addr.to_string().as_str());
         slowest = slowest.max(started.elapsed());
     }
+    eprintln!("per-try timeout 200 ms: slowest of 20 requests {slowest:?}");
     assert!(hanging.seen.requests() >= 5, "round robin sent first tries to the hanging endpoint");
     assert!(slowest >= Duration::from_millis(200), "a try was abandoned only after its timeout: {slowest:?}");
     assert!(slowest < Duration::from_secs(3), "and not much later: {slowest:?}");
@@ -390,6 +397,7 @@ async fn the_route_timeout_answers_504_in_time_and_covers_the_retries() {
         let started = Instant::now();
         let (status, _, text) = send(&c, get(&proxy, path)).await;
         let elapsed = started.elapsed();
+        eprintln!("{path}: {status} after {elapsed:?} (route timeout {timeout} ms)");
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{path}");
         assert_eq!(text, "upstream request timeout\n", "{path}");
         assert!(elapsed >= Duration::from_millis(timeout), "{path}: answered after {elapsed:?}");
@@ -455,6 +463,10 @@ async fn a_grpc_deadline_is_honoured_and_sent_upstream_with_the_time_left() {
     let started = Instant::now();
     let (status, headers) = grpc_call(&proxy, "/slow", "300m").await;
     let elapsed = started.elapsed();
+    eprintln!(
+        "grpc-timeout 300m against a 3 s upstream: grpc-status {:?} after {elapsed:?}",
+        headers.get("grpc-status")
+    );
     assert_eq!(status, StatusCode::OK, "gRPC errors travel in grpc-status");
     assert_eq!(headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
     assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500), "{elapsed:?}");

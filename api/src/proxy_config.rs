@@ -172,6 +172,14 @@ impl ProxyConfig {
                     format!("cluster {:?} is defined twice", cluster.name),
                 );
             }
+            if let Some(budget) = &cluster.retry_budget
+                && !(0.0..=100.0).contains(&budget.percent)
+            {
+                issues.error(
+                    &FieldPath::of("clusters").index(i).key("retryBudget").key("percent"),
+                    format!("retry budget percent {} must be between 0 and 100", budget.percent),
+                );
+            }
         }
         let outbound = self
             .outbound

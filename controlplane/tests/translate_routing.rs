@@ -237,6 +237,8 @@ fn timeouts_and_retries_are_translated_and_zero_attempts_turn_retries_off() {
             per_try_timeout: Some(Duration::from_secs(1)),
             retry_on: vec!["5xx".into(), "reset".into()],
             backoff: None,
+            allow_previous_hosts: false,
+            remote_localities: false,
         })
     );
     assert_eq!(route(&routes, "no-retries").retries, None);

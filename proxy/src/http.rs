@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use failure::UpstreamFailure;
 pub use fault::{Faults, SHARE_SCALE, share_of};
 pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
+pub(crate) use headers::ensure_request_id;
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 pub use mirror::{MirrorTarget, shadow_authority};
 

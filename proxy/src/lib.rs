@@ -5,7 +5,8 @@
 //! send a pod's traffic through those listeners.
 //!
 //! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
-//! balancing), `breaker` (circuit breaking), `outlier` (outlier detection), `route` (pure request routing), `state` (config compilation and hot reload), `http`
+//! balancing), `breaker` (circuit breaking), `outlier` (outlier detection), `route` (pure request
+//! routing), `retry` (retries and timeouts), `state` (config compilation and hot reload), `http`
 //! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
 //! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity), `identity`
 //! (where that identity comes from: the mesh CA or files) and `init` (iptables).
@@ -26,6 +27,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outlier;
 pub mod ratelimit;
+pub mod retry;
 pub mod route;
 pub mod settings;
 pub mod state;

@@ -54,6 +54,11 @@ struct FlagLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    cluster: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DetectLabels {
     protocol: &'static str,
     timed_out: &'static str,
@@ -124,6 +129,8 @@ pub struct Metrics {
     rate_limited: Family<PolicyLabels, Counter>,
     flagged: Family<FlagLabels, Counter>,
     overflow: Family<TrafficLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    retry_overflow: Family<RetryLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
 }
@@ -171,6 +178,14 @@ impl Metrics {
             "upstream_overflow",
             "Requests and connections a cluster's circuit breaker rejected (response flag UO)",
             overflow.clone(),
+        );
+        let retries = Family::<RetryLabels, Counter>::default();
+        let retry_overflow = Family::<RetryLabels, Counter>::default();
+        registry.register("retries", "Retries sent to an upstream cluster", retries.clone());
+        registry.register(
+            "retry_overflow",
+            "Retries not sent because the cluster's retry budget or maxRetries was exhausted",
+            retry_overflow.clone(),
         );
         registry.register("requests", "HTTP requests completed, by response code class", requests.clone());
         registry.register(
@@ -225,6 +240,8 @@ impl Metrics {
             rate_limited,
             flagged,
             overflow,
+            retries,
+            retry_overflow,
             open_connections,
         }
     }
@@ -255,6 +272,8 @@ impl Metrics {
                 .flagged
                 .get_or_create(&FlagLabels { direction, cluster: cluster.to_owned(), response_flags: ResponseFlag::UO })
                 .clone(),
+            retries: self.retries.get_or_create(&RetryLabels { cluster: cluster.to_owned() }).clone(),
+            retry_overflow: self.retry_overflow.get_or_create(&RetryLabels { cluster: cluster.to_owned() }).clone(),
         })
     }
 
@@ -306,6 +325,10 @@ pub struct ClusterMetrics {
     pub tcp_closed: Counter,
     overflow: Counter,
     overflow_flag: Counter,
+    /// Retries sent (`trellis_retries_total`).
+    pub retries: Counter,
+    /// Retries refused by the retry budget or `maxRetries` (`trellis_retry_overflow_total`).
+    pub retry_overflow: Counter,
 }
 
 impl ClusterMetrics {

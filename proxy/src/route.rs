@@ -14,6 +14,7 @@ use trellis_api::proxy_config::{HeaderOps, Route, RouteAction, RouteMatch, Strin
 
 use crate::Error;
 use crate::http::{Faults, MirrorTarget, share_of};
+use crate::retry::RouteResilience;
 
 /// A string condition, ready to evaluate.
 #[derive(Debug, Clone)]
@@ -256,6 +257,8 @@ pub struct CompiledRoute {
     pub faults: Option<Faults>,
     /// Clusters a share of the requests is copied to.
     pub mirrors: Vec<MirrorTarget>,
+    /// Timeouts and retries.
+    pub resilience: RouteResilience,
 }
 
 impl CompiledRoute {
@@ -366,6 +369,7 @@ pub fn compile_route(route: &Route, cluster_index: impl Fn(&str) -> Option<usize
         response_headers: HeaderEdits::compile(&route.response_headers).map_err(fail)?,
         faults,
         mirrors,
+        resilience: RouteResilience::compile(route).map_err(fail)?,
     })
 }
 

@@ -27,6 +27,7 @@ use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
 use crate::outlier::Detector;
 use crate::ratelimit::{Limiters, RateLimits};
+use crate::retry::RetryLimits;
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
 
@@ -50,6 +51,8 @@ pub struct ClusterState {
     pub h1: Option<H1Client>,
     /// Outlier detection, when the cluster has it.
     pub outlier: Option<Detector>,
+    /// Caps on retries in flight (`maxRetries`, retry budget) and their counters.
+    pub retry: RetryLimits,
 }
 
 impl ClusterState {
@@ -310,6 +313,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
                 },
                 connections,
                 outlier: cluster.outlier_detection.as_ref().map(Detector::new),
+                retry: RetryLimits::new(cluster),
             });
             if let (Some(detector), Ok(runtime)) = (&state.outlier, tokio::runtime::Handle::try_current()) {
                 runtime.spawn(crate::outlier::run_sweeps(Arc::downgrade(&state), detector.interval()));

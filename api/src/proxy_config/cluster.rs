@@ -31,6 +31,9 @@ pub struct Cluster {
     pub outlier_detection: Option<OutlierDetection>,
     #[serde(default)]
     pub tls: UpstreamTls,
+    /// Cap on retries in flight (Istio's `trafficPolicy.retryBudget`); replaces `maxRetries` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
 }
 
 /// One backend instance.
@@ -101,6 +104,27 @@ pub struct ConnectionPool {
     pub max_retries: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text")]
     pub idle_timeout: Option<Duration>,
+}
+
+/// Envoy's share of active requests that may be retries when a retry budget names no percent.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
+/// Envoy's (and Istio's) retries always allowed by a retry budget when it names no minimum.
+pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
+
+/// Retries allowed in flight to a cluster at once: `percent` of the requests active on it, but never
+/// fewer than `min_retry_concurrency` (Envoy's retry budget).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Share of active requests, 0 to 100.
+    pub percent: f64,
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self { percent: DEFAULT_RETRY_BUDGET_PERCENT, min_retry_concurrency: DEFAULT_MIN_RETRY_CONCURRENCY }
+    }
 }
 
 /// Ejection of misbehaving endpoints.

@@ -207,14 +207,23 @@ impl HeaderOps {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
+    /// Retries after the first attempt.
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text")]
     pub per_try_timeout: Option<Duration>,
     /// Envoy-style conditions (`5xx`, `gateway-error`, `connect-failure`, `retriable-4xx`, `reset`, status codes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on: Vec<String>,
+    /// Base interval of the exponential back-off (Envoy's 25 ms when absent).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration_text")]
     pub backoff: Option<Duration>,
+    /// Retries may go back to endpoints already tried (Istio's `retryIgnorePreviousHosts: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_previous_hosts: bool,
+    /// Istio's `retryRemoteLocalities`. Without locality-aware balancing every attempt may pick an
+    /// endpoint in any locality, so it changes nothing yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote_localities: bool,
 }
 
 /// Fault injection of one route.

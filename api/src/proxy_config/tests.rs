@@ -40,6 +40,7 @@ fn sample() -> ProxyConfig {
             min_health_percent: 0,
         }),
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     };
     config.clusters = vec![cluster("v1"), cluster("v2")];
     let weighted = |subset: &str, weight| WeightedCluster {
@@ -64,6 +65,8 @@ fn sample() -> ProxyConfig {
                 per_try_timeout: None,
                 retry_on: vec!["5xx".into()],
                 backoff: None,
+                allow_previous_hosts: false,
+                remote_localities: false,
             }),
             fault: None,
             mirrors: Vec::new(),
@@ -132,4 +135,24 @@ fn port_protocols_follow_istios_naming_rules() {
     assert_eq!(Protocol::for_port(None, None), Protocol::Detect);
     assert_eq!(Protocol::for_port(Some("web"), Some("grpc")), Protocol::Grpc, "appProtocol wins");
     assert_eq!(Protocol::for_port(Some("http"), Some("kubernetes.io/h2c")), Protocol::Http2);
+}
+
+#[test]
+fn a_retry_budget_percent_outside_0_to_100_is_refused_naming_the_field() {
+    let mut config = sample();
+    config.clusters[1].retry_budget = Some(RetryBudget { percent: 120.0, min_retry_concurrency: 3 });
+    config.clusters[0].retry_budget = Some(RetryBudget { percent: 100.0, min_retry_concurrency: 0 });
+    let issues = config.check().into_vec();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].path.to_string(), "clusters[1].retryBudget.percent");
+    assert!(issues[0].message.contains("120"), "{}", issues[0].message);
+}
+
+#[test]
+fn a_cluster_retry_budget_round_trips_with_envoys_defaults() {
+    let mut config = sample();
+    config.clusters[0].retry_budget = Some(RetryBudget::default());
+    let json = serde_json::to_string(&config).expect("serialize");
+    assert!(json.contains(r#""retryBudget":{"percent":20.0,"minRetryConcurrency":3}"#), "{json}");
+    assert_eq!(serde_json::from_str::<ProxyConfig>(&json).expect("parse"), config);
 }

@@ -37,6 +37,7 @@ fn cluster(service: usize, subset: &str, endpoints: usize) -> Cluster {
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     }
 }
 

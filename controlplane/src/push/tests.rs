@@ -27,6 +27,7 @@ fn cluster(service: usize, endpoints: usize) -> Cluster {
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     }
 }
 

@@ -70,6 +70,7 @@ impl<'a> Clusters<'a> {
             connection_pool: settings.connection_pool,
             outlier_detection: settings.outlier_detection,
             tls: settings.tls,
+            retry_budget: settings.retry_budget,
         };
         self.map.insert(cluster_name.clone(), cluster);
         cluster_name
@@ -100,6 +101,7 @@ impl<'a> Clusters<'a> {
             connection_pool: None,
             outlier_detection: None,
             tls: UpstreamTls::default(),
+            retry_budget: None,
         });
         cluster_name
     }

@@ -1,5 +1,5 @@
 //! DestinationRules: which one applies to a service for a proxy, and its traffic policy mapped onto a
-//! cluster's load balancer, connection pool, outlier detection and upstream TLS.
+//! cluster's load balancer, connection pool, outlier detection, upstream TLS and retry budget.
 //!
 //! Lookup (Istio, "Cross-namespace configuration sharing"): the first namespace of the client's, the
 //! service's and the root namespace that holds a rule exported to the client for the service's host wins;
@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use trellis_api::FieldPath;
 use trellis_api::istio::destination_rule::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb, Subset,
-    TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, RetryBudget,
+    SimpleLb, Subset, TrafficPolicy,
 };
 use trellis_api::istio::{DestinationRuleSpec, destination_rule};
 use trellis_api::object::Object;
@@ -130,6 +130,7 @@ struct Effective<'a> {
     connection_pool: Option<(Setting<'a, ConnectionPoolSettings>, FieldPath)>,
     outlier_detection: Option<(Setting<'a, OutlierDetection>, FieldPath)>,
     tls: Option<(Setting<'a, ClientTlsSettings>, FieldPath)>,
+    retry_budget: Option<(Setting<'a, RetryBudget>, FieldPath)>,
 }
 
 impl<'a> Effective<'a> {
@@ -147,6 +148,10 @@ impl<'a> Effective<'a> {
         if let Some(v) = &policy.tls {
             self.tls = Some((Setting { value: v, key }, at.key("tls")));
         }
+        // Istio's port-level settings have no retry budget: the rule's or the subset's applies.
+        if let Some(v) = &policy.retry_budget {
+            self.retry_budget = Some((Setting { value: v, key }, at.key("retryBudget")));
+        }
     }
 
     /// The policy's own settings, replaced as a whole by its port-level entry for `port` when it has
@@ -160,6 +165,8 @@ impl<'a> Effective<'a> {
             own.take(policy, key, at);
             return (own, false);
         };
+        // Port-level settings have no retry budget: the policy's own stays.
+        let retry_budget = policy.retry_budget.as_ref().map(|v| (Setting { value: v, key }, at.key("retryBudget")));
         let at = at.key("portLevelSettings").index(i);
         let own = Effective {
             load_balancer: level.load_balancer.as_ref().map(|v| (Setting { value: v, key }, at.key("loadBalancer"))),
@@ -172,15 +179,19 @@ impl<'a> Effective<'a> {
                 .as_ref()
                 .map(|v| (Setting { value: v, key }, at.key("outlierDetection"))),
             tls: level.tls.as_ref().map(|v| (Setting { value: v, key }, at.key("tls"))),
+            retry_budget,
         };
         (own, true)
     }
 
     /// Overrides with `other`: field by field, or as a whole when `other` came from a port-level entry.
-    fn overridden_by(mut self, other: Effective<'a>, whole: bool) -> Self {
+    fn overridden_by(mut self, mut other: Effective<'a>, whole: bool) -> Self {
         if whole {
+            // Only what port-level entries hold is replaced as a whole; the retry budget is not one.
+            other.retry_budget = other.retry_budget.or(self.retry_budget);
             return other;
         }
+        self.retry_budget = other.retry_budget.or(self.retry_budget);
         self.load_balancer = other.load_balancer.or(self.load_balancer);
         self.connection_pool = other.connection_pool.or(self.connection_pool);
         self.outlier_detection = other.outlier_detection.or(self.outlier_detection);
@@ -196,6 +207,7 @@ pub struct ClusterPolicy {
     pub connection_pool: Option<ConnectionPool>,
     pub outlier_detection: Option<proxy_config::OutlierDetection>,
     pub tls: UpstreamTls,
+    pub retry_budget: Option<proxy_config::RetryBudget>,
 }
 
 /// The settings for `port` and `subset` (by index in its rule) under `rule`, recording what cannot apply.
@@ -223,6 +235,21 @@ pub fn cluster_policy(
         connection_pool: effective.connection_pool.map(|(s, at)| connection_pool(cx, s, &at)),
         outlier_detection: effective.outlier_detection.map(|(s, at)| outlier_detection(cx, s, &at)),
         tls: effective.tls.map(|(s, at)| tls(cx, s, &at)).unwrap_or_default(),
+        retry_budget: effective.retry_budget.map(|(s, at)| retry_budget(cx, s, &at)),
+    }
+}
+
+/// A retry budget with Envoy's defaults (20 percent, 3 retries) for what the rule leaves out.
+fn retry_budget(cx: &mut Context<'_>, setting: Setting<'_, RetryBudget>, at: &FieldPath) -> proxy_config::RetryBudget {
+    let budget = setting.value;
+    let defaults = proxy_config::RetryBudget::default();
+    if parse_duration(cx, setting.key, &at.key("budgetInterval"), budget.budget_interval.as_deref()).is_some() {
+        let reason = "a budget over an interval is not supported; the budget counts the requests active now";
+        cx.skip(setting.key, at.key("budgetInterval"), reason);
+    }
+    proxy_config::RetryBudget {
+        percent: budget.percent.filter(|p| (0.0..=100.0).contains(p)).unwrap_or(defaults.percent),
+        min_retry_concurrency: budget.min_retry_concurrency.unwrap_or(defaults.min_retry_concurrency),
     }
 }
 

@@ -83,6 +83,7 @@ fn cluster(name: &str, port: u16) -> Cluster {
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     }
 }
 

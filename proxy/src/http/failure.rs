@@ -1,7 +1,7 @@
 //! Why an upstream request ended without a response. The proxy's own error response carries the
-//! reason as a response extension, so retries (`retryOn: connect-failure,reset`), outlier detection
-//! (local-origin failures) and metrics tell a refused connection from a reset one without parsing
-//! error text.
+//! reason as a response extension, so retries (`retryOn: connect-failure,reset,refused-stream`),
+//! outlier detection (local-origin failures) and metrics tell a refused connection from a reset one
+//! without parsing error text.
 
 use http::Response;
 
@@ -14,13 +14,18 @@ pub enum UpstreamFailure {
     Connect,
     /// The connection or stream broke after it was made, before a complete response head.
     Reset,
+    /// The upstream refused the HTTP/2 stream (`REFUSED_STREAM`) without processing the request.
+    RefusedStream,
+    /// The attempt's per-try timeout passed before a response head arrived.
+    Timeout,
 }
 
 impl UpstreamFailure {
     /// The failure an error of the connection pools stands for: errors while connecting are
-    /// connect failures, HTTP errors on an open connection are resets.
+    /// connect failures, HTTP errors on an open connection are resets (refused streams apart).
     pub fn of(err: &Error) -> Self {
         match err {
+            Error::Http { source, .. } if refused_stream(source) => Self::RefusedStream,
             Error::Http { .. } => Self::Reset,
             _ => Self::Connect,
         }
@@ -35,4 +40,16 @@ impl UpstreamFailure {
     pub fn on<B>(response: &Response<B>) -> Option<Self> {
         response.extensions().get::<Self>().copied()
     }
+}
+
+/// Whether an HTTP error is the upstream's HTTP/2 `REFUSED_STREAM` reset.
+fn refused_stream(err: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
 }

@@ -1,6 +1,7 @@
 //! Handling one HTTP request: find the virtual host and route, then answer locally (redirect, direct
 //! response, no route) or forward to an endpoint picked from the route's cluster.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ use crate::jwt::UNAUTHORIZED;
 use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult};
 use crate::outlier::Outcome;
 use crate::ratelimit::Verdict;
+use crate::retry::{self, ClusterParts, Tried};
 use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
@@ -202,7 +204,9 @@ async fn forward_routed(
             if !route.mirrors.is_empty() {
                 req = mirror_request(shared, compiled, &route.mirrors, req);
             }
-            let mut response = to_cluster(shared, cluster, req, hash).await;
+            let upstream = ClusterUpstream { shared, cluster, hash };
+            let parts = ClusterParts { limits: &cluster.retry, metrics: &cluster.metrics };
+            let mut response = retry::forward(&route.resilience, parts, &upstream, req).await;
             target.response_headers.apply(response.headers_mut());
             route.response_headers.apply(response.headers_mut());
             response
@@ -229,7 +233,7 @@ fn mirror_request(shared: &Shared, compiled: &Compiled, mirrors: &[MirrorTarget]
         shared.metrics.mirrored(MirrorResult::Sent);
         tokio::spawn(async move {
             let exchange = async {
-                let response = to_cluster(&shared, &cluster, request, None).await;
+                let response = to_cluster(&shared, &cluster, request, None, &mut Tried::none()).await;
                 // Drained so a keep-alive connection can carry the next copy; the answer is dropped.
                 let _ = response.into_body().collect().await;
             };
@@ -277,8 +281,32 @@ fn request_hash<B>(cluster: &ClusterState, req: &Request<B>, peer: SocketAddr) -
     }
 }
 
-/// Sends a request to an endpoint of `cluster`.
-async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>, hash: Option<u64>) -> Response<Body> {
+/// A route's cluster as the retry loop sees it.
+struct ClusterUpstream<'a> {
+    shared: &'a Shared,
+    cluster: &'a ClusterState,
+    hash: Option<u64>,
+}
+
+impl retry::Upstream for ClusterUpstream<'_> {
+    fn attempt<'a>(
+        &'a self,
+        req: Request<Body>,
+        tried: &'a mut Tried,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a {
+        to_cluster(self.shared, self.cluster, req, self.hash, tried)
+    }
+}
+
+/// Sends a request to an endpoint of `cluster` (one the request's earlier attempts did not try, when
+/// there is one).
+async fn to_cluster(
+    shared: &Shared,
+    cluster: &ClusterState,
+    req: Request<Body>,
+    hash: Option<u64>,
+    tried: &mut Tried,
+) -> Response<Body> {
     use trellis_api::proxy_config::Protocol;
     let declared_h2 = matches!(cluster.config.protocol, Protocol::Http2 | Protocol::Grpc);
     // Circuit breaking comes first, so a request waiting for a connection is not in flight to an
@@ -295,7 +323,7 @@ async fn to_cluster(shared: &Shared, cluster: &ClusterState, req: Request<Body>,
             }
         },
     };
-    let Some(pick) = cluster.balancer.pick(hash) else {
+    let Some(pick) = tried.pick(&cluster.balancer, hash) else {
         cluster.metrics.request(503, 0.0);
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     };

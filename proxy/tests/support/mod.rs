@@ -3,6 +3,7 @@
 //! without port collisions, and every process is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod overload;
 pub mod pki;
 pub mod upstream;
@@ -182,6 +183,7 @@ pub fn cluster_with(name: &str, endpoints: &[SocketAddr], meshed: bool, protocol
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Disable,
+        retry_budget: None,
     }
 }
 

@@ -28,6 +28,8 @@ pub fn default_retries() -> RetryPolicy {
         per_try_timeout: None,
         retry_on: DEFAULT_RETRY_ON.iter().map(|s| (*s).to_owned()).collect(),
         backoff: None,
+        allow_previous_hosts: false,
+        remote_localities: false,
     }
 }
 
@@ -137,6 +139,8 @@ pub(super) fn retries(cx: &mut Context<'_>, key: &Key, rule: &HttpRoute, at: &Fi
         per_try_timeout: parse_duration(cx, key, &at.key("perTryTimeout"), retries.per_try_timeout.as_deref()),
         retry_on,
         backoff: parse_duration(cx, key, &at.key("backoff"), retries.backoff.as_deref()),
+        allow_previous_hosts: retries.retry_ignore_previous_hosts == Some(false),
+        remote_localities: retries.retry_remote_localities == Some(true),
     })
 }
 

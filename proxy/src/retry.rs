@@ -1,0 +1,309 @@
+//! Request-level resilience of a route: retries (`retries` of a VirtualService route, capped per
+//! cluster by `maxRetries` and the DestinationRule's retry budget) and timeouts (the route's
+//! `timeout`, `perTryTimeout`, and a gRPC client's `grpc-timeout`).
+//!
+//! Everything is compiled once per config: [`RouteResilience`] per route, [`RetryLimits`] per
+//! cluster. Per request, [`forward`] runs the attempts against an [`Upstream`] (the HTTP path's
+//! endpoint picking and sending): a request without retries or deadline goes straight through; with
+//! retries its head is kept for the next attempt and its body is teed into a bounded replay buffer
+//! ([`body`]), so a request without a body pays only for that head and one whose body is too large
+//! streams through unretried.
+//!
+//! Timeouts apply to the response head, as Envoy's route timeout does for a streamed response: once
+//! the head is back the body streams for as long as it takes. The route timeout covers every attempt
+//! and the back-off between them; when it passes the client gets 504 `upstream request timeout` (a
+//! gRPC client gets `grpc-status: 4` in a trailers-only response).
+
+pub mod backoff;
+pub mod body;
+pub mod budget;
+pub mod condition;
+pub mod deadline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use trellis_api::proxy_config::{RetryPolicy, Route};
+
+pub use backoff::Backoff;
+pub use body::{MAX_REPLAY_BYTES, Replay};
+pub use budget::RetryLimits;
+pub use condition::Conditions;
+
+use crate::balance::{Balancer, Pick};
+use crate::http::{Body, UpstreamFailure};
+use crate::metrics::ClusterMetrics;
+
+/// A route's retry policy, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub conditions: Conditions,
+    pub backoff: Backoff,
+    /// Whether a retry avoids the endpoints already tried (Istio's default).
+    pub avoid_previous_hosts: bool,
+}
+
+/// A route's timeouts and retries, compiled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteResilience {
+    pub timeout: Option<Duration>,
+    pub retries: Option<Retries>,
+}
+
+impl RouteResilience {
+    /// Compiles a route's `timeout` and `retries`; an unknown `retryOn` condition is an error naming it.
+    pub fn compile(route: &Route) -> Result<Self, String> {
+        let retries = route.retries.as_ref().filter(|r| r.attempts > 0).map(Retries::compile).transpose()?;
+        Ok(Self { timeout: route.timeout.filter(|t| !t.is_zero()), retries })
+    }
+}
+
+impl Retries {
+    fn compile(policy: &RetryPolicy) -> Result<Self, String> {
+        Ok(Self {
+            attempts: policy.attempts,
+            per_try_timeout: policy.per_try_timeout.filter(|t| !t.is_zero()),
+            conditions: Conditions::parse(&policy.retry_on)?,
+            backoff: Backoff::new(policy.backoff.filter(|b| !b.is_zero())),
+            avoid_previous_hosts: !policy.allow_previous_hosts,
+        })
+    }
+}
+
+/// The endpoints a request's attempts went to, so a retry can pick another (Istio's previous-hosts
+/// predicate). The first endpoint is kept inline: a request that is not retried allocates nothing.
+#[derive(Debug, Default)]
+pub struct Tried {
+    first: Option<SocketAddr>,
+    all: Vec<SocketAddr>,
+    avoid: bool,
+}
+
+impl Tried {
+    /// Attempts that pick freely.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Attempts that avoid the endpoints already tried when `avoid` holds.
+    pub fn avoiding(avoid: bool) -> Self {
+        Self { avoid, ..Self::default() }
+    }
+
+    /// Picks an endpoint for the next attempt, one not tried yet when possible, and records it.
+    pub fn pick(&mut self, balancer: &Balancer, hash: Option<u64>) -> Option<Pick> {
+        let pick = match self.first {
+            Some(first) if self.avoid => {
+                if self.all.is_empty() {
+                    self.all.push(first);
+                }
+                balancer.pick_excluding(hash, &self.all).or_else(|| balancer.pick(hash))
+            }
+            _ => balancer.pick(hash),
+        }?;
+        if self.first.is_none() {
+            self.first = Some(pick.addr);
+        } else if self.avoid && !self.all.contains(&pick.addr) {
+            self.all.push(pick.addr);
+        }
+        Some(pick)
+    }
+
+    /// The endpoints tried, in order (each once).
+    pub fn endpoints(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.first.into_iter().chain(self.all.iter().copied().skip(1))
+    }
+}
+
+/// Where attempts go: the HTTP path's endpoint picking and sending for one cluster.
+pub trait Upstream {
+    /// Sends one attempt to an endpoint picked through `tried`. A failed exchange comes back as the
+    /// proxy's own error response carrying an [`UpstreamFailure`].
+    fn attempt<'a>(
+        &'a self,
+        req: Request<Body>,
+        tried: &'a mut Tried,
+    ) -> impl Future<Output = Response<Body>> + Send + 'a;
+}
+
+/// The request head, kept to build the next attempt.
+#[derive(Debug)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// What the request path needs from the cluster for the attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterParts<'a> {
+    pub limits: &'a RetryLimits,
+    pub metrics: &'a ClusterMetrics,
+}
+
+/// Sends `req` under the route's timeouts and retries and returns the response to give the client.
+pub async fn forward<B, U>(
+    route: &RouteResilience,
+    cluster: ClusterParts<'_>,
+    upstream: &U,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+    U: Upstream + Sync,
+{
+    let _active = cluster.limits.request();
+    let client_deadline = deadline::grpc_timeout(req.headers());
+    let budget = match (route.timeout, client_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let Some(budget) = budget else {
+        return attempts(route, cluster, upstream, req, None).await;
+    };
+    let started = Instant::now();
+    let deadline = started + budget;
+    let grpc = deadline::is_grpc(req.headers());
+    // The client's deadline travels upstream only when the client gave one.
+    let propagate = client_deadline.map(|_| deadline);
+    match tokio::time::timeout_at(deadline, attempts(route, cluster, upstream, req, propagate)).await {
+        Ok(response) => response,
+        Err(_) => {
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
+            deadline::timed_out(grpc)
+        }
+    }
+}
+
+/// The attempts of one request; `propagate` is the deadline to announce upstream in `grpc-timeout`.
+async fn attempts<B, U>(
+    route: &RouteResilience,
+    cluster: ClusterParts<'_>,
+    upstream: &U,
+    req: Request<B>,
+    propagate: Option<Instant>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+    U: Upstream + Sync,
+{
+    let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
+    let retries = route.retries.as_ref().filter(|_| !upgrade);
+    let Some(retries) = retries else {
+        let mut req = req.map(BodyExt::boxed);
+        announce(req.headers_mut(), propagate, None);
+        return upstream.attempt(req, &mut Tried::none()).await;
+    };
+    let grpc = deadline::is_grpc(req.headers());
+    let (mut parts, body) = req.into_parts();
+    // Every attempt carries the same request id.
+    crate::http::ensure_request_id(&mut parts.headers);
+    let (replay, first) = if body.is_end_stream() {
+        (None, BodyExt::boxed(body))
+    } else {
+        match Replay::new(body) {
+            Ok((replay, first)) => (Some(replay), BodyExt::boxed(first)),
+            Err(body) => (None, BodyExt::boxed(body)),
+        }
+    };
+    let empty = replay.is_none() && first.is_end_stream();
+    let head = Head {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    };
+    let mut req = Request::from_parts(parts, first);
+    let mut tried = Tried::avoiding(retries.avoid_previous_hosts);
+    let mut permit = None;
+    let mut retry = 0;
+    loop {
+        let response = attempt(retries.per_try_timeout, cluster, upstream, req, &mut tried, propagate).await;
+        drop(permit.take());
+        let last = retry >= retries.attempts || !retries.conditions.retriable(&response);
+        if last {
+            return finish(response, grpc);
+        }
+        let body = match &replay {
+            Some(replay) => match replay.next() {
+                Some(body) => BodyExt::boxed(body),
+                None => return finish(response, grpc),
+            },
+            None if empty => crate::http::full(bytes::Bytes::new()),
+            None => return finish(response, grpc),
+        };
+        let Some(granted) = cluster.limits.try_retry() else {
+            cluster.metrics.retry_overflow.inc();
+            return finish(response, grpc);
+        };
+        permit = Some(granted);
+        drop(response);
+        retry += 1;
+        tokio::time::sleep(retries.backoff.delay(retry, fastrand::f64())).await;
+        cluster.metrics.retries.inc();
+        req = head.request(body);
+    }
+}
+
+/// One attempt under the per-try timeout.
+async fn attempt<U: Upstream>(
+    per_try: Option<Duration>,
+    cluster: ClusterParts<'_>,
+    upstream: &U,
+    mut req: Request<Body>,
+    tried: &mut Tried,
+    propagate: Option<Instant>,
+) -> Response<Body> {
+    let Some(per_try) = per_try else {
+        announce(req.headers_mut(), propagate, None);
+        return upstream.attempt(req, tried).await;
+    };
+    let started = Instant::now();
+    announce(req.headers_mut(), propagate, Some(started + per_try));
+    match tokio::time::timeout(per_try, upstream.attempt(req, tried)).await {
+        Ok(response) => response,
+        Err(_) => {
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
+            deadline::attempt_timed_out()
+        }
+    }
+}
+
+/// Sets `grpc-timeout` to the time left before the earlier of the deadlines, when one is propagated.
+fn announce(headers: &mut HeaderMap, propagate: Option<Instant>, attempt: Option<Instant>) {
+    let Some(deadline) = propagate else { return };
+    let deadline = attempt.map_or(deadline, |a| a.min(deadline));
+    let left = deadline.saturating_duration_since(Instant::now());
+    headers.insert(deadline::GRPC_TIMEOUT, deadline::format_grpc_timeout(left));
+}
+
+/// The response the client gets: a gRPC client whose last attempt timed out hears `DEADLINE_EXCEEDED`.
+fn finish(response: Response<Body>, grpc: bool) -> Response<Body> {
+    if grpc && UpstreamFailure::on(&response) == Some(UpstreamFailure::Timeout) {
+        return deadline::timed_out(true);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;

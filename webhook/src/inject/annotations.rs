@@ -105,6 +105,9 @@ static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the quantity pattern is valid")
 });
 
+/// Resource name to quantity.
+type Quantities = BTreeMap<String, String>;
+
 /// The proxy's resources from `base` (the Mesh's) overridden by the pod's resource annotations:
 /// `(requests, limits)`.
 pub fn resources(
@@ -112,7 +115,7 @@ pub fn resources(
     annotations: &BTreeMap<String, String>,
     mut requests: BTreeMap<String, String>,
     mut limits: BTreeMap<String, String>,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), Error> {
+) -> Result<(Quantities, Quantities), Error> {
     for (key, resource, is_limit) in [
         (PROXY_CPU, "cpu", false),
         (PROXY_MEMORY, "memory", false),

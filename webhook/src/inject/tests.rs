@@ -217,13 +217,15 @@ fn absent_parents_are_added_before_their_children_and_slashes_in_keys_are_escape
     assert!(paths.contains(&"/metadata/annotations/trellis.dev~1sidecar-status".to_owned()), "{paths:?}");
     assert!(paths.contains(&"/spec/initContainers".to_owned()) && paths.contains(&"/spec/volumes".to_owned()));
     assert_eq!(names(&pod, "initContainers"), [INIT_CONTAINER, PROXY_CONTAINER]);
-    assert!(env_of(container(&pod, "initContainers", PROXY_CONTAINER)).get(APP_PROBERS_ENV).is_none());
+    assert!(!env_of(container(&pod, "initContainers", PROXY_CONTAINER)).contains_key(APP_PROBERS_ENV));
 }
 
 #[test]
 fn opt_in_and_opt_out_follow_istio_with_the_label_winning_over_the_annotation() {
     let none: &[(&str, &str)] = &[];
-    let cases: Vec<(&str, Option<BTreeMap<String, String>>, &[(&str, &str)], &[(&str, &str)], Decision)> = vec![
+    type Case<'a> =
+        (&'a str, Option<BTreeMap<String, String>>, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], Decision);
+    let cases: Vec<Case<'_>> = vec![
         ("enabled namespace", Some(enabled()), none, none, Decision::Inject),
         ("istio label", Some(labels(&[("istio-injection", "enabled")])), none, none, Decision::Inject),
         (

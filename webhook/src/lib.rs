@@ -6,6 +6,10 @@
 
 mod error;
 pub mod inject;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
 
 pub use error::Error;
 pub use inject::{Decision, Injection, Namespace, Skip, inject};

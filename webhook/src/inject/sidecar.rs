@@ -27,6 +27,10 @@ use super::{
 use crate::Error;
 
 pub const PROXY_CONTAINER: &str = "trellis-proxy";
+/// The label telling the control plane the pod runs a proxy (auto mTLS sends mutual TLS only to
+/// endpoints that carry it), with Istio's name and value.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+pub const TLS_MODE_ISTIO: &str = "istio";
 pub const INIT_CONTAINER: &str = "trellis-init";
 /// The proxy image when the Mesh names none: this release's.
 pub const DEFAULT_PROXY_IMAGE: &str = concat!("ghcr.io/trellis-mesh/trellis-proxy:", env!("CARGO_PKG_VERSION"));
@@ -84,6 +88,7 @@ pub struct Plan {
     volumes: Vec<Volume>,
     probes: Vec<Rewrite>,
     annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -96,7 +101,12 @@ impl Plan {
     ) -> Result<Plan, Error> {
         let empty = BTreeMap::new();
         let pod_annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let mut labels = pod.metadata.labels.clone().unwrap_or_default();
+        let mut added_labels = BTreeMap::new();
+        if !labels.contains_key(TLS_MODE_LABEL) {
+            added_labels.insert(TLS_MODE_LABEL.to_owned(), TLS_MODE_ISTIO.to_owned());
+            labels.insert(TLS_MODE_LABEL.to_owned(), TLS_MODE_ISTIO.to_owned());
+        }
         for volume in &spec.volumes.clone().unwrap_or_default() {
             if volume.name == TOKEN_VOLUME || volume.name == CA_VOLUME {
                 return Err(Error::InvalidPod {
@@ -126,7 +136,7 @@ impl Plan {
         }
         let image = mesh.proxy.image.clone().unwrap_or_else(|| DEFAULT_PROXY_IMAGE.to_owned());
         let native = mesh.proxy.native_sidecar;
-        let proxy = proxy_container(name, &image, labels, pod_annotations, mesh, probers)?;
+        let proxy = proxy_container(name, &image, &labels, pod_annotations, mesh, probers)?;
         let init = init_container(&image, annotations::init_args(name, pod_annotations)?);
         let volumes = volumes();
 
@@ -151,7 +161,7 @@ impl Plan {
             "probes": probes.iter().map(|r| format!("{}.{}", spec.containers[r.container].name, r.field)).collect::<Vec<_>>(),
         });
         added.insert(STATUS_ANNOTATION.to_owned(), status.to_string());
-        Ok(Plan { native, proxy, init, volumes, probes, annotations: added })
+        Ok(Plan { native, proxy, init, volumes, probes, annotations: added, labels: added_labels })
     }
 
     /// The JSON patch adding the plan to `pod`: parents before children, probes replaced before the
@@ -163,6 +173,12 @@ impl Plan {
         }
         for (key, value) in &self.annotations {
             ops.push(add(&["metadata", "annotations", key], Value::String(value.clone())));
+        }
+        if !self.labels.is_empty() && pod.metadata.labels.is_none() {
+            ops.push(add(&["metadata", "labels"], json!({})));
+        }
+        for (key, value) in &self.labels {
+            ops.push(add(&["metadata", "labels", key], Value::String(value.clone())));
         }
         for rewrite in &self.probes {
             let index = rewrite.container.to_string();

@@ -128,7 +128,8 @@ fn a_realistic_pod_gets_the_native_sidecar_first_and_keeps_everything_it_had() {
     assert_eq!(env["POD_NAMESPACE"], "metadata.namespace");
     assert_eq!(env["INSTANCE_IP"], "status.podIP");
     assert_eq!(env["SERVICE_ACCOUNT"], "spec.serviceAccountName");
-    assert_eq!(env[LABELS_ENV], "app=shop,app.kubernetes.io/name=shop,version=v2");
+    assert_eq!(env[LABELS_ENV], "app=shop,app.kubernetes.io/name=shop,security.istio.io/tlsMode=istio,version=v2");
+    assert_eq!(pod["metadata"]["labels"][TLS_MODE_LABEL], TLS_MODE_ISTIO);
     assert_eq!(env[DISCOVERY_ENV], "trellisd.trellis-system.svc:15012");
     assert_eq!(env[CA_ENV], "/var/run/secrets/trellis/ca/root-cert.pem");
     assert_eq!(env[TRUST_DOMAIN_ENV], "cluster.local");
@@ -215,6 +216,8 @@ fn absent_parents_are_added_before_their_children_and_slashes_in_keys_are_escape
     assert_eq!(paths[0], "/metadata/annotations");
     assert!(paths.contains(&"/metadata/annotations/prometheus.io~1scrape".to_owned()), "{paths:?}");
     assert!(paths.contains(&"/metadata/annotations/trellis.dev~1sidecar-status".to_owned()), "{paths:?}");
+    assert!(paths.contains(&"/metadata/labels".to_owned()), "{paths:?}");
+    assert!(paths.contains(&"/metadata/labels/security.istio.io~1tlsMode".to_owned()), "{paths:?}");
     assert!(paths.contains(&"/spec/initContainers".to_owned()) && paths.contains(&"/spec/volumes".to_owned()));
     assert_eq!(names(&pod, "initContainers"), [INIT_CONTAINER, PROXY_CONTAINER]);
     assert!(!env_of(container(&pod, "initContainers", PROXY_CONTAINER)).contains_key(APP_PROBERS_ENV));

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -75,7 +77,14 @@ pub fn review(body: &[u8], context: &dyn Context) -> Result<(Vec<u8>, Outcome), 
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|_| "the AdmissionReview has no request".to_owned())?;
     let (response, outcome) = decide(&request, context);
-    let body = serde_json::to_vec(&response.into_review()).map_err(|err| format!("writing the response: {err}"))?;
+    let patch = response.patch.clone();
+    let mut answer =
+        serde_json::to_value(response.into_review()).map_err(|err| format!("writing the response: {err}"))?;
+    // The API server reads `patch` as Go's []byte: a base64 string (kube-core writes an array).
+    if let Some(patch) = patch {
+        answer["response"]["patch"] = serde_json::Value::String(BASE64_STANDARD.encode(patch));
+    }
+    let body = serde_json::to_vec(&answer).map_err(|err| format!("writing the response: {err}"))?;
     Ok((body, outcome))
 }
 

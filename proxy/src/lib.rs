@@ -23,6 +23,7 @@ pub mod init;
 pub mod jwt;
 pub mod listener;
 pub mod metrics;
+pub mod probes;
 pub mod route;
 pub mod settings;
 pub mod state;

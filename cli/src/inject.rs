@@ -144,7 +144,7 @@ fn inject_object(mut object: Value, mesh: &MeshSpec) -> Result<Injected> {
     let typed: Pod =
         serde_json::from_value(pod).with_context(|| format!("{who}: the pod template is not a valid pod"))?;
     let injection = trellis_webhook::inject(&typed, &Namespace { name: &namespace, labels: None }, mesh)
-        .with_context(|| format!("{who}"))?;
+        .with_context(|| who.clone())?;
     for warning in &injection.warnings {
         eprintln!("warning: {who}: {warning}");
     }

@@ -97,7 +97,18 @@ impl Pod {
             ok(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]));
         }
         let harness = Pod { pod, client, children: Vec::new() };
-        ok(Command::new("ip").args(["-n", &harness.pod, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]));
+        ok(Command::new("ip").args([
+            "-n",
+            &harness.pod,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1",
+        ]));
         ok(Command::new("ip").args(["-n", &harness.pod, "link", "set", "eth1", "netns", &harness.client]));
         for (ns, dev, ip) in [(&harness.pod, "eth0", POD_IP), (&harness.client, "eth1", CLIENT_IP)] {
             ok(Command::new("ip").args(["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev]));

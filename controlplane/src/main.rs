@@ -172,7 +172,8 @@ async fn start_webhook(args: &Args, index: &SharedIndex) -> Result<()> {
     let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) else { return Ok(()) };
     let cert = trellis_webhook::tls::ReloadingCert::load(cert, key).context("loading the webhook certificate")?;
     tokio::spawn(cert.clone().watch(trellis_webhook::tls::DEFAULT_RELOAD_POLL));
-    let listener = TcpListener::bind(WEBHOOK_LISTEN_ADDR).await.with_context(|| format!("binding {WEBHOOK_LISTEN_ADDR}"))?;
+    let listener =
+        TcpListener::bind(WEBHOOK_LISTEN_ADDR).await.with_context(|| format!("binding {WEBHOOK_LISTEN_ADDR}"))?;
     let router = trellis_webhook::server::Webhook::new(Arc::new(IndexContext(index.clone()))).router();
     tokio::spawn(trellis_webhook::server::serve_tls(listener, cert, router, std::future::pending()));
     tracing::info!(address = WEBHOOK_LISTEN_ADDR, "serving the injection webhook");

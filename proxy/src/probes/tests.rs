@@ -90,7 +90,8 @@ fn the_injectors_probers_parse_and_bad_ones_are_refused_naming_the_variable() {
 #[tokio::test]
 async fn http_probes_pass_on_2xx_with_their_headers_and_fail_otherwise() {
     let port = http_app().await;
-    let live = json_prober("httpGet", serde_json::json!({"port": port, "path": "/live", "httpHeaders": {"X-Probe": "1"}}));
+    let live =
+        json_prober("httpGet", serde_json::json!({"port": port, "path": "/live", "httpHeaders": {"X-Probe": "1"}}));
     assert_eq!(probe(live).await, StatusCode::OK);
     let no_header = json_prober("httpGet", serde_json::json!({"port": port, "path": "/live"}));
     assert_eq!(probe(no_header).await, StatusCode::SERVICE_UNAVAILABLE);

@@ -55,3 +55,10 @@ bench-proxy:
 .PHONY: bench-controlplane
 bench-controlplane:
 	CARGO="$(CARGO)" bash bench/bench-controlplane.sh
+
+## bench-webhook: admission latency of trellis-webhook over HTTPS at 100 requests per second (p50/p90/p99/max,
+## target p99 < 5 ms); writes bench/results/webhook.md (~35 s after the build). Extra driver flags: ARGS="--seconds 60".
+.PHONY: bench-webhook
+bench-webhook:
+	$(CARGO) build --release -p trellis-webhook --bin trellis-webhook --example bench_webhook
+	"$${CARGO_TARGET_DIR:-target}/release/examples/bench_webhook" --binary "$${CARGO_TARGET_DIR:-target}/release/trellis-webhook" $(ARGS)

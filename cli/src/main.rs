@@ -6,6 +6,7 @@ mod analyze;
 mod binaries;
 mod demo;
 mod explain;
+mod inject;
 mod proxy_status;
 mod run;
 
@@ -29,6 +30,8 @@ enum Command {
     Demo(demo::Args),
     /// Show which virtual host, route, destinations and endpoints a request takes, offline from YAML.
     Explain(explain::Args),
+    /// Add the sidecar to the Pods and pod templates of Kubernetes YAML (`-f FILE`, `-f -` for stdin).
+    Inject(inject::Args),
     /// Local mode: run trellisd on a folder of YAML and print how to start a sidecar beside each process.
     Run(run::Args),
     /// List the proxies connected to trellisd and whether each runs the config it was last sent.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Inject(args) => inject::run(&args),
         Command::Run(args) => run::run(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
     }

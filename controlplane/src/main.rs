@@ -63,6 +63,11 @@ pub const WORKLOAD_CERT_TTL_ENV: &str = "TRELLIS_WORKLOAD_CERT_TTL";
 pub const DEFAULT_WORKLOAD_CERT_TTL: &str = "24h";
 /// Environment variable of `--disable-ca`.
 pub const DISABLE_CA_ENV: &str = "TRELLIS_DISABLE_CA";
+/// Environment variables of `--webhook-cert` and `--webhook-key`.
+pub const WEBHOOK_CERT_ENV: &str = "TRELLIS_WEBHOOK_CERT";
+pub const WEBHOOK_KEY_ENV: &str = "TRELLIS_WEBHOOK_KEY";
+/// Address of the sidecar injection webhook, served when its certificate is given.
+pub const WEBHOOK_LISTEN_ADDR: &str = "0.0.0.0:15017";
 /// What trellisd prints on stdout, followed by the address, once it accepts connections.
 pub const LISTENING_LINE: &str = "trellisd listening on";
 /// How long a stopping trellisd waits for proxies' streams to close.
@@ -115,6 +120,13 @@ struct Args {
     /// Run no CA (`POST /v1/certificates` answers 404): for proxies given certificates as files.
     #[arg(long, env = DISABLE_CA_ENV)]
     disable_ca: bool,
+    /// Serve the sidecar injection webhook on 15017 over HTTPS with this certificate (PEM, reloaded
+    /// when it changes); off when absent.
+    #[arg(long, env = WEBHOOK_CERT_ENV, value_name = "FILE", requires = "webhook_key")]
+    webhook_cert: Option<PathBuf>,
+    /// Private key of --webhook-cert (PEM).
+    #[arg(long, env = WEBHOOK_KEY_ENV, value_name = "FILE", requires = "webhook_cert")]
+    webhook_key: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -150,6 +162,33 @@ fn start(args: Args) -> Result<()> {
     runtime.block_on(serve(args, mesh))
 }
 
+/// The injection webhook decides with the index's Mesh and namespace labels.
+struct IndexContext(SharedIndex);
+
+impl trellis_webhook::review::Context for IndexContext {
+    fn mesh(&self) -> Arc<MeshSpec> {
+        let mesh = self.0.read().mesh().cloned();
+        Arc::new(mesh.unwrap_or_else(|| serde_json::from_value(serde_json::json!({})).unwrap_or_default()))
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.0.read().namespace(namespace).map(|ns| ns.labels.clone())
+    }
+}
+
+/// Serves the injection webhook on 15017 when `--webhook-cert` and `--webhook-key` are given.
+async fn start_webhook(args: &Args, index: &SharedIndex) -> Result<()> {
+    let (Some(cert), Some(key)) = (&args.webhook_cert, &args.webhook_key) else { return Ok(()) };
+    let cert = trellis_webhook::tls::ReloadingCert::load(cert, key).context("loading the webhook certificate")?;
+    tokio::spawn(cert.clone().watch(trellis_webhook::tls::DEFAULT_RELOAD_POLL));
+    let listener =
+        TcpListener::bind(WEBHOOK_LISTEN_ADDR).await.with_context(|| format!("binding {WEBHOOK_LISTEN_ADDR}"))?;
+    let router = trellis_webhook::server::Webhook::new(Arc::new(IndexContext(index.clone()))).router();
+    tokio::spawn(trellis_webhook::server::serve_tls(listener, cert, router, std::future::pending()));
+    tracing::info!(address = WEBHOOK_LISTEN_ADDR, "serving the injection webhook");
+    Ok(())
+}
+
 /// The mesh settings used while no `Mesh` object is given, when `--root-namespace` is not the default.
 fn default_mesh(root_namespace: &str) -> Result<Option<MeshSpec>> {
     let valid = !root_namespace.is_empty()
@@ -177,6 +216,7 @@ async fn serve(args: Args, mesh: Option<MeshSpec>) -> Result<()> {
     let Some(source) = start_source(&args, &index).await? else {
         return Ok(());
     };
+    start_webhook(&args, &index).await?;
     let trust_domain = trust_domain(&args, &index);
     let ca = start_ca(&args, &trust_domain).await?.map(Arc::new);
     let tls = match &ca {

@@ -50,9 +50,9 @@ pub fn admin_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// The readiness endpoint.
+/// The readiness endpoint, and the app's probes the injector moved here (`crate::probes`).
 pub fn readiness_router(state: AdminState) -> Router {
-    Router::new().route("/healthz/ready", get(ready)).with_state(state)
+    Router::new().route("/healthz/ready", get(ready)).with_state(state).merge(crate::probes::router_from_env())
 }
 
 /// The Prometheus endpoint.

@@ -26,6 +26,7 @@ pub mod jwt;
 pub mod listener;
 pub mod metrics;
 pub mod outlier;
+pub mod probes;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;

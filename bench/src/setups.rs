@@ -191,6 +191,7 @@ pub fn trellis_client_config(server_inbound: SocketAddr, server_identity: Option
 /// [`trellis_client_config`] with every resilience setting of the route and the cluster configured
 /// but not firing: a route timeout, retries, a fault delay and abort on 0% of requests, a mirror of
 /// 0% (to a second cluster), a connection pool with limits far above the load, outlier detection.
+/// (The server side adds a local rate limit: [`trellis_resilient_server_config`].)
 pub fn trellis_resilient_client_config(server_inbound: SocketAddr, mirror: SocketAddr) -> Result<ProxyConfig> {
     let mut value = client_config_value(server_inbound, None);
     let route = &mut value["gatewayListeners"][0]["virtualHosts"][0]["routes"][0];
@@ -266,6 +267,29 @@ fn client_config_value(server_inbound: SocketAddr, server_identity: Option<&str>
 /// only mesh mutual TLS is served. Without, no inbound listener is declared (PERMISSIVE, and with no
 /// certificate that means plain text).
 pub fn trellis_server_config(strict_mtls: bool) -> Result<ProxyConfig> {
+    checked(server_config_value(strict_mtls))
+}
+
+/// [`trellis_server_config`] in plain text with a local rate limit on every inbound port that the
+/// load never reaches (a million requests per second): the inbound side of "resilience on".
+pub fn trellis_resilient_server_config() -> Result<ProxyConfig> {
+    let mut value = server_config_value(false);
+    value["inbound"] = json!([{
+        "port": INBOUND_CATCH_ALL_PORT,
+        "mtls": "permissive",
+        "rateLimits": [{
+            "policy": "bench/never-reached",
+            "rule": 0,
+            "maxTokens": 1_000_000,
+            "tokensPerFill": 1_000_000,
+            "fillInterval": "1s",
+            "statusCode": 429
+        }]
+    }]);
+    checked(value)
+}
+
+fn server_config_value(strict_mtls: bool) -> serde_json::Value {
     let mut value = json!({
         "schema": trellis_api::proxy_config::PROXY_CONFIG_SCHEMA,
         "version": "bench-1",
@@ -280,7 +304,7 @@ pub fn trellis_server_config(strict_mtls: bool) -> Result<ProxyConfig> {
     if strict_mtls {
         value["inbound"] = json!([{"port": INBOUND_CATCH_ALL_PORT, "mtls": "strict"}]);
     }
-    checked(value)
+    value
 }
 
 fn checked(value: serde_json::Value) -> Result<ProxyConfig> {
@@ -313,7 +337,11 @@ pub fn start_trellis(
     let slug = kind.slug();
     let server_config = dir.join(format!("{slug}-server.json"));
     let client_config = dir.join(format!("{slug}-client.json"));
-    std::fs::write(&server_config, serde_json::to_vec_pretty(&trellis_server_config(tls.is_some())?)?)?;
+    let server = match kind {
+        Kind::TrellisResilient => trellis_resilient_server_config()?,
+        _ => trellis_server_config(tls.is_some())?,
+    };
+    std::fs::write(&server_config, serde_json::to_vec_pretty(&server)?)?;
     let inbound = SocketAddr::new(server_ip, INBOUND_PORT);
     let app_identity = pki::spiffe_id(pki::APP_SERVICE_ACCOUNT);
     let server_identity = tls.map(|_| app_identity.as_str());

@@ -105,7 +105,8 @@ impl Results {
              - **Trellis pair, resilience on**: the plain Trellis pair whose client route and cluster carry every \
              resilience setting, none of them firing: a 15 s route timeout, 2 retries on `5xx,connect-failure,reset` \
              with a 5 s per-try timeout, a fault delay and abort on 0% of requests, a mirror of 0% to a second \
-             cluster, a connection pool with limits far above the load, and outlier detection. Its p99 is compared \
+             cluster, a connection pool with limits far above the load, and outlier detection; the server proxy has a \
+             local rate limit of a million requests per second on its inbound side. Its p99 is compared \
              with the plain pair's (issue: at most 10% more).\n\
              - Fixed-rate and memory runs: each proxy has {} data-path threads (`--concurrency {}` / `nbthread {}`), \
              unpinned. Each setup sits on its own loopback addresses (127.90.x.y).\n\

@@ -35,6 +35,9 @@ fn the_resilient_client_configures_every_resilience_feature_and_none_fires() {
     let cluster = &config.clusters[0];
     assert!(cluster.connection_pool.is_some() && cluster.outlier_detection.is_some());
     assert_eq!(config.clusters.len(), 2, "the mirror's cluster");
+    let server = trellis_resilient_server_config().expect("valid");
+    assert_eq!(server.inbound[0].rate_limits.len(), 1, "a rate limit the load never reaches");
+    assert_eq!(server.inbound[0].rate_limits[0].max_tokens, 1_000_000);
 }
 
 #[test]

@@ -243,7 +243,7 @@ impl Encoded {
     }
 
     fn outbound(&self, outbound: &Arc<Outbound>) -> Result<Bytes, String> {
-        self.outbound.get(outbound, |o| to_json(o))
+        self.outbound.get(outbound, to_json)
     }
 
     /// How many encoded outbound sections and clusters are held for live allocations.

@@ -64,6 +64,9 @@ fn config(proxy: &str, version: &str, services: usize) -> ProxyConfig {
     config
 }
 
+/// A change made to a config.
+type Edit = fn(&mut ProxyConfig);
+
 fn bytes_of(line: &[bytes::Bytes]) -> Vec<u8> {
     line.iter().flat_map(|piece| piece.iter().copied()).collect()
 }
@@ -88,7 +91,7 @@ fn a_snapshot_in_pieces_reads_exactly_as_the_protocol_encodes_it() {
 fn every_change_of_a_delta_in_pieces_reads_exactly_as_the_protocol_encodes_it() {
     let (interner, encoded) = (Interner::default(), Encoded::default());
     let old = View::new(config("a.shop", "1", 20), &interner);
-    let edits: [(&str, fn(&mut ProxyConfig)); 6] = [
+    let edits: [(&str, Edit); 6] = [
         ("an endpoint", |c| {
             c.clusters.iter_mut().filter(|c| c.name.contains("svc-007")).for_each(|c| c.endpoints.truncate(1))
         }),

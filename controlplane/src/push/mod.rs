@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use trellis_api::proxy_config::ProxyConfig;
 use trellis_api::push::{Hello, ProxyStatusList};
 
+mod encode;
 mod listen;
 mod registry;
 mod stream;
@@ -159,6 +160,8 @@ struct Shared {
     options: Options,
     registry: Arc<registry::Registry>,
     interner: Interner,
+    /// The encodings of the sections proxies share, so each is encoded once.
+    encoded: encode::Encoded,
     computations: Semaphore,
     shutdown: watch::Sender<bool>,
 }
@@ -168,8 +171,15 @@ impl PushServer {
     pub fn new(source: Arc<dyn ConfigSource>, options: Options) -> Self {
         let computations = Semaphore::new(options.concurrent_computations.max(1));
         let (shutdown, _) = watch::channel(false);
-        let shared =
-            Shared { source, options, registry: Arc::default(), interner: Interner::default(), computations, shutdown };
+        let shared = Shared {
+            source,
+            options,
+            registry: Arc::default(),
+            interner: Interner::default(),
+            encoded: encode::Encoded::default(),
+            computations,
+            shutdown,
+        };
         Self { shared: Arc::new(shared) }
     }
 

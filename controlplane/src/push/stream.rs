@@ -15,8 +15,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode, header};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use trellis_api::push::{CONTENT_TYPE, ClientMessage, Hello, LineDecoder, decode, diff, encode_delta, encode_snapshot};
+use trellis_api::push::{CONTENT_TYPE, ClientMessage, Hello, LineDecoder, decode};
 
+use super::encode::{Line, line_len};
 use super::registry::Registered;
 use super::{MAX_CLIENT_MESSAGE_BYTES, Shared, View};
 
@@ -57,21 +58,33 @@ pub(super) async fn open(shared: Arc<Shared>, peer: SocketAddr, request: Request
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("no config for proxy {:?}: {err}", hello.node.id));
         }
     };
-    let snapshot = match encode_snapshot(&view) {
-        Ok(line) => Bytes::from(line),
-        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    let snapshot = match shared.encoded.snapshot(&view) {
+        Ok(line) => line,
+        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
     let registered = shared.registry.register(hello.clone(), peer);
     let view = Arc::new(view);
-    registered.entry.sent(&view, snapshot.len());
-    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    registered.entry.sent(&view, line_len(&snapshot));
+    let (tx, mut rx) = mpsc::channel::<Line>(1);
     if tx.try_send(snapshot).is_err() {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "the stream closed before its snapshot");
     }
     tracing::info!(proxy = %hello.node.id, %peer, version = %view.version, "proxy connected");
     let stream = Stream { shared, hello, registered, view, tx };
     tokio::spawn(stream.run(body, decoder, generations));
-    let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b)))));
+    // Each line goes out as its pieces, one data frame each (shared pieces are not copied).
+    let mut pieces = std::collections::VecDeque::new();
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        loop {
+            if let Some(piece) = pieces.pop_front() {
+                return std::task::Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
+            match std::task::ready!(rx.poll_recv(cx)) {
+                Some(line) => pieces.extend(line),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+    });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(CONTENT_TYPE));
     response
@@ -103,7 +116,7 @@ struct Stream {
     registered: Registered,
     /// What the proxy was last sent (shared with its registry entry, for `GET /v1/config`).
     view: Arc<View>,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Line>,
 }
 
 impl Stream {
@@ -167,16 +180,15 @@ impl Stream {
             }
         };
         // Nothing changed for this proxy: it keeps its version (and the view its allocations).
-        let Some(delta) = diff(self.view.as_ref(), &view) else { return Ok(()) };
-        let line = encode_delta(&delta).map_err(|e| e.to_string())?;
+        let Some(line) = self.shared.encoded.delta(self.view.as_ref(), &view)? else { return Ok(()) };
         self.view = Arc::new(view);
         self.send(line).await
     }
 
     /// Hands one message to the response body (waiting while the proxy is not reading).
-    async fn send(&self, line: Vec<u8>) -> Result<(), String> {
-        let len = line.len();
-        self.tx.send(Bytes::from(line)).await.map_err(|_| "the proxy went away".to_owned())?;
+    async fn send(&self, line: Line) -> Result<(), String> {
+        let len = line_len(&line);
+        self.tx.send(line).await.map_err(|_| "the proxy went away".to_owned())?;
         self.registered.entry.sent(&self.view, len);
         Ok(())
     }
@@ -192,7 +204,7 @@ impl Stream {
                 }
                 ClientMessage::Resync { version, error } => {
                     tracing::info!(proxy = %self.hello.node.id, %version, %error, "proxy asked for a snapshot");
-                    let line = encode_snapshot(self.view.as_ref()).map_err(|e| e.to_string())?;
+                    let line = self.shared.encoded.snapshot(self.view.as_ref())?;
                     self.send(line).await?;
                 }
                 ClientMessage::Hello(_) => return Err("a second hello on one stream".into()),

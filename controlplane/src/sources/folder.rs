@@ -2,7 +2,9 @@
 //! recursively, feeds the index, and changes are picked up while `trellisd` runs.
 //!
 //! A [`FolderSource`] remembers, per file, its stamp (modification time, size, inode) and the objects of
-//! its last good read. [`FolderSource::scan`] lists the folder, re-reads only files whose stamp moved,
+//! its last good read: their keys and lines, and the objects themselves only while they are not in the
+//! index as that file's (a second definition of an object another file defines first), since the index
+//! holds the others. [`FolderSource::scan`] lists the folder, re-reads only files whose stamp moved,
 //! and applies what changed to the [`SharedIndex`] as one batch: upserts for the objects of files read
 //! again (and of objects that changed file), deletes for objects no file holds any more. A file that
 //! cannot be read or parsed keeps the objects it had before (its last good version) and is reported as
@@ -71,7 +73,24 @@ pub struct Located {
 struct FileState {
     stamp: Stamp,
     /// The objects of its last good version, in document order.
-    objects: Vec<Located>,
+    objects: Vec<Held>,
+}
+
+/// One object of a file as the source keeps it between scans.
+#[derive(Debug)]
+struct Held {
+    key: Key,
+    line: usize,
+    /// The object, unless the index holds it as this file's (then the index's copy is the only one):
+    /// a file read again brings its objects anew, and an object whose owner changes is one the
+    /// source kept.
+    resource: Option<Resource>,
+}
+
+impl Held {
+    fn new(located: Located) -> Self {
+        Self { key: located.resource.key(), line: located.line, resource: Some(located.resource) }
+    }
 }
 
 /// What one file's text holds for the index.
@@ -171,7 +190,8 @@ impl FolderSource {
             match outcome.map_err(|message| vec![whole_file(&name, 1, message)]).and_then(|b| parse(&name, &b)) {
                 Ok(parsed) => {
                     scan.findings.extend(parsed.warnings);
-                    self.files.insert(path.clone(), FileState { stamp: *stamp, objects: parsed.objects });
+                    let objects = parsed.objects.into_iter().map(Held::new).collect();
+                    self.files.insert(path.clone(), FileState { stamp: *stamp, objects });
                 }
                 Err(findings) => {
                     scan.findings.extend(findings);
@@ -192,20 +212,22 @@ impl FolderSource {
     }
 
     /// The changes that bring the index to what the files hold now, given the files read in this scan;
-    /// records the new owner of every object.
+    /// records the new owner of every object, and drops the source's copy of every object the index
+    /// now holds as its owner's (moved into the change that puts it there, not copied).
     fn changes(&mut self, read_now: &BTreeSet<PathBuf>, findings: &mut Vec<Finding>) -> Vec<Change> {
-        let mut wanted: BTreeMap<Key, (&Path, &Located)> = BTreeMap::new();
+        // Each key's first definition (files in path order, documents in file order): file and position.
+        let mut wanted: BTreeMap<Key, (&Path, usize)> = BTreeMap::new();
         for (path, state) in &self.files {
-            for located in &state.objects {
-                let key = located.resource.key();
-                match wanted.get(&key) {
+            for (position, held) in state.objects.iter().enumerate() {
+                match wanted.get(&held.key) {
                     Some((first, used)) => {
                         if read_now.contains(path) || read_now.contains(*first) {
-                            findings.push(duplicate(path, located, &key, first, used));
+                            let used_line = self.files[*first].objects[*used].line;
+                            findings.push(duplicate(path, held.line, &held.key, first, used_line));
                         }
                     }
                     None => {
-                        wanted.insert(key, (path, located));
+                        wanted.insert(held.key.clone(), (path, position));
                     }
                 }
             }
@@ -216,12 +238,43 @@ impl FolderSource {
             .filter(|key| !wanted.contains_key(*key))
             .map(|key| Change::Delete(key.clone()))
             .collect();
-        for (key, (path, located)) in &wanted {
-            if read_now.contains(*path) || self.owners.get(key).map(PathBuf::as_path) != Some(*path) {
-                changes.push(Change::upsert(located.resource.clone()));
+        let mut upserts: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+        let mut owners = BTreeMap::new();
+        for (key, (path, position)) in wanted {
+            if read_now.contains(path) || self.owners.get(&key).map(PathBuf::as_path) != Some(path) {
+                upserts.entry(path.to_owned()).or_default().push(position);
+            }
+            owners.insert(key, path.to_owned());
+        }
+        // An object whose file is not read again and that another file now defines first goes back
+        // to being held whole, from the index, which still has it as that file's.
+        let moved: Vec<(Key, PathBuf)> = self
+            .owners
+            .iter()
+            .filter(|(key, path)| owners.get(*key).is_some_and(|now| now != *path))
+            .map(|(key, path)| (key.clone(), path.clone()))
+            .collect();
+        if !moved.is_empty() {
+            let index = self.index.read();
+            for (key, path) in moved {
+                let Some(state) = self.files.get_mut(&path) else { continue };
+                if let Some(held) = state.objects.iter_mut().find(|h| h.key == key && h.resource.is_none()) {
+                    held.resource = index.get(&key).map(|entry| entry.resource.clone());
+                }
             }
         }
-        self.owners = wanted.into_iter().map(|(key, (path, _))| (key, path.to_owned())).collect();
+        self.owners = owners;
+        for (path, positions) in upserts {
+            let Some(state) = self.files.get_mut(&path) else { continue };
+            for position in positions {
+                let held = &mut state.objects[position];
+                match held.resource.take() {
+                    Some(resource) => changes.push(Change::upsert(resource)),
+                    // Not reachable: an object not yet in the index as this file's is held whole.
+                    None => tracing::error!(key = %held.key, file = %path.display(), "an object to index was not kept"),
+                }
+            }
+        }
         changes
     }
 
@@ -374,12 +427,12 @@ fn located_error(name: &str, document_line: usize, err: Error) -> Finding {
     }
 }
 
-/// The report of an object defined again at `path` while the one at `first` is used.
-fn duplicate(path: &Path, located: &Located, key: &Key, first: &Path, used: &Located) -> Finding {
+/// The report of an object defined again at `path`, `line` while the one at `first`, `used_line` is used.
+fn duplicate(path: &Path, line: usize, key: &Key, first: &Path, used_line: usize) -> Finding {
     let mut finding = whole_file(
         &path.display().to_string(),
-        located.line,
-        format!("{key} is also defined at {}:{}, which is used; this one is ignored", first.display(), used.line),
+        line,
+        format!("{key} is also defined at {}:{used_line}, which is used; this one is ignored", first.display()),
     );
     finding.issue.severity = Severity::Warning;
     finding

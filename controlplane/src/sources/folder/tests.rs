@@ -196,6 +196,26 @@ fn an_object_defined_twice_uses_the_first_and_reports_the_other_until_the_first_
 }
 
 #[test]
+fn an_object_shadowed_by_a_new_file_and_then_uncovered_comes_back_as_its_file_holds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "b.yaml", &workload_entry("backend-1", "127.0.1.2"));
+    let (mut source, index) = open(dir.path());
+    source.scan().expect("readable");
+    let address = |index: &SharedIndex| index.read().workloads().map(|w| w.address.clone()).collect::<Vec<_>>();
+    assert_eq!(address(&index), vec!["127.0.1.2"]);
+
+    write(dir.path(), "a.yaml", &workload_entry("backend-1", "127.0.1.1"));
+    let scan = source.scan().expect("readable");
+    assert_eq!(scan.read.len(), 1, "only the new file is read");
+    assert_eq!(address(&index), vec!["127.0.1.1"], "the first file in path order wins");
+
+    std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
+    let scan = source.scan().expect("readable");
+    assert!(scan.read.is_empty() && scan.changed, "b.yaml is not read again, yet its object returns");
+    assert_eq!(address(&index), vec!["127.0.1.2"]);
+}
+
+#[test]
 fn a_folder_that_cannot_be_listed_is_an_error_that_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "services.yaml", SERVICE_ENTRY);

@@ -1,0 +1,304 @@
+//! Message lines as shared pieces: the bytes of a snapshot or delta that are the same for many
+//! proxies are encoded once and shared, not encoded and held once per proxy.
+//!
+//! A line is a list of [`Bytes`] that, written one after the other, read exactly as
+//! [`trellis_api::push::encode_snapshot`] and [`trellis_api::push::encode_delta`] encode the message
+//! (the tests hold the two to byte equality). The large sections every proxy of a sharing key holds
+//! as one allocation (the outbound section and each cluster) are encoded once per allocation and kept
+//! in an [`Encoded`] cache for as long as some view holds that allocation; a line refers to those
+//! bytes instead of copying them. So a VirtualService edit sent to a thousand proxies costs one
+//! encoding of the new outbound section and a thousand small heads, in CPU and in memory while the
+//! lines wait in the streams' buffers; a snapshot costs its node and inbound listeners.
+//!
+//! Deltas are computed here over [`View`]s with the semantics of [`trellis_api::push::diff`] (a
+//! section is sent whole when it changed; clusters by name), comparing shared allocations by address
+//! and, only when those differ, by value, and without copying anything into a message first.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::Bytes;
+use serde::Serialize;
+use trellis_api::proxy_config::{Cluster, Outbound};
+
+use super::View;
+
+/// Shared pieces shorter than this are copied into the line's own bytes (fewer, larger frames).
+pub const INLINE_PIECE_BYTES: usize = 512;
+/// Encodings added to a cache between sweeps of the ones whose allocation is gone (at least; a cache
+/// also sweeps once it added as many as it held after the last sweep).
+const SWEEP_MIN_INSERTS: usize = 256;
+
+/// One message line, in pieces to send one after the other.
+pub type Line = Vec<Bytes>;
+
+/// The length of a line in bytes.
+pub fn line_len(line: &[Bytes]) -> usize {
+    line.iter().map(Bytes::len).sum()
+}
+
+/// The encodings of the shared sections of the views a push server sent, by allocation.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    outbound: Cache<Outbound>,
+    /// Each cluster encoded with a leading comma, so a list is its pieces one after the other (the
+    /// first without its comma).
+    clusters: Cache<Cluster>,
+}
+
+/// Encodings by the address of the allocation they encode. The weak reference proves the address
+/// still holds that allocation: while it exists, the allocation cannot be reused.
+#[derive(Debug)]
+struct Cache<T> {
+    entries: Mutex<CacheEntries<T>>,
+}
+
+#[derive(Debug)]
+struct CacheEntries<T> {
+    by_address: HashMap<usize, (Weak<T>, Bytes)>,
+    inserted_since_sweep: usize,
+}
+
+impl<T> Default for Cache<T> {
+    fn default() -> Self {
+        Self { entries: Mutex::new(CacheEntries { by_address: HashMap::new(), inserted_since_sweep: 0 }) }
+    }
+}
+
+impl<T> Cache<T> {
+    /// The encoding of `value`, made by `encode` the first time this allocation is asked for.
+    fn get(&self, value: &Arc<T>, encode: impl FnOnce(&T) -> Result<Vec<u8>, String>) -> Result<Bytes, String> {
+        let address = Arc::as_ptr(value) as usize;
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((weak, bytes)) = entries.by_address.get(&address)
+                && weak.strong_count() > 0
+                && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(value))
+            {
+                return Ok(bytes.clone());
+            }
+        }
+        // Encoded outside the lock: two streams may encode one allocation at once, which is harmless.
+        let bytes = Bytes::from(encode(value)?);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.inserted_since_sweep += 1;
+        if entries.inserted_since_sweep >= SWEEP_MIN_INSERTS.max(entries.by_address.len() / 2) {
+            entries.by_address.retain(|_, (weak, _)| weak.strong_count() > 0);
+            entries.inserted_since_sweep = 0;
+        }
+        entries.by_address.insert(address, (Arc::downgrade(value), bytes.clone()));
+        Ok(bytes)
+    }
+
+    /// How many encodings of live allocations the cache holds.
+    #[cfg(test)]
+    fn live(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.by_address.values().filter(|(weak, _)| weak.strong_count() > 0).count()
+    }
+}
+
+/// Builds a line: small parts written into its own bytes, large shared ones referred to.
+struct Writer {
+    pieces: Vec<Bytes>,
+    own: Vec<u8>,
+}
+
+impl Writer {
+    fn new(head: &[u8]) -> Self {
+        Self { pieces: Vec::new(), own: head.to_vec() }
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.own.extend_from_slice(bytes);
+    }
+
+    /// `,"name":` and the value, encoded here.
+    fn field<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<(), String> {
+        self.name(name);
+        self.value(value)
+    }
+
+    fn name(&mut self, name: &str) {
+        self.own.extend_from_slice(b",\"");
+        self.own.extend_from_slice(name.as_bytes());
+        self.own.extend_from_slice(b"\":");
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
+        serde_json::to_writer(&mut self.own, value).map_err(|e| format!("cannot encode a message: {e}"))
+    }
+
+    /// Bytes encoded once and shared.
+    fn shared(&mut self, bytes: Bytes) {
+        if bytes.len() < INLINE_PIECE_BYTES {
+            self.own.extend_from_slice(&bytes);
+            return;
+        }
+        if !self.own.is_empty() {
+            self.pieces.push(Bytes::from(std::mem::take(&mut self.own)));
+        }
+        self.pieces.push(bytes);
+    }
+
+    /// Closes the message (`}}` and the newline) and hands out its pieces.
+    fn finish(mut self) -> Line {
+        self.own.extend_from_slice(b"}}\n");
+        self.pieces.push(Bytes::from(self.own));
+        self.pieces
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("cannot encode a message: {e}"))
+}
+
+impl Encoded {
+    /// The [`trellis_api::push::ServerMessage::Snapshot`] line of `view`.
+    pub fn snapshot(&self, view: &View) -> Result<Line, String> {
+        let mut line = Writer::new(b"{\"snapshot\":{\"schema\":");
+        line.value(&view.schema)?;
+        line.field("version", &view.version)?;
+        line.field("node", &view.node)?;
+        line.field("mode", &view.mode)?;
+        if !view.inbound.is_empty() {
+            line.field("inbound", view.inbound.as_slice())?;
+        }
+        line.name("outbound");
+        line.shared(self.outbound(&view.outbound)?);
+        if !view.gateway_listeners.is_empty() {
+            line.field("gatewayListeners", view.gateway_listeners.as_slice())?;
+        }
+        if !view.clusters.is_empty() {
+            self.cluster_list(&mut line, &by_name(&view.clusters))?;
+        }
+        line.field("telemetry", view.telemetry.as_ref())?;
+        Ok(line.finish())
+    }
+
+    /// The [`trellis_api::push::ServerMessage::Delta`] line that turns what `old` stands for into
+    /// `new`, or `None` when they differ in nothing but their version.
+    pub fn delta(&self, old: &View, new: &View) -> Result<Option<Line>, String> {
+        let (changed, removed) = diff_clusters(&by_name(&old.clusters), &by_name(&new.clusters));
+        let schema = old.schema != new.schema;
+        let node = old.node != new.node;
+        let mode = old.mode != new.mode;
+        let inbound = !same(&old.inbound, &new.inbound);
+        let outbound = !same(&old.outbound, &new.outbound);
+        let gateway_listeners = !same(&old.gateway_listeners, &new.gateway_listeners);
+        let telemetry = !same(&old.telemetry, &new.telemetry);
+        let sections = [schema, node, mode, inbound, outbound, gateway_listeners, telemetry];
+        if !sections.contains(&true) && changed.is_empty() && removed.is_empty() {
+            return Ok(None);
+        }
+        let mut line = Writer::new(b"{\"delta\":{\"version\":");
+        line.value(&new.version)?;
+        line.field("baseVersion", &old.version)?;
+        if schema {
+            line.field("schema", &new.schema)?;
+        }
+        if node {
+            line.field("node", &new.node)?;
+        }
+        if mode {
+            line.field("mode", &new.mode)?;
+        }
+        if inbound {
+            line.field("inbound", new.inbound.as_slice())?;
+        }
+        if outbound {
+            line.name("outbound");
+            line.shared(self.outbound(&new.outbound)?);
+        }
+        if gateway_listeners {
+            line.field("gatewayListeners", new.gateway_listeners.as_slice())?;
+        }
+        if telemetry {
+            line.field("telemetry", new.telemetry.as_ref())?;
+        }
+        if !changed.is_empty() {
+            self.cluster_list(&mut line, &changed)?;
+        }
+        if !removed.is_empty() {
+            line.field("removedClusters", &removed)?;
+        }
+        Ok(Some(line.finish()))
+    }
+
+    /// `,"clusters":[...]` of `clusters`, each from the cache.
+    fn cluster_list(&self, line: &mut Writer, clusters: &[&Arc<Cluster>]) -> Result<(), String> {
+        line.name("clusters");
+        line.raw(b"[");
+        for (i, cluster) in clusters.iter().enumerate() {
+            let bytes = self.clusters.get(cluster, |c| {
+                let mut bytes = vec![b','];
+                serde_json::to_writer(&mut bytes, c).map_err(|e| format!("cannot encode a message: {e}"))?;
+                Ok(bytes)
+            })?;
+            line.shared(if i == 0 { bytes.slice(1..) } else { bytes });
+        }
+        line.raw(b"]");
+        Ok(())
+    }
+
+    fn outbound(&self, outbound: &Arc<Outbound>) -> Result<Bytes, String> {
+        self.outbound.get(outbound, to_json)
+    }
+
+    /// How many encoded outbound sections and clusters are held for live allocations.
+    #[cfg(test)]
+    pub fn live(&self) -> (usize, usize) {
+        (self.outbound.live(), self.clusters.live())
+    }
+}
+
+/// Equal: one allocation, or equal values.
+fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// References to `clusters` in name order (stable, as `ConfigView::clusters_by_name`).
+fn by_name(clusters: &[Arc<Cluster>]) -> Vec<&Arc<Cluster>> {
+    let mut sorted: Vec<&Arc<Cluster>> = clusters.iter().collect();
+    // Already sorted (what views hold) costs one pass.
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
+}
+
+/// Merges two name-ordered cluster lists, as `trellis_api::push::diff` does: every cluster of each
+/// name whose group is new or differs, and the names that are gone.
+fn diff_clusters<'a>(old: &[&'a Arc<Cluster>], new: &[&'a Arc<Cluster>]) -> (Vec<&'a Arc<Cluster>>, Vec<&'a str>) {
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => o.name.cmp(&n.name),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let name: &'a str = if order == Ordering::Greater { &new[j].name } else { &old[i].name };
+        let old_group = group_len(&old[i..], name, order != Ordering::Greater);
+        let new_group = group_len(&new[j..], name, order != Ordering::Less);
+        let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
+        if after.is_empty() {
+            removed.push(name);
+        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !same(b, a)) {
+            changed.extend_from_slice(after);
+        }
+        i += old_group;
+        j += new_group;
+    }
+    (changed, removed)
+}
+
+/// How many clusters at the start of `clusters` are named `name` (none when `present` is false).
+fn group_len(clusters: &[&Arc<Cluster>], name: &str, present: bool) -> usize {
+    if !present {
+        return 0;
+    }
+    clusters.iter().take_while(|c| c.name == name).count()
+}
+
+#[cfg(test)]
+mod tests;

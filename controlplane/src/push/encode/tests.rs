@@ -29,6 +29,7 @@ fn cluster(service: usize, endpoints: usize) -> Cluster {
         connection_pool: None,
         outlier_detection: None,
         tls: UpstreamTls::Auto,
+        retry_budget: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn config(proxy: &str, version: &str, services: usize) -> ProxyConfig {
         mtls: Default::default(),
         authorization: Vec::new(),
         jwt: Vec::new(),
+        rate_limits: Vec::new(),
     }];
     config
 }

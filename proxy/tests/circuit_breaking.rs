@@ -301,24 +301,14 @@ fn tutorial_limits() -> ConnectionPool {
 /// Requests each caller sends, one after another.
 const LOOPED: usize = 50;
 
-/// Two callers, each sending [`LOOPED`] requests one after another with `send`; every answer.
-async fn two_looping_callers<F, Fut>(send: F) -> Vec<Answer>
+/// Two callers at once, each running `caller` (which sends [`LOOPED`] requests one after another);
+/// every answer.
+async fn two_looping_callers<F, Fut>(caller: F) -> Vec<Answer>
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Answer> + Send,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<Answer>> + Send + 'static,
 {
-    let tasks: Vec<_> = (0..2)
-        .map(|_| {
-            let send = send.clone();
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                for _ in 0..LOOPED {
-                    answers.push(send().await);
-                }
-                answers
-            })
-        })
-        .collect();
+    let tasks: Vec<_> = (0..2).map(|_| tokio::spawn(caller())).collect();
     let mut answers = Vec::new();
     for task in tasks {
         answers.extend(task.await.expect("caller task"));
@@ -345,8 +335,25 @@ async fn under_the_tutorials_rule_two_looping_callers_between_proxies_see_some_r
         &client_config,
         &["--explicit-proxy-addr", &explicit.to_string(), "--concurrency", "1"],
     );
-    let answers = two_looping_callers(move || {
-        raw_http1(explicit, "GET http://inventory/stock HTTP/1.1\r\nHost: inventory\r\nConnection: close\r\n\r\n")
+    // Each caller keeps one connection to its sidecar and sends its next request as soon as it has
+    // its answer.
+    let answers = two_looping_callers(|| async move {
+        let stream = tokio::net::TcpStream::connect(explicit).await.expect("connect to the caller's sidecar");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for _ in 0..LOOPED {
+            // Absolute-form, as a client of an explicit proxy sends it.
+            let body = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
+            let request = Request::get("http://inventory/stock").header("host", "inventory").body(body);
+            let response = sender.send_request(request.expect("request")).await.expect("response");
+            let overloaded = response.headers().get("x-trellis-overloaded").is_some_and(|v| v == "true");
+            let status = response.status().as_u16();
+            response.into_body().collect().await.expect("body");
+            answers.push(Answer { status, overloaded });
+        }
+        answers
     })
     .await;
     let (served, rejected) = (count(&answers, 200, false), count(&answers, 503, true));
@@ -362,7 +369,16 @@ async fn under_the_tutorials_rule_two_looping_callers_of_a_gateway_see_some_reje
     let upstream = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "inventory", 200, Duration::ZERO).await;
     let proxy = gateway(limited(cluster("inventory", &[upstream.addr]), tutorial_limits()));
     let addr = proxy.addr(GATEWAY_PORT);
-    let answers = two_looping_callers(move || async move { call(&client(), addr, "inventory").await }).await;
+    // Keep-alive callers: each sends its next request as soon as it has its answer.
+    let answers = two_looping_callers(|| async move {
+        let keep_alive = client();
+        let mut answers = Vec::new();
+        for _ in 0..LOOPED {
+            answers.push(call(&keep_alive, addr, "inventory").await);
+        }
+        answers
+    })
+    .await;
     let (served, rejected) = (count(&answers, 200, false), count(&answers, 503, true));
     eprintln!("two callers of a gateway under the tutorial's rule: {served} served, {rejected} rejected");
     assert_eq!(served + rejected, answers.len(), "only served or rejected by the gateway: {answers:?}");

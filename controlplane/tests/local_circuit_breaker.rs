@@ -123,7 +123,9 @@ async fn the_tutorials_circuit_breaker_rejects_concurrent_overflow_and_ejects_a_
     .await;
 
     // "With more than one concurrent request, some requests are rejected (503) by the caller's proxy":
-    // one in service and one waiting are served; the others are answered 503 at once.
+    // one in service and at most one pending (a request stays pending until its own connection is
+    // established, as in Envoy, so a second one may be rejected too, depending on timing) are served;
+    // the others are answered 503 at once.
     let query = format!("delay_ms={SLOW_MS}");
     let tasks: Vec<_> = (0..5)
         .map(|_| {
@@ -140,7 +142,8 @@ async fn the_tutorials_circuit_breaker_rejects_concurrent_overflow_and_ejects_a_
     let served = answers.iter().filter(|(status, _)| *status == 200).count();
     let rejected =
         answers.iter().filter(|(status, head)| *status == 503 && head.contains("x-trellis-overloaded: true")).count();
-    assert_eq!((served, rejected), (2, 3), "{answers:?}");
+    assert!((1..=2).contains(&served), "one or two are served: {answers:?}");
+    assert_eq!(served + rejected, answers.len(), "the others are rejected by the caller's sidecar: {answers:?}");
 
     // "A host that returns one 5xx is ejected for 3 minutes", as the caller's sidecar shows it.
     assert_eq!(call(caller, "status=503").await.0, 503);

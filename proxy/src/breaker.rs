@@ -13,11 +13,20 @@
 //! - a request that finds them all busy waits (FIFO-ish, woken when one frees) if fewer than
 //!   `http1MaxPendingRequests` already wait, and is *rejected* otherwise;
 //! - at most `http2MaxRequests` requests are admitted (in service or waiting) at once;
+//! - when the cluster's connections are not reused (`maxRequestsPerConnection: 1`), every request
+//!   needs a connection of its own, and, as in Envoy, it stays *pending* (counted towards
+//!   `http1MaxPendingRequests`) until that connection is established (connect, TLS and HTTP/2
+//!   handshakes done: [`Permit::connected`]), though it already holds its connection-equivalent. So
+//!   with the tutorial's rule (1 connection, 1 pending, 1 request per connection) a request arriving
+//!   while another one's connection is being made is rejected: two callers in a loop see some 503s.
+//!   With reuse, a request is pending only while it waits for a connection-equivalent;
 //! - a rejected request is answered 503 at once, with `x-trellis-overloaded: true` and the `UO`
 //!   response flag counted in metrics.
 //!
 //! The fast path is one `fetch_add` on admission and one `fetch_sub` and one load on release (both
-//! counters share one `AtomicU64`), plus the `Arc` of the permit; waiting and waking happen only when a limit is reached.
+//! counters share one `AtomicU64`), plus the `Arc` of the permit; without reuse, one `fetch_add` on
+//! admission and one `fetch_sub` once connected on the pending count too. Waiting and waking happen
+//! only when a limit is reached.
 //! A permit is released when the response body ends or is dropped, so an HTTP/1.1 connection is free
 //! again before the next request is admitted.
 
@@ -52,7 +61,11 @@ pub struct Breaker {
     multiplexed_cost: u64,
     max_pending: u64,
     max_requests: u64,
-    /// Requests waiting for a connection-equivalent.
+    /// Whether connections are not reused (`maxRequestsPerConnection: 1`): a request then stays pending
+    /// until its own connection is established.
+    pending_until_connected: bool,
+    /// Requests waiting for a connection-equivalent, and, without reuse, those whose connection is
+    /// being established.
     waiting: AtomicU64,
     /// High 32 bits: requests admitted (in service or waiting); low 32 bits: units in service.
     state: AtomicU64,
@@ -64,6 +77,8 @@ pub struct Breaker {
 pub struct Permit {
     breaker: Arc<Breaker>,
     cost: u64,
+    /// Still counted pending: its connection is not established yet.
+    connecting: bool,
 }
 
 /// The counters of a breaker at one moment, for admin pages.
@@ -72,7 +87,7 @@ pub struct Permit {
 pub struct BreakerLoad {
     /// Requests admitted: in service or waiting for a connection.
     pub admitted: u64,
-    /// Requests waiting for a connection-equivalent.
+    /// Requests waiting for a connection-equivalent or (without reuse) for their connection.
     pub pending: u64,
     /// Connection-equivalents in service (fractions for multiplexed requests are rounded up).
     pub in_service: u64,
@@ -101,6 +116,7 @@ impl Breaker {
             multiplexed_cost,
             max_pending: limit(limits.max_pending_requests),
             max_requests: limit(limits.max_requests),
+            pending_until_connected: limits.max_requests_per_connection == Some(1),
             waiting: AtomicU64::new(0),
             state: AtomicU64::new(0),
             wake: Notify::new(),
@@ -131,7 +147,16 @@ impl Breaker {
             return Err(Overflow);
         }
         if serving(previous) + cost <= self.capacity {
-            return Ok(Permit { breaker: Arc::clone(self), cost });
+            if !self.pending_until_connected {
+                return Ok(Permit { breaker: Arc::clone(self), cost, connecting: false });
+            }
+            // Without reuse the request is pending while its own connection is made.
+            if self.waiting.fetch_add(1, Ordering::AcqRel) + 1 > self.max_pending {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.back_out(ADMITTED + cost, cost);
+                return Err(Overflow);
+            }
+            return Ok(Permit { breaker: Arc::clone(self), cost, connecting: true });
         }
         // No connection-equivalent free: this request waits, if the queue has room.
         self.back_out(cost, cost);
@@ -143,7 +168,10 @@ impl Breaker {
         let waiting = Waiting { breaker: self };
         let permit = waiting.wait(cost).await;
         std::mem::forget(waiting);
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Without reuse it stays pending until its connection is established.
+        if !permit.connecting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
         Ok(permit)
     }
 
@@ -156,7 +184,7 @@ impl Breaker {
             self.back_out(ADMITTED + cost, cost);
             return Err(Overflow);
         }
-        Ok(Permit { breaker: Arc::clone(self), cost })
+        Ok(Permit { breaker: Arc::clone(self), cost, connecting: false })
     }
 
     /// Undoes an admission that did not go through, waking a waiter if it blocked one's slot.
@@ -212,7 +240,8 @@ impl Waiting<'_> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.breaker.try_take(cost) {
-                return Permit { breaker: Arc::clone(self.breaker), cost };
+                let connecting = self.breaker.pending_until_connected;
+                return Permit { breaker: Arc::clone(self.breaker), cost, connecting };
             }
             notified.await;
         }
@@ -227,8 +256,21 @@ impl Drop for Waiting<'_> {
     }
 }
 
+impl Permit {
+    /// The request's upstream connection is established: a request still counted pending (its
+    /// cluster reuses no connection) is now only in service. Does nothing the second time, or for a
+    /// request that was never pending.
+    pub fn connected(&mut self) {
+        if self.connecting {
+            self.connecting = false;
+            self.breaker.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.connected();
         let amount = ADMITTED + self.cost;
         self.breaker.state.fetch_sub(amount, Ordering::AcqRel);
         if self.cost > 0 && self.breaker.waiting.load(Ordering::Acquire) > 0 {

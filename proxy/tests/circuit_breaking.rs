@@ -287,3 +287,106 @@ async fn tcp_connections_beyond_max_connections_are_closed_at_once() {
         "{metrics}"
     );
 }
+
+/// The limits of the tutorial's rule (`examples/tutorial/04-inventory-circuit-breaker.yaml`).
+fn tutorial_limits() -> ConnectionPool {
+    ConnectionPool {
+        max_connections: Some(1),
+        max_pending_requests: Some(1),
+        max_requests_per_connection: Some(1),
+        ..ConnectionPool::default()
+    }
+}
+
+/// Requests each caller sends, one after another.
+const LOOPED: usize = 50;
+
+/// Two callers at once, each running `caller` (which sends [`LOOPED`] requests one after another);
+/// every answer.
+async fn two_looping_callers<F, Fut>(caller: F) -> Vec<Answer>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<Answer>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..2).map(|_| tokio::spawn(caller())).collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.expect("caller task"));
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_tutorials_rule_two_looping_callers_between_proxies_see_some_rejected() {
+    let app = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "app", 200, Duration::ZERO).await;
+    let server_ip = unique_ip();
+    let mut server_config = sidecar_config("inventory", Vec::new(), Vec::new());
+    server_config.inbound = Vec::new();
+    let server = Proxy::start_at(server_ip, "sidecar", &server_config, &["--inbound-target", &app.addr.to_string()]);
+    let meshed = limited(cluster_with("inventory", &[server.addr(15006)], true, Protocol::Http), tutorial_limits());
+    let client_config = sidecar_config(
+        "booking",
+        vec![vhost("inventory", 80, &["inventory"], vec![route("all", vec![], forward(vec![to("inventory", 1)]))])],
+        vec![meshed],
+    );
+    let explicit = SocketAddr::new(unique_ip(), 15080);
+    let _client_proxy = Proxy::start(
+        "sidecar",
+        &client_config,
+        &["--explicit-proxy-addr", &explicit.to_string(), "--concurrency", "1"],
+    );
+    // Each caller keeps one connection to its sidecar and sends its next request as soon as it has
+    // its answer.
+    let answers = two_looping_callers(|| async move {
+        let stream = tokio::net::TcpStream::connect(explicit).await.expect("connect to the caller's sidecar");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(connection);
+        let mut answers = Vec::new();
+        for _ in 0..LOOPED {
+            // Absolute-form, as a client of an explicit proxy sends it.
+            let body = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
+            let request = Request::get("http://inventory/stock").header("host", "inventory").body(body);
+            let response = sender.send_request(request.expect("request")).await.expect("response");
+            let overloaded = response.headers().get("x-trellis-overloaded").is_some_and(|v| v == "true");
+            let status = response.status().as_u16();
+            response.into_body().collect().await.expect("body");
+            answers.push(Answer { status, overloaded });
+        }
+        answers
+    })
+    .await;
+    let (served, rejected) = (count(&answers, 200, false), count(&answers, 503, true));
+    eprintln!("two callers between proxies under the tutorial's rule: {served} served, {rejected} rejected");
+    assert_eq!(served + rejected, answers.len(), "only served or rejected by the caller's proxy: {answers:?}");
+    assert!(served >= 1, "some requests are served: {answers:?}");
+    assert!(rejected >= 1, "a request arriving while another's connection is made is rejected: {answers:?}");
+    assert_eq!(app.peak_in_flight(), 1, "the app never saw two at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_tutorials_rule_two_looping_callers_of_a_gateway_see_some_rejected() {
+    let upstream = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "inventory", 200, Duration::ZERO).await;
+    let proxy = gateway(limited(cluster("inventory", &[upstream.addr]), tutorial_limits()));
+    let addr = proxy.addr(GATEWAY_PORT);
+    // Keep-alive callers: each sends its next request as soon as it has its answer.
+    let answers = two_looping_callers(|| async move {
+        let keep_alive = client();
+        let mut answers = Vec::new();
+        for _ in 0..LOOPED {
+            answers.push(call(&keep_alive, addr, "inventory").await);
+        }
+        answers
+    })
+    .await;
+    let (served, rejected) = (count(&answers, 200, false), count(&answers, 503, true));
+    eprintln!("two callers of a gateway under the tutorial's rule: {served} served, {rejected} rejected");
+    assert_eq!(served + rejected, answers.len(), "only served or rejected by the gateway: {answers:?}");
+    assert!(served >= 1, "some requests are served: {answers:?}");
+    assert!(rejected >= 1, "a request arriving while another's connection is made is rejected: {answers:?}");
+    assert_eq!(upstream.accepted(), served, "each served request had a connection of its own");
+    assert_eq!(upstream.peak_in_flight(), 1, "never more than maxConnections at the upstream");
+    let metrics = proxy.metrics();
+    let overflowed = metric(&metrics, r#"trellis_upstream_overflow_total{direction="Gateway",cluster="inventory"}"#);
+    assert_eq!(overflowed, Some(rejected as f64), "{metrics}");
+}

@@ -85,3 +85,35 @@ fn tcp_connections_beyond_max_connections_are_refused() {
     drop(first);
     assert!(breaker.admit_connection().is_ok());
 }
+
+#[tokio::test]
+async fn without_reuse_a_request_stays_pending_until_its_connection_is_established() {
+    // The tutorial's rule: one connection, one pending, one request per connection.
+    let breaker = breaker(&limits(Some(1), Some(1), None, Some(1)));
+    let mut first = breaker.admit(false).await.expect("the connection-equivalent");
+    assert_eq!(breaker.load(), BreakerLoad { admitted: 1, pending: 1, in_service: 1 });
+    assert_eq!(breaker.admit(false).await.err(), Some(Overflow), "a second pending request is one too many");
+    first.connected();
+    first.connected();
+    assert_eq!(breaker.load(), BreakerLoad { admitted: 1, pending: 0, in_service: 1 });
+    // Now a request may wait; once it has the connection-equivalent it is pending until connected.
+    let breaker_for_waiter = breaker.clone();
+    let waiter = tokio::spawn(async move { breaker_for_waiter.admit(false).await });
+    while breaker.load().pending == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(breaker.admit(false).await.err(), Some(Overflow), "queue full");
+    drop(first);
+    let second = waiter.await.expect("waiter task").expect("the waiter gets the freed connection-equivalent");
+    assert_eq!(breaker.load(), BreakerLoad { admitted: 1, pending: 1, in_service: 1 });
+    assert_eq!(breaker.admit(false).await.err(), Some(Overflow), "its connection is not established yet");
+    drop(second);
+    assert_eq!(breaker.load(), BreakerLoad { admitted: 0, pending: 0, in_service: 0 });
+}
+
+#[tokio::test]
+async fn with_reuse_a_request_in_service_is_not_pending() {
+    let breaker = breaker(&limits(Some(1), Some(1), None, Some(2)));
+    let _first = breaker.admit(false).await.expect("the connection-equivalent");
+    assert_eq!(breaker.load(), BreakerLoad { admitted: 1, pending: 0, in_service: 1 });
+}

@@ -523,7 +523,7 @@ async fn send(
     metrics: &ClusterMetrics,
     cluster: Option<ClusterConn<'_>>,
 ) -> Response<Body> {
-    let (options, cluster_h1, permit) = match cluster {
+    let (options, cluster_h1, mut permit) = match cluster {
         Some(ClusterConn { options, h1, permit }) => (Some(options), h1, permit),
         None => (None, None, None),
     };
@@ -579,34 +579,47 @@ async fn send(
         parts.version = Version::HTTP_2;
         let request = Request::from_parts(parts, body);
         match options {
-            Some(options) => shared.clients.h2.send_with(addr, source, mtls.as_ref(), request, options).await,
+            Some(options) => {
+                shared.clients.h2.send_with(addr, source, mtls.as_ref(), request, options, permit.as_mut()).await
+            }
             None => shared.clients.h2.send(addr, source, mtls.as_ref(), request).await,
         }
         .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
-        // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
-        let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
-            Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok()
-        });
-        match uri {
-            Some(uri) => parts.uri = uri,
-            None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
-        }
         parts.version = Version::HTTP_11;
-        // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused.
-        if options.is_some_and(|o| o.max_requests_per_connection == Some(1)) && !upgrading {
+        // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused, so the request gets one
+        // of its own, and the circuit breaker learns when it is established.
+        if let Some(options) = options.filter(|o| o.max_requests_per_connection == Some(1) && !upgrading) {
             parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            parts.uri = Uri::from(path);
+            let request = Request::from_parts(parts, body);
+            Box::pin(super::pool::send_http1_fresh(addr, source, options.connect_timeout, request, permit.as_mut()))
+                .await
+                .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
+        } else {
+            // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
+            let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
+                Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok()
+            });
+            match uri {
+                Some(uri) => parts.uri = uri,
+                None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+            }
+            let client = match cluster_h1 {
+                Some(client) => client,
+                None if app => &shared.clients.inbound_h1,
+                None => &shared.clients.h1,
+            };
+            client
+                .request(Request::from_parts(parts, body))
+                .await
+                .map_err(|e| (UpstreamFailure::of_client(&e), e.to_string()))
         }
-        let client = match cluster_h1 {
-            Some(client) => client,
-            None if app => &shared.clients.inbound_h1,
-            None => &shared.clients.h1,
-        };
-        client
-            .request(Request::from_parts(parts, body))
-            .await
-            .map_err(|e| (UpstreamFailure::of_client(&e), e.to_string()))
     };
+    // Paths that do not report their connection (pooled HTTP/1.1, upgrades) have one by now.
+    if let Some(permit) = permit.as_mut() {
+        permit.connected();
+    }
     let elapsed = started.elapsed().as_secs_f64();
     match result {
         Ok(mut response) => {

@@ -25,6 +25,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::{Body, MeshTarget};
 use crate::Error;
+use crate::breaker::Permit;
 use crate::tls::MeshProtocol;
 
 /// Per-stream HTTP/2 flow-control window towards upstreams (and from downstreams): large enough for
@@ -119,10 +120,11 @@ impl H2Pool {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
         let options = ConnOptions { connect_timeout: self.connect_timeout, ..ConnOptions::default() };
-        self.send_with(addr, source, mtls, req, &options).await
+        self.send_with(addr, source, mtls, req, &options, None).await
     }
 
-    /// [`H2Pool::send`] on a connection made and kept as a cluster's `options` say.
+    /// [`H2Pool::send`] on a connection made and kept as a cluster's `options` say; the request's
+    /// circuit-breaker `permit` is told when the connection is ready for it (established or reused).
     pub async fn send_with(
         &self,
         addr: SocketAddr,
@@ -130,6 +132,7 @@ impl H2Pool {
         mtls: Option<&MeshTarget<'_>>,
         req: Request<Body>,
         options: &ConnOptions,
+        permit: Option<&mut Permit>,
     ) -> Result<Response<Incoming>, Error> {
         let limit = options.max_requests_per_connection;
         let key = (addr, source, mtls.is_some(), limit);
@@ -176,6 +179,9 @@ impl H2Pool {
         };
         let failed = |source| Error::Http { context: format!("request to {addr}"), source };
         sender.ready().await.map_err(failed)?;
+        if let Some(permit) = permit {
+            permit.connected();
+        }
         sender.send_request(req).await.map_err(failed)
     }
 
@@ -283,6 +289,31 @@ pub async fn send_http1_once(
             tracing::debug!(error = %err, upstream = %addr, "upstream mesh HTTP/1.1 connection ended with an error");
         }
     });
+    sender.send_request(req).await.map_err(failed)
+}
+
+/// Sends one HTTP/1.1 request (origin-form URI) to `addr` (from `source` when given) on a plain
+/// connection of its own that closes after the exchange, for a cluster that reuses no connection
+/// (`maxRequestsPerConnection: 1`); the request's circuit-breaker `permit` is told once the connection
+/// is established.
+pub async fn send_http1_fresh(
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    connect_timeout: Duration,
+    req: Request<Body>,
+    permit: Option<&mut Permit>,
+) -> Result<Response<Incoming>, Error> {
+    let stream = connect_within(connect_timeout, addr, source).await?;
+    let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr}"), source };
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(failed)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
+        }
+    });
+    if let Some(permit) = permit {
+        permit.connected();
+    }
     sender.send_request(req).await.map_err(failed)
 }
 

@@ -11,14 +11,13 @@
 //! not root it fails with that explanation, unless `TRELLIS_SKIP_ROOT_TESTS=1`, which makes it say it
 //! skipped and pass.
 
-use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use trellis_test_support::root_or_skip;
 
 use serde_json::Value;
 
 /// Set to `1` to skip when not root instead of failing.
-const SKIP_ENV: &str = "TRELLIS_SKIP_ROOT_TESTS";
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 /// Debian's Python: readable by any uid, unlike a per-user install.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
@@ -51,21 +50,6 @@ for p in sys.argv[1:]:
     threading.Thread(target=serve, args=(int(p),), daemon=True).start()
 threading.Event().wait()
 "#;
-
-fn root_or_skip(test: &str) -> bool {
-    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    if euid == 0 {
-        return true;
-    }
-    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-        eprintln!("skipped {test}: not root and {SKIP_ENV}=1");
-        return false;
-    }
-    panic!(
-        "{test} must run as root (it creates network namespaces and writes iptables rules in them); \
-         run the tests as root, or set {SKIP_ENV}=1 to skip them"
-    );
-}
 
 fn ok(command: &mut Command) -> Output {
     let output = command.output().unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));

@@ -9,14 +9,14 @@
 //! `setpriv` (util-linux). When not root every test fails with that explanation, unless
 //! `TRELLIS_SKIP_ROOT_TESTS=1`, which makes them print that they skipped and pass.
 
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use trellis_test_support::root_or_skip;
 
 use trellis_proxy::init::owned_lines;
 
 /// Set to `1` to skip these tests when not root instead of failing.
-const SKIP_ENV: &str = "TRELLIS_SKIP_ROOT_TESTS";
 /// The binary under test, built by cargo for integration tests.
 const BINARY: &str = env!("CARGO_BIN_EXE_trellis-proxy");
 /// UID/GID of the unprivileged run (`nobody`).
@@ -32,22 +32,6 @@ const FLAGS: &[&str] = &[
     "--exclude-outbound-ip-ranges",
     "10.244.1.0/24,fd00:10:244::/48",
 ];
-
-/// Whether to run: true as root; false (after saying so) when not root and skipping is asked for.
-fn root_or_skip(test: &str) -> bool {
-    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    if euid == 0 {
-        return true;
-    }
-    if std::env::var(SKIP_ENV).as_deref() == Ok("1") {
-        eprintln!("skipped {test}: not root and {SKIP_ENV}=1");
-        return false;
-    }
-    panic!(
-        "{test} must run as root (it creates network namespaces and writes iptables rules in them); \
-         run the tests as root, or set {SKIP_ENV}=1 to skip them"
-    );
-}
 
 /// Runs a command, panicking with its output unless it succeeds; returns stdout.
 fn ok(command: &mut Command) -> String {

@@ -82,6 +82,28 @@ impl BuildFolder {
     }
 }
 
+/// Set to `1` to skip the tests that need root (network namespaces, iptables) when not root; without
+/// it such a test fails rather than pass silently.
+pub const SKIP_ROOT_TESTS_ENV: &str = "TRELLIS_SKIP_ROOT_TESTS";
+
+/// Whether a test that needs root runs: true as root; false (after saying so) when not root and
+/// [`SKIP_ROOT_TESTS_ENV`] is `1`; otherwise the test fails, naming what it needs.
+pub fn root_or_skip(test: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var(SKIP_ROOT_TESTS_ENV).as_deref() == Ok("1") {
+        eprintln!("skipped {test}: not root and {SKIP_ROOT_TESTS_ENV}=1");
+        return false;
+    }
+    panic!(
+        "{test} must run as root (it creates network namespaces and writes iptables rules in them); \
+         run the tests as root, or set {SKIP_ROOT_TESTS_ENV}=1 to skip them"
+    );
+}
+
 /// The workspace's root folder (this crate's parent).
 pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("test-support lives in the workspace")

@@ -39,9 +39,14 @@ struct Args {
     /// Scratch space: configs, logs, raw oha JSON.
     #[arg(long, default_value = "target/bench-proxy")]
     work: PathBuf,
-    /// Setups to measure, of: direct, trellis, haproxy, trellis-mtls, haproxy-tls (direct is always
-    /// measured: the other setups' added latency is against it).
-    #[arg(long, value_delimiter = ',', value_parser = parse_kind, default_value = "direct,trellis,haproxy,trellis-mtls,haproxy-tls")]
+    /// Setups to measure, of: direct, trellis, haproxy, trellis-mtls, haproxy-tls, trellis-resilient
+    /// (direct is always measured: the other setups' added latency is against it).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = parse_kind,
+        default_value = "direct,trellis,haproxy,trellis-mtls,haproxy-tls,trellis-resilient"
+    )]
     setups: Vec<Kind>,
     /// Fixed request rates (requests per second, all connections together).
     #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]

@@ -283,3 +283,27 @@ fn a_jwt_rule_with_cookies_reads_only_them_and_one_without_a_location_gets_istio
     assert_eq!(defaults.from_params, [DEFAULT_JWT_PARAM]);
     assert_eq!(defaults.jwks_uri.as_deref(), Some("https://defaults.example.com/jwks.json"), "snake_case spelling");
 }
+
+#[test]
+fn auto_mtls_talks_plain_text_to_a_workload_port_whose_peer_authentication_is_disable() {
+    let policy = std::fs::read_to_string(fixtures().join("policy.yaml")).expect("fixture");
+    let index = Index::from_yaml_documents(&format!("{policy}---{SECURITY}")).expect("valid YAML");
+    let t = run(&index, &sidecar(&index, "shop", "client"));
+    let meshed = |port: u16| -> Vec<(String, bool, bool)> {
+        cluster(&t.config, &pricing(port, ""))
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.meshed, e.identity.is_empty()))
+            .collect()
+    };
+    assert_eq!(
+        meshed(9080),
+        [("10.8.0.1:9080".to_owned(), true, false), ("10.8.0.2:9080".to_owned(), false, true)],
+        "pricing-1's port 9080 is PERMISSIVE (inherited), so it stays meshed"
+    );
+    assert_eq!(
+        meshed(9090),
+        [("10.8.0.1:19090".to_owned(), false, true), ("10.8.0.2:9090".to_owned(), false, true)],
+        "pricing-1's target port 19090 is DISABLE at port level: plain text, no expected identity"
+    );
+}

@@ -11,10 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use trellis_api::FieldPath;
 use trellis_api::istio::destination_rule::Subset;
 use trellis_api::istio::virtual_service::Destination;
-use trellis_api::proxy_config::{Cluster, Endpoint, LoadBalancer, Protocol, UpstreamTls};
+use trellis_api::proxy_config::{Cluster, Endpoint, InboundMtls, LoadBalancer, Protocol, UpstreamTls};
 
 use super::policy::{self, Rule};
-use super::{Context, hosts, scope};
+use super::{Context, hosts, scope, security};
 use crate::index::{Key, Kind, Resolution, Service, ServicePort, TargetPort, Workload, WorkloadKind};
 
 /// The Istio-style name of a cluster.
@@ -223,16 +223,20 @@ pub(crate) fn workload_port(workload: &Workload, port: &ServicePort) -> Option<u
 fn endpoints(cx: &mut Context<'_>, service: &Service, port: &ServicePort) -> Vec<Endpoint> {
     let ns = service.namespace();
     let mut out: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
+    // Auto mTLS talks plain text to a workload port whose PeerAuthentication is DISABLE, as Istio does.
+    let any_disabled = security::any_disabled(cx);
     let mut add = |cx: &Context<'_>, ip: IpAddr, target: u16, workload: Option<&Workload>| {
+        let meshed = workload.filter(|w| {
+            w.meshed
+                && !(any_disabled
+                    && security::workload_mtls(cx, &w.namespace, &w.labels, target) == InboundMtls::Disable)
+        });
         let endpoint = Endpoint {
             address: SocketAddr::new(ip, target),
             labels: workload.map(|w| w.labels.clone()).unwrap_or_default(),
-            identity: workload
-                .filter(|w| w.meshed)
-                .map(|w| cx.identity(&w.namespace, &w.service_account))
-                .unwrap_or_default(),
+            identity: meshed.map(|w| cx.identity(&w.namespace, &w.service_account)).unwrap_or_default(),
             weight: workload.map_or(1, |w| w.weight.max(1)),
-            meshed: workload.is_some_and(|w| w.meshed),
+            meshed: meshed.is_some(),
         };
         out.entry(endpoint.address).or_insert(endpoint);
     };

@@ -35,9 +35,29 @@ pub(super) fn has_labels(selector: Option<&WorkloadSelector>) -> bool {
     selector.and_then(|s| s.match_labels.as_ref()).is_some_and(|l| !l.is_empty())
 }
 
-/// The mutual-TLS mode of workload port `port`.
+/// The mutual-TLS mode of the proxy's own workload port `port`.
 pub fn mtls(cx: &Context<'_>, port: u16) -> InboundMtls {
-    let proxy_ns = cx.proxy.namespace.as_str();
+    workload_mtls(cx, &cx.proxy.namespace, &cx.proxy.labels, port)
+}
+
+/// Whether any PeerAuthentication turns mutual TLS off somewhere (mode or port-level `DISABLE`): when
+/// none does, no destination needs [`workload_mtls`] to be worked out.
+pub fn any_disabled(cx: &Context<'_>) -> bool {
+    let disables = |m: Option<&trellis_api::istio::peer_authentication::PeerAuthenticationMutualTls>| {
+        m.and_then(|m| m.mode) == Some(MtlsMode::Disable)
+    };
+    cx.index.configs(Kind::PeerAuthentication).any(|(_, _, object)| match object {
+        Object::PeerAuthentication(pa) => {
+            disables(pa.spec.mtls.as_ref())
+                || pa.spec.port_level_mtls.as_ref().is_some_and(|ports| ports.values().any(|m| disables(Some(m))))
+        }
+        _ => false,
+    })
+}
+
+/// The mutual-TLS mode of port `port` of a workload in `namespace` with `labels` (the proxy's own, or a
+/// destination's: auto mTLS sends plain text to a port whose mode is `DISABLE`, as Istio does).
+pub fn workload_mtls(cx: &Context<'_>, namespace: &str, labels: &crate::index::Labels, port: u16) -> InboundMtls {
     let mut policies: Vec<(Age, &Key, &PeerAuthenticationSpec)> = cx
         .index
         .configs(Kind::PeerAuthentication)
@@ -51,15 +71,11 @@ pub fn mtls(cx: &Context<'_>, port: u16) -> InboundMtls {
         policies.iter().find(|(_, key, spec)| wanted(key, spec)).map(|(_, _, spec)| *spec)
     };
     let mesh_wide = oldest(&|key, spec| cx.is_root(&key.namespace) && !has_labels(spec.selector.as_ref()));
-    let namespace_wide = oldest(&|key, spec| key.namespace == proxy_ns && !has_labels(spec.selector.as_ref()));
+    let namespace_wide = oldest(&|key, spec| key.namespace == namespace && !has_labels(spec.selector.as_ref()));
     let workload = oldest(&|key, spec| {
-        key.namespace == proxy_ns
+        key.namespace == namespace
             && has_labels(spec.selector.as_ref())
-            && spec
-                .selector
-                .as_ref()
-                .and_then(|s| s.match_labels.as_ref())
-                .is_some_and(|l| scope::selects(l, &cx.proxy.labels))
+            && spec.selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|l| scope::selects(l, labels))
     });
     let mut mode = match cx.mesh.map(|m| m.mtls.mode).unwrap_or_default() {
         MeshMtlsMode::Permissive => InboundMtls::Permissive,

@@ -13,6 +13,10 @@
 //! key; a token without one tries every key of its algorithm's type. `exp` and `nbf` allow
 //! [`CLOCK_SKEW_SECONDS`]; `aud` must name one of the provider's audiences when it lists any.
 
+mod challenge;
+
+pub use challenge::{BARE_CHALLENGE, www_authenticate};
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;

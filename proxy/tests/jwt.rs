@@ -89,6 +89,8 @@ async fn a_valid_jwt_is_required_bad_ones_get_401_and_the_app_sees_claims_not_th
     ] {
         let (status, text) = get(inbound, Some(&bad)).await;
         assert_eq!(status, 401, "{why}: {text}");
+        let challenge = "www-authenticate: Bearer realm=\"http://booking/api/v1/booking\", error=\"invalid_token\"";
+        assert!(text.to_ascii_lowercase().contains(&challenge.to_ascii_lowercase()), "{why}: {text}");
     }
 
     let (status, text) = get(inbound, Some(&format!("Bearer {}", token(ISSUER, 3600)))).await;

@@ -428,7 +428,7 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
             Err(err) => {
                 tracing::debug!(peer = %cx.peer, error = %err, "JWT refused");
                 compiled.inbound_metrics.request(UNAUTHORIZED.as_u16(), 0.0);
-                return unauthenticated(err.body());
+                return unauthenticated(err.body(), crate::jwt::www_authenticate(&parts));
             }
         };
         authenticator.apply(&mut parts, verified.as_ref());
@@ -479,10 +479,11 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
     response
 }
 
-/// Envoy's answer to a request whose JWT fails: 401 with the reason's text.
-fn unauthenticated(body: &'static str) -> Response<Body> {
+/// Envoy's answer to a request whose JWT fails: 401 with the reason's text and a Bearer challenge.
+fn unauthenticated(body: &'static str, challenge: HeaderValue) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = UNAUTHORIZED;
+    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }

@@ -377,3 +377,44 @@ async fn a_failed_status_write_is_retried_later_and_an_object_rejected_before_a_
     api.expect(vec![apply_status(&status_uri("broken"), body, StatusCode::OK, &broken)]).await;
     api.expect_quiet(Duration::from_millis(300)).await;
 }
+
+const RATE_LIMITS: &str = "/apis/trellis.dev/v1alpha1/ratelimitpolicies";
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "the server could not find the requested resource", "reason": "NotFound", "code": 404})
+}
+
+#[tokio::test]
+async fn a_kind_whose_crd_is_not_installed_does_not_hold_back_the_sync_and_is_listed_once_it_appears() {
+    let (mut api, index, mut synced) = ApiServer::start(options(&[Kind::Service, Kind::RateLimitPolicy]));
+    let (_services, services_watch) = watch_stream();
+    let missing = || Call {
+        method: Method::GET,
+        uri: list_uri(RATE_LIMITS),
+        body: None,
+        status: StatusCode::NOT_FOUND,
+        response: full(&not_found()),
+    };
+    api.expect(vec![get(&list_uri(SERVICES), list("Service", "100", vec![service("reviews", 9080, "5")])), missing()])
+        .await;
+    api.expect(vec![get(&watch_uri(SERVICES, "100"), services_watch)]).await;
+    tokio::time::timeout(CALL_TIMEOUT, synced.wait_for(|s| *s))
+        .await
+        .expect("synced although the RateLimitPolicy CRD is missing")
+        .expect("alive");
+    assert_eq!(index.read().services().count(), 1);
+
+    // The watch keeps trying; once the CRD is installed its objects arrive.
+    api.expect(vec![missing()]).await;
+    let policy = json!({
+        "apiVersion": "trellis.dev/v1alpha1", "kind": "RateLimitPolicy",
+        "metadata": {"name": "api", "namespace": "shop", "resourceVersion": "9"},
+        "spec": {"selector": {"matchLabels": {"app": "reviews"}},
+                 "rules": [{"tokenBucket": {"maxTokens": 100, "tokensPerFill": 10, "fillInterval": "100ms"}}]},
+    });
+    let (_limits, limits_watch) = watch_stream();
+    api.expect(vec![get(&list_uri(RATE_LIMITS), list("RateLimitPolicy", "200", vec![policy]))]).await;
+    api.expect(vec![get(&watch_uri(RATE_LIMITS, "200"), limits_watch)]).await;
+    until(&index, "the RateLimitPolicy", |index| index.configs(Kind::RateLimitPolicy).count() == 1).await;
+}

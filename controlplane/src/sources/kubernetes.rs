@@ -181,6 +181,7 @@ async fn ingest_loop(
 ) {
     let mut ingest = Ingest::new();
     let mut listed = BTreeSet::new();
+    let mut absent = BTreeSet::new();
     while let Some(first) = events.next().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -196,8 +197,19 @@ async fn ingest_loop(
                     Ok(event) => {
                         if let SourceEvent::InitDone(kind) = &event {
                             listed.insert(*kind);
+                            if absent.remove(kind) {
+                                tracing::info!(%kind, "the {kind} CRD is installed now");
+                            }
                         }
                         changed |= ingest.handle(index, event);
+                    }
+                    Err((kind, err)) if crd_missing(&err) => {
+                        // A kind whose CRD is not installed has no objects: it must not hold back the
+                        // sync of the others. The watch keeps retrying and lists it once it appears.
+                        if absent.insert(kind) {
+                            tracing::warn!(%kind, "the {kind} CRD is not installed; serving without it until it is");
+                        }
+                        listed.insert(kind);
                     }
                     Err((kind, err)) => tracing::warn!(%kind, "watch failed, retrying: {err}"),
                 }
@@ -212,6 +224,15 @@ async fn ingest_loop(
             // The writer only stops when this sender is dropped.
             let _ = status.send(touched);
         }
+    }
+}
+
+/// Whether a watch failed because the API server does not serve the kind at all (its CRD is missing).
+fn crd_missing(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
     }
 }
 

@@ -56,6 +56,16 @@ pub fn text(e: &Explanation) -> String {
     for cluster in &e.clusters {
         cluster_lines(&mut out, cluster);
     }
+    if let Some(limit) = e.authorization.as_ref().and_then(|a| a.rate_limit.as_ref()) {
+        // The proxy counts the request against its rate limit before it judges authorization.
+        out.line(
+            "rate limit",
+            format!(
+                "RateLimitPolicy {} rules[{}]: {} (else {})",
+                limit.policy, limit.rule, limit.bucket, limit.status_code
+            ),
+        );
+    }
     if let Some(authz) = &e.authorization {
         let verdict = if authz.allowed { "allowed" } else { "denied (403 RBAC: access denied)" };
         out.line("authorization", format!("at {} port {}: {verdict}", authz.workload, authz.port));

@@ -374,3 +374,30 @@ fn explain_names_the_deny_policy_and_rule_that_decide() {
     assert_eq!((authz.policy.as_deref(), authz.rule), (Some("default/no-shipping-calls"), Some(1)), "{authz:?}");
     assert!(authz.reason.contains("DENY"), "{authz:?}");
 }
+
+#[test]
+fn explain_names_the_rate_limit_rule_a_request_counts_against_at_the_destination() {
+    let extra = tempfile::tempdir().expect("tempdir");
+    let limit = "apiVersion: trellis.dev/v1alpha1\nkind: RateLimitPolicy\n\
+                 metadata: {name: booking-writes, namespace: default}\n\
+                 spec:\n  selector: {matchLabels: {app: booking-service}}\n  rules:\n\
+                 \x20   - match: {methods: [POST]}\n      tokenBucket: {maxTokens: 5, tokensPerFill: 5, fillInterval: 1s}\n\
+                 \x20   - tokenBucket: {maxTokens: 100, tokensPerFill: 10, fillInterval: 100ms}\n      perSource: true\n";
+    std::fs::write(extra.path().join("limit.yaml"), limit).expect("write the policy");
+    let index = load_index(&[fixture("tutorial"), extra.path().to_owned()]).expect("loads");
+    let e = explain(&index, "default/shipping-v1", &get("http://booking-service:8080/api/v1/booking"));
+    let authz = e.authorization.as_ref().expect("the destination's verdict");
+    let limit = authz.rate_limit.as_ref().expect("a GET falls under the second rule");
+    assert_eq!((limit.policy.as_str(), limit.rule), ("default/booking-writes", 1), "{limit:?}");
+    assert_eq!(limit.bucket, "100 tokens, +10 every 100ms, per source");
+    assert!(
+        text_of(&e).contains("rate limit: RateLimitPolicy default/booking-writes rules[1]: 100 tokens"),
+        "{}",
+        text_of(&e)
+    );
+
+    let post = Request::parse("POST", "http://booking-service:8080/api/v1/booking", &[]).expect("request");
+    let e = explain(&index, "default/shipping-v1", &post);
+    let limit = e.authorization.as_ref().and_then(|a| a.rate_limit.as_ref()).expect("a POST falls under the first");
+    assert_eq!((limit.rule, limit.bucket.as_str(), limit.status_code), (0, "5 tokens, +5 every 1s", 429));
+}

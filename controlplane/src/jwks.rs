@@ -14,7 +14,7 @@
 //! [`wanted_uris`] is the pure part: the key sources of the index's RequestAuthentications.
 //! [`JwksCache::follow`] ties both to a [`SharedIndex`] for the `trellisd` binary.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20 * 60);
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between retries of a failing fetch.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
-/// Time limit of one fetch (Istio's default `jwtRules[].timeout`).
+/// Time limit of one fetch when the rule sets no `timeout` (Istio's default `jwtRules[].timeout`).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest key set accepted, in bytes.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -77,10 +77,16 @@ struct Inner {
     generation: watch::Sender<u64>,
 }
 
+/// The wanted key sources: each URI with the fetch time limit its rules set (the shortest, when
+/// several rules share it), `None` for [`Timing::timeout`].
+pub type Wanted = BTreeMap<String, Option<Duration>>;
+
 #[derive(Debug, Default)]
 struct State {
     /// The fetch task of each wanted URI.
     tasks: BTreeMap<String, JoinHandle<()>>,
+    /// The rules' own fetch time limit of each wanted URI.
+    timeouts: BTreeMap<String, Option<Duration>>,
     /// The last good key set of each URI.
     sets: BTreeMap<String, Arc<str>>,
 }
@@ -112,18 +118,20 @@ impl JwksCache {
         self.inner.generation.subscribe()
     }
 
-    /// Fetches exactly `uris` from now on: new ones start fetching at once, ones no longer wanted stop
-    /// and are forgotten. Call it inside the tokio runtime (it spawns the fetch tasks).
-    pub fn set_wanted(&self, uris: &BTreeSet<String>) {
+    /// Fetches exactly `uris` from now on, each within its time limit: new ones start fetching at once,
+    /// ones no longer wanted stop and are forgotten. Call it inside the tokio runtime (it spawns the
+    /// fetch tasks).
+    pub fn set_wanted(&self, uris: &Wanted) {
         let mut state = self.state();
-        let gone: Vec<String> = state.tasks.keys().filter(|uri| !uris.contains(*uri)).cloned().collect();
+        state.timeouts.clone_from(uris);
+        let gone: Vec<String> = state.tasks.keys().filter(|uri| !uris.contains_key(*uri)).cloned().collect();
         for uri in gone {
             if let Some(task) = state.tasks.remove(&uri) {
                 task.abort();
             }
             state.sets.remove(&uri);
         }
-        for uri in uris {
+        for uri in uris.keys() {
             if !state.tasks.contains_key(uri) {
                 let task = tokio::spawn(fetch_loop(Arc::downgrade(&self.inner), uri.clone()));
                 state.tasks.insert(uri.clone(), task);
@@ -192,17 +200,28 @@ pub fn key_source(rule: &JwtRule) -> Option<String> {
         .then(|| format!("{issuer}{OPENID_CONFIGURATION_PATH}"))
 }
 
-/// The key sources ([`key_source`]) of the index's valid RequestAuthentications.
-pub fn wanted_uris(index: &Index) -> BTreeSet<String> {
-    index
+/// The key sources ([`key_source`]) of the index's valid RequestAuthentications, each with the
+/// shortest `timeout` of the rules that use it.
+pub fn wanted_uris(index: &Index) -> Wanted {
+    let mut wanted = Wanted::new();
+    let rules = index
         .configs(Kind::RequestAuthentication)
         .filter_map(|(_, _, object)| match object {
             Object::RequestAuthentication(ra) => ra.spec.jwt_rules.as_ref(),
             _ => None,
         })
-        .flatten()
-        .filter_map(key_source)
-        .collect()
+        .flatten();
+    for rule in rules {
+        let Some(uri) = key_source(rule) else { continue };
+        // Validation already refused a timeout that does not parse.
+        let timeout = rule.timeout.as_deref().and_then(|t| trellis_api::duration::parse(t).ok());
+        let entry = wanted.entry(uri).or_insert(timeout);
+        *entry = match (*entry, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    wanted
 }
 
 /// Fetches `uri` until the cache is gone or the task is aborted: every `refresh` after a success,
@@ -212,14 +231,18 @@ async fn fetch_loop(cache: std::sync::Weak<Inner>, uri: String) {
     loop {
         let Some(inner) = cache.upgrade() else { return };
         let timing = inner.timing;
-        let wait = match tokio::time::timeout(timing.timeout, fetch(&inner.client, &uri)).await {
+        let limit = {
+            let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.timeouts.get(&uri).copied().flatten().unwrap_or(timing.timeout)
+        };
+        let wait = match tokio::time::timeout(limit, fetch(&inner.client, &uri)).await {
             Ok(Ok(set)) => {
                 backoff = None;
                 store(&inner, &uri, set);
                 timing.refresh
             }
             result => {
-                let err = result.unwrap_or_else(|_| Err(format!("no answer within {:?}", timing.timeout)));
+                let err = result.unwrap_or_else(|_| Err(format!("no answer within {limit:?}")));
                 let wait = backoff.map_or(timing.retry_initial, |b: Duration| (b * 2).min(timing.retry_max));
                 backoff = Some(wait);
                 let err = err.err().unwrap_or_default();

@@ -251,7 +251,7 @@ fn request_authentication_gives_jwt_providers_and_reports_what_it_cannot_express
     assert_eq!(jwt[0].from_headers[0].name, "x-jwt");
     assert!(jwt[0].from_params.is_empty(), "a named location replaces the defaults");
     let about = skipped_about(&t, Kind::RequestAuthentication, "shop", "pricing-jwt");
-    assert_eq!(about, ["spec.jwtRules[0].timeout: timeout cannot be expressed yet; it is not applied"]);
+    assert!(about.is_empty(), "timeout bounds trellisd's JWKS fetch, so nothing is left out: {about:?}");
 }
 
 #[test]

@@ -80,8 +80,8 @@ fn uri(addr: SocketAddr) -> String {
     format!("http://{addr}/jwks.json")
 }
 
-fn wanted(uri: &str) -> BTreeSet<String> {
-    BTreeSet::from([uri.to_owned()])
+fn wanted(uri: &str) -> Wanted {
+    Wanted::from([(uri.to_owned(), None)])
 }
 
 /// Waits until the cache holds `body` for `uri`.
@@ -164,7 +164,7 @@ async fn a_uri_no_longer_wanted_is_forgotten_and_no_longer_fetched() {
     let cache = JwksCache::new(fast());
     cache.set_wanted(&wanted(&uri(addr)));
     until_holds(&cache, &uri(addr), KEYS_A).await;
-    cache.set_wanted(&BTreeSet::new());
+    cache.set_wanted(&Wanted::new());
     assert_eq!(cache.get(&uri(addr)), None);
     let after = server.requests.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -222,7 +222,7 @@ kind: RequestAuthentication
 metadata: {name: a, namespace: shop}
 spec:
   jwtRules:
-    - {issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys'}
+    - {issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys', timeout: 3s}
     - {issuer: https://b.example.com, jwks_uri: 'https://b.example.com/keys'}
     - {issuer: https://c.example.com, jwks: '{\"keys\": []}'}
 ---
@@ -231,7 +231,7 @@ kind: RequestAuthentication
 metadata: {name: b, namespace: other}
 spec:
   jwtRules:
-    - {issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys'}
+    - {issuer: https://a.example.com, jwksUri: 'https://a.example.com/keys', timeout: 1500ms}
     - {issuer: 'https://d.example.com/'}
     - {issuer: not-a-url}
 ";
@@ -242,7 +242,7 @@ fn the_wanted_uris_are_the_jwks_uris_and_for_rules_without_keys_the_issuers_open
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let mut index = Index::default();
     index.apply_all(loaded.changes);
-    let uris: Vec<String> = wanted_uris(&index).into_iter().collect();
+    let uris: Vec<String> = wanted_uris(&index).into_keys().collect();
     assert_eq!(
         uris,
         [
@@ -252,6 +252,31 @@ fn the_wanted_uris_are_the_jwks_uris_and_for_rules_without_keys_the_issuers_open
         ],
         "an issuer that is not a URL cannot be discovered"
     );
+    let wanted = wanted_uris(&index);
+    assert_eq!(wanted["https://a.example.com/keys"], Some(Duration::from_millis(1500)), "the shortest rule timeout");
+    assert_eq!(wanted["https://b.example.com/keys"], None, "no rule timeout: the fetcher's default");
+}
+
+#[tokio::test]
+async fn a_rules_timeout_cuts_a_fetch_from_a_server_that_never_answers() {
+    let (listener, addr) = listen().await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    // The fetcher's own limit (2 s) would allow one attempt in the next second; the rule's 100 ms
+    // cuts each attempt short, so it retries (after 50, 100, 200 ms) on new connections.
+    let cache = JwksCache::new(fast());
+    cache.set_wanted(&Wanted::from([(uri(addr), Some(Duration::from_millis(100)))]));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let seen = connections.load(Ordering::SeqCst);
+    assert!(seen >= 3, "each attempt gave up after the rule's timeout and tried again: {seen} connection(s)");
+    assert_eq!(cache.get(&uri(addr)), None);
 }
 
 #[tokio::test]

@@ -175,10 +175,9 @@ pub fn jwt(cx: &mut Context<'_>) -> Vec<JwtProvider> {
                 cx.skip(key, at.key("issuer"), "a JWT rule without issuer cannot be checked; it is ignored");
                 continue;
             };
-            for (field, set) in [("timeout", rule.timeout.is_some()), ("presence", rule.presence.is_some())] {
-                if set {
-                    cx.skip(key, at.key(field), format!("{field} cannot be expressed yet; it is not applied"));
-                }
+            // `timeout` bounds trellisd's JWKS fetch (`jwks::wanted_uris`), not the proxy.
+            if rule.presence.is_some() {
+                cx.skip(key, at.key("presence"), "presence cannot be expressed yet; it is not applied");
             }
             let mut from_headers: Vec<JwtHeader> = rule
                 .from_headers

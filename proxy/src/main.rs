@@ -54,7 +54,8 @@ fn main() -> std::process::ExitCode {
         Mode::Sidecar(args) => serve(&args, "sidecar"),
         Mode::Gateway(args) => serve(&args, "gateway"),
         Mode::Init(args) => init::run(&args).map_err(anyhow::Error::from),
-        Mode::Wait(args) => wait::run(&args).map_err(anyhow::Error::from),
+        // The message already ends with its cause; `{:#}` of the chain would print it twice.
+        Mode::Wait(args) => wait::run(&args).map_err(|err| anyhow::Error::msg(err.to_string())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

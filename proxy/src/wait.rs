@@ -120,10 +120,11 @@ pub fn run(args: &WaitArgs) -> Result<(), Error> {
         .build()
         .map_err(Error::io("starting the runtime"))?;
     let ready = runtime.block_on(wait(args))?;
+    let elapsed_ms = u64::try_from(ready.elapsed.as_millis()).unwrap_or(u64::MAX);
     eprintln!(
         "trellis-proxy: ready at http://{}{READINESS_PATH} after {} ({} attempts)",
         probe_target(args.readiness_addr),
-        trellis_api::duration::format(ready.elapsed),
+        trellis_api::duration::format(Duration::from_millis(elapsed_ms)),
         ready.attempts
     );
     Ok(())

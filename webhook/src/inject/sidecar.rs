@@ -1,7 +1,7 @@
 //! What is injected: the `trellis-proxy` container (a native sidecar by default; else the first plain
 //! container, holding the app until it is ready with a `postStart` hook running `trellis-proxy wait`),
-//! the `trellis-init` iptables container, their volumes (the projected `trellis-ca` token and the trust bundle), the
-//! rewritten probes and the pod annotations; and the JSON patch that adds them to a pod.
+//! the `trellis-init` iptables container, their volumes (the projected `trellis-ca` token and the trust
+//! bundle), the rewritten probes and the pod annotations; and the JSON patch that adds them to a pod.
 //!
 //! Everything here must match the proxy's command line (`trellis-proxy sidecar|init --help`): the
 //! token lands at the proxy's default `--ca-token-file`, and the environment variables are the ones

@@ -170,14 +170,15 @@ pub fn hold_application(
         key: PROXY_CONFIG.to_owned(),
         value: text.clone(),
         reason: format!(
-            "not a YAML or JSON map of ProxyConfig fields with holdApplicationUntilProxyStarts a boolean: {}",
+            "not a YAML or JSON map of ProxyConfig fields with holdApplicationUntilProxyStarts a boolean ({})",
             first_line(&err.to_string())
         ),
     })?;
     Ok(overrides.hold_application_until_proxy_starts.unwrap_or(mesh_default))
 }
 
-/// The first line of a (possibly multi-line, snippet-rendering) parser message.
+/// The first line of a (possibly multi-line, snippet-rendering) parser message, without its `error: `.
 fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or(message).trim()
+    let line = message.lines().next().unwrap_or(message).trim();
+    line.strip_prefix("error: ").unwrap_or(line)
 }

@@ -77,8 +77,9 @@ pub fn next_sleep(now: Instant, deadline: Instant, period: Duration) -> Option<D
     Some(period.min(left))
 }
 
-/// Probes `args.readiness_addr` every `args.period` until it answers 200, for at most `args.timeout`.
-/// The error names the URL, the time waited, the attempts and the last answer.
+/// Probes `args.readiness_addr` every `args.period` until it answers 200, for `args.timeout` (and at
+/// most one [`REQUEST_TIMEOUT`] more: the attempt under way at the deadline is finished). The error
+/// names the URL, the time waited, the attempts and the last answer.
 pub async fn wait(args: &WaitArgs) -> Result<Ready, Error> {
     let target = probe_target(args.readiness_addr);
     let start = Instant::now();
@@ -86,10 +87,10 @@ pub async fn wait(args: &WaitArgs) -> Result<Ready, Error> {
     let mut attempts = 0_u32;
     loop {
         attempts += 1;
-        let budget = REQUEST_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
-        let outcome = match tokio::time::timeout(budget, probe(target)).await {
+        // Never cut short at the deadline: the last attempt's answer is the one the error reports.
+        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, probe(target)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {}", trellis_api::duration::format(budget))),
+            Err(_) => Err(format!("no answer within {}", trellis_api::duration::format(REQUEST_TIMEOUT))),
         };
         let last = match outcome {
             Ok(()) => return Ok(Ready { attempts, elapsed: start.elapsed() }),

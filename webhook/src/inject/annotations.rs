@@ -156,11 +156,7 @@ struct ProxyConfigOverrides {
 /// `holdApplicationUntilProxyStarts` when it sets one, else `mesh_default` (the Mesh's
 /// `proxy.holdApplicationUntilProxyStarts`). An annotation that is not a map, or whose value there is
 /// not a boolean, is an error naming the annotation.
-pub fn hold_application(
-    pod: &str,
-    annotations: &BTreeMap<String, String>,
-    mesh_default: bool,
-) -> Result<bool, Error> {
+pub fn hold_application(pod: &str, annotations: &BTreeMap<String, String>, mesh_default: bool) -> Result<bool, Error> {
     let Some(text) = annotations.get(PROXY_CONFIG) else { return Ok(mesh_default) };
     if text.trim().is_empty() {
         return Ok(mesh_default);

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use json_patch::{Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
-    Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -146,8 +146,9 @@ impl Plan {
         let native = mesh.proxy.native_sidecar;
         // Read even for native sidecars, so a bad annotation is refused whichever way the Mesh is set;
         // native sidecars need no hook: the kubelet starts the app once their startup probe passes.
-        let hold = annotations::hold_application(name, pod_annotations, mesh.proxy.hold_application_until_proxy_starts)?
-            && !native;
+        let hold =
+            annotations::hold_application(name, pod_annotations, mesh.proxy.hold_application_until_proxy_starts)?
+                && !native;
         let proxy = proxy_container(name, &image, &labels, pod_annotations, mesh, probers, hold)?;
         let init = init_container(&image, annotations::init_args(name, pod_annotations)?);
         let volumes = volumes();

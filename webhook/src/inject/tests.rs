@@ -423,7 +423,8 @@ fn mesh_with(native: bool, hold: Option<bool>) -> MeshSpec {
 
 /// The `postStart` command of the injected proxy, wherever it sits, or `None` without a hook.
 fn post_start(pod: &Value) -> Option<Value> {
-    let list = if names(pod, "initContainers").iter().any(|n| n == PROXY_CONTAINER) { "initContainers" } else { "containers" };
+    let list =
+        if names(pod, "initContainers").iter().any(|n| n == PROXY_CONTAINER) { "initContainers" } else { "containers" };
     let proxy = container(pod, list, PROXY_CONTAINER);
     proxy.get("lifecycle").map(|l| l["postStart"]["exec"]["command"].clone())
 }
@@ -454,7 +455,12 @@ fn without_native_sidecars_the_first_container_holds_the_app_with_a_post_start_w
     let command = first.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).and_then(|h| h.exec.as_ref());
     assert_eq!(
         command.and_then(|e| e.command.clone()),
-        Some(vec![PROXY_BINARY.to_owned(), WAIT_MODE.to_owned(), "--readiness-addr".to_owned(), "127.0.0.1:15021".to_owned()])
+        Some(vec![
+            PROXY_BINARY.to_owned(),
+            WAIT_MODE.to_owned(),
+            "--readiness-addr".to_owned(),
+            "127.0.0.1:15021".to_owned()
+        ])
     );
     assert!(spec.containers[1..].iter().all(|c| c.lifecycle.is_none()), "only the proxy gets the hook");
 }
@@ -478,7 +484,13 @@ fn the_mesh_and_the_proxy_config_annotation_decide_whether_the_app_is_held() {
             Some("terminationDrainDuration: 30s\nproxyMetadata:\n  ISTIO_META_DNS_CAPTURE: \"true\"\n"),
             false,
         ),
-        ("multi-key annotation", false, Some(false), Some("concurrency: 2\nholdApplicationUntilProxyStarts: true\n"), true),
+        (
+            "multi-key annotation",
+            false,
+            Some(false),
+            Some("concurrency: 2\nholdApplicationUntilProxyStarts: true\n"),
+            true,
+        ),
         ("empty annotation", false, None, Some("  "), true),
         ("native sidecars need no hook", true, None, None, false),
         ("native sidecars ignore an asked hold", true, Some(true), Some(hold_true), false),
@@ -492,7 +504,11 @@ fn the_mesh_and_the_proxy_config_annotation_decide_whether_the_app_is_held() {
         assert_eq!(injection.decision, Decision::Inject, "{case}");
         assert_eq!(post_start(&patched), expected.then(wait_command), "{case}");
         let list = if native { "initContainers" } else { "containers" };
-        assert_eq!(names(&patched, list).iter().position(|n| n == PROXY_CONTAINER), Some(usize::from(native)), "{case}");
+        assert_eq!(
+            names(&patched, list).iter().position(|n| n == PROXY_CONTAINER),
+            Some(usize::from(native)),
+            "{case}"
+        );
         if let Some(annotation) = annotation {
             assert_eq!(patched["metadata"]["annotations"][PROXY_CONFIG], annotation, "{case}: the annotation is kept");
         }

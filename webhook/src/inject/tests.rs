@@ -469,8 +469,9 @@ fn without_native_sidecars_the_first_container_holds_the_app_with_a_post_start_w
 fn the_mesh_and_the_proxy_config_annotation_decide_whether_the_app_is_held() {
     let hold_false = "holdApplicationUntilProxyStarts: false";
     let hold_true = "holdApplicationUntilProxyStarts: true";
-    // (case, nativeSidecar, the Mesh's hold (None: its default), the annotation, hook expected)
-    let cases: [(&str, bool, Option<bool>, Option<&str>, bool); 11] = [
+    /// (case, nativeSidecar, the Mesh's hold (None: its default), the annotation, hook expected)
+    type Case<'a> = (&'a str, bool, Option<bool>, Option<&'a str>, bool);
+    let cases: [Case<'_>; 11] = [
         ("mesh default holds", false, None, None, true),
         ("mesh hold on", false, Some(true), None, true),
         ("mesh hold off", false, Some(false), None, false),

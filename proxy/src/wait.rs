@@ -81,6 +81,12 @@ pub fn next_sleep(now: Instant, deadline: Instant, period: Duration) -> Option<D
 /// most one [`REQUEST_TIMEOUT`] more: the attempt under way at the deadline is finished). The error
 /// names the URL, the time waited, the attempts and the last answer.
 pub async fn wait(args: &WaitArgs) -> Result<Ready, Error> {
+    if args.period.is_zero() {
+        return Err(Error::Flag {
+            flag: "--period",
+            message: "must be more than 0 (it is the pause between attempts)".to_owned(),
+        });
+    }
     let target = probe_target(args.readiness_addr);
     let start = Instant::now();
     let deadline = start + args.timeout;

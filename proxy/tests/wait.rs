@@ -186,11 +186,18 @@ fn wait_exits_non_zero_after_its_timeout_when_the_sidecar_never_gets_a_config() 
 
 #[test]
 fn a_bad_flag_value_is_refused_naming_the_flag() {
-    let output = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"))
-        .args(["wait", "--timeout", "soon"])
-        .output()
-        .expect("run trellis-proxy wait");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("--timeout"), "{stderr}");
+    // Each refused at once (a readiness address that nobody serves would otherwise wait 5 s).
+    for (flag, value) in [("--timeout", "soon"), ("--period", "0s"), ("--readiness-addr", "localhost")] {
+        let started = Instant::now();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"));
+        command.args(["wait", flag, value]).env_remove("TRELLIS_READINESS_ADDR");
+        if flag != "--timeout" {
+            command.args(["--timeout", "5s"]);
+        }
+        let output = command.output().expect("run trellis-proxy wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("invalid value"), "{flag} {value}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(4), "{flag} {value}: not refused at once");
+    }
 }

@@ -34,6 +34,7 @@ pub mod settings;
 pub mod state;
 pub mod tcp;
 pub mod tls;
+pub mod wait;
 pub mod workers;
 
 pub use error::Error;

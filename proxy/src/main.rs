@@ -1,6 +1,7 @@
 //! `trellis-proxy`: the binary. Parses flags, sets up logging and the runtime, and runs one mode:
-//! `sidecar` (capture listeners), `gateway` (gateway ports) or `init` (iptables rules). Its config comes
-//! from a file it watches (`--config`) or from the control plane (`--discovery-address`).
+//! `sidecar` (capture listeners), `gateway` (gateway ports), `init` (iptables rules) or `wait` (block
+//! until the sidecar beside it is ready: the injected `postStart` hook). Its config comes from a file it
+//! watches (`--config`) or from the control plane (`--discovery-address`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use trellis_proxy::settings::{ServeArgs, Settings};
 use trellis_proxy::state::{self, Store};
 use trellis_proxy::tls::MeshTls;
 use trellis_proxy::workers::{self, Common, ListenerKind, Workers};
-use trellis_proxy::{discovery, identity, init};
+use trellis_proxy::{discovery, identity, init, wait};
 
 /// mimalloc: as fast as glibc's allocator on the request path, with less memory held per thread, and
 /// the same allocator whichever libc the binary is linked with (the release build is static musl).
@@ -42,6 +43,9 @@ enum Mode {
     Gateway(ServeArgs),
     /// Write the iptables rules that send a pod's traffic through the sidecar, then exit.
     Init(init::InitArgs),
+    /// Wait until the proxy's readiness endpoint answers 200, or fail after --timeout (the postStart
+    /// hook that holds the app when native sidecars are off).
+    Wait(wait::WaitArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Mode::Sidecar(args) => serve(&args, "sidecar"),
         Mode::Gateway(args) => serve(&args, "gateway"),
         Mode::Init(args) => init::run(&args).map_err(anyhow::Error::from),
+        // The message already ends with its cause; `{:#}` of the chain would print it twice.
+        Mode::Wait(args) => wait::run(&args).map_err(|err| anyhow::Error::msg(err.to_string())),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

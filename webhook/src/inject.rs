@@ -9,8 +9,9 @@
 //! The patch is built in order (parents before children: an absent `annotations` map or
 //! `initContainers` list is added before anything goes into it) and with JSON-pointer escaping
 //! (`prometheus.io/port` is written `prometheus.io~1port`). Split as `sidecar` (the injected
-//! containers and volumes), `probes` (the app's probes rewritten through the proxy's 15021 port) and
-//! `annotations` (reading and validating Istio's per-pod annotations).
+//! containers and volumes, and the `postStart` hook holding the app when native sidecars are off),
+//! `probes` (the app's probes rewritten through the proxy's 15021 port) and `annotations` (reading and
+//! validating Istio's per-pod annotations, `proxy.istio.io/config` among them).
 
 mod annotations;
 mod probes;
@@ -31,15 +32,15 @@ use crate::Error;
 
 pub use annotations::{
     EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_IP_RANGES, EXCLUDE_OUTBOUND_PORTS, INCLUDE_INBOUND_PORTS,
-    INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, PROXY_CPU, PROXY_CPU_LIMIT, PROXY_MEMORY, PROXY_MEMORY_LIMIT,
-    REWRITE_PROBES,
+    INCLUDE_OUTBOUND_IP_RANGES, INCLUDE_OUTBOUND_PORTS, PROXY_CONFIG, PROXY_CPU, PROXY_CPU_LIMIT, PROXY_MEMORY,
+    PROXY_MEMORY_LIMIT, REWRITE_PROBES,
 };
 pub use probes::{APP_HEALTH_PREFIX, APP_PROBERS_ENV};
 pub use sidecar::{
     CA_DIR, CA_ENV, CA_FILE, CA_ROOT_CONFIGMAP, CA_VOLUME, DEFAULT_PROXY_IMAGE, DISCOVERY_ENV, DISCOVERY_PORT,
-    INIT_CONTAINER, LABELS_ENV, PROMETHEUS_PATH, PROMETHEUS_PORT, PROXY_CONTAINER, PROXY_GID, PROXY_UID,
+    INIT_CONTAINER, LABELS_ENV, PROMETHEUS_PATH, PROMETHEUS_PORT, PROXY_BINARY, PROXY_CONTAINER, PROXY_GID, PROXY_UID,
     READINESS_PATH, READINESS_PORT, TLS_MODE_ISTIO, TLS_MODE_LABEL, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE,
-    TOKEN_VOLUME, TRUST_DOMAIN_ENV,
+    TOKEN_VOLUME, TRUST_DOMAIN_ENV, WAIT_HOST, WAIT_MODE,
 };
 
 /// The pod label or annotation that opts a pod in (`"true"`) or out (`"false"`).

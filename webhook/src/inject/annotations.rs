@@ -1,6 +1,7 @@
 //! Istio's per-pod annotations that shape the injection: interception exclusions
-//! (`traffic.sidecar.istio.io/*`, handed to `trellis-proxy init`) and proxy resources
-//! (`sidecar.istio.io/proxyCPU` ...). Values are checked here so a bad one is an error naming the
+//! (`traffic.sidecar.istio.io/*`, handed to `trellis-proxy init`), proxy resources
+//! (`sidecar.istio.io/proxyCPU` ...) and the ProxyConfig overrides of `proxy.istio.io/config` (of which
+//! Trellis reads `holdApplicationUntilProxyStarts`). Values are checked here so a bad one is an error naming the
 //! annotation at admission, not an init container that crashes and a pod that never starts.
 
 use std::collections::BTreeMap;
@@ -8,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde::Deserialize;
 
 use crate::Error;
 
@@ -23,6 +25,10 @@ pub const PROXY_CPU_LIMIT: &str = "sidecar.istio.io/proxyCPULimit";
 pub const PROXY_MEMORY_LIMIT: &str = "sidecar.istio.io/proxyMemoryLimit";
 /// `"false"` keeps the app's probes as they are (Istio's annotation).
 pub const REWRITE_PROBES: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+
+/// Istio's per-pod ProxyConfig overrides: a YAML (or JSON) map such as
+/// `holdApplicationUntilProxyStarts: false`. Keys Trellis does not use are accepted and ignored.
+pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
 
 /// Everything captured: the default of the include lists.
 const ALL: &str = "*";
@@ -136,4 +142,39 @@ pub fn resources(
         target.insert(resource.to_owned(), value.to_owned());
     }
     Ok((requests, limits))
+}
+
+/// The keys of [`PROXY_CONFIG`] that Trellis reads; the others are skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProxyConfigOverrides {
+    #[serde(default)]
+    hold_application_until_proxy_starts: Option<bool>,
+}
+
+/// Whether the app is held until the proxy is ready: the pod's [`PROXY_CONFIG`]
+/// `holdApplicationUntilProxyStarts` when it sets one, else `mesh_default` (the Mesh's
+/// `proxy.holdApplicationUntilProxyStarts`). An annotation that is not a map, or whose value there is
+/// not a boolean, is an error naming the annotation.
+pub fn hold_application(pod: &str, annotations: &BTreeMap<String, String>, mesh_default: bool) -> Result<bool, Error> {
+    let Some(text) = annotations.get(PROXY_CONFIG) else { return Ok(mesh_default) };
+    if text.trim().is_empty() {
+        return Ok(mesh_default);
+    }
+    let overrides: ProxyConfigOverrides = serde_saphyr::from_str(text).map_err(|err| Error::Annotation {
+        pod: pod.to_owned(),
+        key: PROXY_CONFIG.to_owned(),
+        value: text.clone(),
+        reason: format!(
+            "not a YAML or JSON map of ProxyConfig fields with holdApplicationUntilProxyStarts a boolean ({})",
+            first_line(&err.to_string())
+        ),
+    })?;
+    Ok(overrides.hold_application_until_proxy_starts.unwrap_or(mesh_default))
+}
+
+/// The first line of a (possibly multi-line, snippet-rendering) parser message, without its `error: `.
+fn first_line(message: &str) -> &str {
+    let line = message.lines().next().unwrap_or(message).trim();
+    line.strip_prefix("error: ").unwrap_or(line)
 }

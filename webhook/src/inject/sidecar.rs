@@ -1,6 +1,7 @@
-//! What is injected: the `trellis-proxy` container (a native sidecar by default), the `trellis-init`
-//! iptables container, their volumes (the projected `trellis-ca` token and the trust bundle), the
-//! rewritten probes and the pod annotations; and the JSON patch that adds them to a pod.
+//! What is injected: the `trellis-proxy` container (a native sidecar by default; else the first plain
+//! container, holding the app until it is ready with a `postStart` hook running `trellis-proxy wait`),
+//! the `trellis-init` iptables container, their volumes (the projected `trellis-ca` token and the trust
+//! bundle), the rewritten probes and the pod annotations; and the JSON patch that adds them to a pod.
 //!
 //! Everything here must match the proxy's command line (`trellis-proxy sidecar|init --help`): the
 //! token lands at the proxy's default `--ca-token-file`, and the environment variables are the ones
@@ -10,9 +11,9 @@ use std::collections::BTreeMap;
 
 use json_patch::{Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -78,6 +79,13 @@ const STARTUP_FAILURE_THRESHOLD: i32 = 600;
 const READINESS_PERIOD_SECONDS: i32 = 2;
 const READINESS_FAILURE_THRESHOLD: i32 = 30;
 const PROMETHEUS_PORT_NAME: &str = "http-trellis-prom";
+/// The proxy's binary in its image, and the mode the `postStart` hook runs to hold the app until the
+/// proxy answers 200 on [`READINESS_PATH`] at [`WAIT_HOST`]:[`READINESS_PORT`] (`trellis-proxy wait`
+/// polls every 500 ms and fails after 60 s, after which the kubelet restarts the proxy container).
+pub const PROXY_BINARY: &str = "trellis-proxy";
+pub const WAIT_MODE: &str = "wait";
+/// Where the hook probes the proxy from inside its own container.
+pub const WAIT_HOST: &str = "127.0.0.1";
 
 /// Everything to add to one pod.
 #[derive(Debug)]
@@ -136,7 +144,12 @@ impl Plan {
         }
         let image = mesh.proxy.image.clone().unwrap_or_else(|| DEFAULT_PROXY_IMAGE.to_owned());
         let native = mesh.proxy.native_sidecar;
-        let proxy = proxy_container(name, &image, &labels, pod_annotations, mesh, probers)?;
+        // Read even for native sidecars, so a bad annotation is refused whichever way the Mesh is set;
+        // native sidecars need no hook: the kubelet starts the app once their startup probe passes.
+        let hold =
+            annotations::hold_application(name, pod_annotations, mesh.proxy.hold_application_until_proxy_starts)?
+                && !native;
+        let proxy = proxy_container(name, &image, &labels, pod_annotations, mesh, probers, hold)?;
         let init = init_container(&image, annotations::init_args(name, pod_annotations)?);
         let volumes = volumes();
 
@@ -155,6 +168,7 @@ impl Plan {
             "version": VERSION,
             "image": image,
             "nativeSidecar": native,
+            "holdApplicationUntilProxyStarts": hold,
             "initContainers": if native { vec![INIT_CONTAINER, PROXY_CONTAINER] } else { vec![INIT_CONTAINER] },
             "containers": if native { Vec::new() } else { vec![PROXY_CONTAINER] },
             "volumes": [TOKEN_VOLUME, CA_VOLUME],
@@ -265,6 +279,7 @@ fn proxy_container(
     pod_annotations: &BTreeMap<String, String>,
     mesh: &MeshSpec,
     probers: Option<String>,
+    hold: bool,
 ) -> Result<Container, Error> {
     let base = &mesh.proxy.resources;
     let mut requests = base.requests.clone();
@@ -303,6 +318,7 @@ fn proxy_container(
         readiness_probe: Some(readiness_probe(READINESS_PERIOD_SECONDS, READINESS_FAILURE_THRESHOLD)),
         startup_probe: native.then(|| readiness_probe(STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD)),
         restart_policy: native.then(|| "Always".to_owned()),
+        lifecycle: hold.then(wait_hook),
         resources: Some(ResourceRequirements {
             requests: quantities(requests),
             limits: quantities(limits),
@@ -334,6 +350,24 @@ fn proxy_container(
         ]),
         ..Container::default()
     })
+}
+
+/// The `postStart` hook that holds the pod's later containers (the kubelet starts the next container
+/// only once it returns) until the proxy is ready.
+fn wait_hook() -> Lifecycle {
+    let command = vec![
+        PROXY_BINARY.to_owned(),
+        WAIT_MODE.to_owned(),
+        "--readiness-addr".to_owned(),
+        format!("{WAIT_HOST}:{READINESS_PORT}"),
+    ];
+    Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction { command: Some(command) }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
 }
 
 fn init_container(image: &str, args: Vec<String>) -> Container {

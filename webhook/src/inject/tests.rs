@@ -412,3 +412,130 @@ fn a_pod_with_a_volume_of_the_sidecar_name_is_refused() {
     let err = inject(&typed, &Namespace { name: "shop", labels: None }, &MeshSpec::default()).expect_err("refused");
     assert!(err.to_string().contains(TOKEN_VOLUME), "{err}");
 }
+
+fn mesh_with(native: bool, hold: Option<bool>) -> MeshSpec {
+    let mut proxy = json!({"nativeSidecar": native});
+    if let Some(hold) = hold {
+        proxy["holdApplicationUntilProxyStarts"] = json!(hold);
+    }
+    serde_json::from_value(json!({"proxy": proxy})).expect("mesh")
+}
+
+/// The `postStart` command of the injected proxy, wherever it sits, or `None` without a hook.
+fn post_start(pod: &Value) -> Option<Value> {
+    let list =
+        if names(pod, "initContainers").iter().any(|n| n == PROXY_CONTAINER) { "initContainers" } else { "containers" };
+    let proxy = container(pod, list, PROXY_CONTAINER);
+    proxy.get("lifecycle").map(|l| l["postStart"]["exec"]["command"].clone())
+}
+
+fn wait_command() -> Value {
+    json!([PROXY_BINARY, WAIT_MODE, "--readiness-addr", format!("{WAIT_HOST}:{READINESS_PORT}")])
+}
+
+#[test]
+fn without_native_sidecars_the_first_container_holds_the_app_with_a_post_start_wait() {
+    let (injection, pod) = injected(&realistic_pod(), Some(&enabled()), &mesh_with(false, None));
+    assert_eq!(injection.decision, Decision::Inject);
+    assert_eq!(names(&pod, "containers"), [PROXY_CONTAINER, "shop", "logger"]);
+    assert_eq!(post_start(&pod), Some(json!(["trellis-proxy", "wait", "--readiness-addr", "127.0.0.1:15021"])));
+    let proxy = container(&pod, "containers", PROXY_CONTAINER);
+    assert_eq!(proxy["lifecycle"], json!({"postStart": {"exec": {"command": wait_command()}}}), "nothing else");
+    let status: Value =
+        serde_json::from_str(pod["metadata"]["annotations"][STATUS_ANNOTATION].as_str().expect("status"))
+            .expect("the status is JSON");
+    assert_eq!(status["holdApplicationUntilProxyStarts"], true);
+    assert_eq!(status["containers"], json!([PROXY_CONTAINER]));
+
+    // The patched pod is a Pod the API server would take: the hook reads back through k8s-openapi.
+    let typed: Pod = serde_json::from_value(pod).expect("a Pod");
+    let spec = typed.spec.expect("a spec");
+    let first = &spec.containers[0];
+    assert_eq!(first.name, PROXY_CONTAINER);
+    let command = first.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()).and_then(|h| h.exec.as_ref());
+    assert_eq!(
+        command.and_then(|e| e.command.clone()),
+        Some(vec![
+            PROXY_BINARY.to_owned(),
+            WAIT_MODE.to_owned(),
+            "--readiness-addr".to_owned(),
+            "127.0.0.1:15021".to_owned()
+        ])
+    );
+    assert!(spec.containers[1..].iter().all(|c| c.lifecycle.is_none()), "only the proxy gets the hook");
+}
+
+#[test]
+fn the_mesh_and_the_proxy_config_annotation_decide_whether_the_app_is_held() {
+    let hold_false = "holdApplicationUntilProxyStarts: false";
+    let hold_true = "holdApplicationUntilProxyStarts: true";
+    /// (case, nativeSidecar, the Mesh's hold (None: its default), the annotation, hook expected)
+    type Case<'a> = (&'a str, bool, Option<bool>, Option<&'a str>, bool);
+    let cases: [Case<'_>; 11] = [
+        ("mesh default holds", false, None, None, true),
+        ("mesh hold on", false, Some(true), None, true),
+        ("mesh hold off", false, Some(false), None, false),
+        ("annotation turns it off", false, Some(true), Some(hold_false), false),
+        ("annotation turns it on", false, Some(false), Some(hold_true), true),
+        ("JSON annotation", false, None, Some(r#"{"holdApplicationUntilProxyStarts": false}"#), false),
+        (
+            "other ProxyConfig keys leave the mesh's choice",
+            false,
+            Some(false),
+            Some("terminationDrainDuration: 30s\nproxyMetadata:\n  ISTIO_META_DNS_CAPTURE: \"true\"\n"),
+            false,
+        ),
+        (
+            "multi-key annotation",
+            false,
+            Some(false),
+            Some("concurrency: 2\nholdApplicationUntilProxyStarts: true\n"),
+            true,
+        ),
+        ("empty annotation", false, None, Some("  "), true),
+        ("native sidecars need no hook", true, None, None, false),
+        ("native sidecars ignore an asked hold", true, Some(true), Some(hold_true), false),
+    ];
+    for (case, native, hold, annotation, expected) in cases {
+        let mut pod = minimal_pod("held");
+        if let Some(annotation) = annotation {
+            pod["metadata"]["annotations"] = json!({PROXY_CONFIG: annotation});
+        }
+        let (injection, patched) = injected(&pod, Some(&enabled()), &mesh_with(native, hold));
+        assert_eq!(injection.decision, Decision::Inject, "{case}");
+        assert_eq!(post_start(&patched), expected.then(wait_command), "{case}");
+        let list = if native { "initContainers" } else { "containers" };
+        assert_eq!(
+            names(&patched, list).iter().position(|n| n == PROXY_CONTAINER),
+            Some(usize::from(native)),
+            "{case}"
+        );
+        if let Some(annotation) = annotation {
+            assert_eq!(patched["metadata"]["annotations"][PROXY_CONFIG], annotation, "{case}: the annotation is kept");
+        }
+    }
+}
+
+#[test]
+fn a_proxy_config_annotation_that_cannot_be_read_is_an_error_naming_it() {
+    let namespace = Namespace { name: "shop", labels: Some(&enabled()) };
+    for native in [false, true] {
+        for value in [
+            "holdApplicationUntilProxyStarts: maybe",
+            "holdApplicationUntilProxyStarts: 3",
+            "holdApplicationUntilProxyStarts: {enabled: true}",
+            "[holdApplicationUntilProxyStarts]",
+            "{\"holdApplicationUntilProxyStarts\": ",
+        ] {
+            let mut pod = minimal_pod("bad");
+            pod["metadata"]["annotations"] = json!({ PROXY_CONFIG: value });
+            let typed: Pod = serde_json::from_value(pod).expect("a pod");
+            let err = inject(&typed, &namespace, &mesh_with(native, None))
+                .expect_err("a bad proxy.istio.io/config is refused")
+                .to_string();
+            assert!(err.contains("shop/bad") && err.contains("annotation proxy.istio.io/config="), "{value}: {err}");
+            assert!(err.contains("holdApplicationUntilProxyStarts a boolean (line 1 column "), "{value}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+}

@@ -5,20 +5,33 @@
 
 use serde_json::Value;
 
+use crate::path::Segment;
 use crate::{FieldPath, Issues};
+
+/// The warning about a field in [`NOT_ACTED_ON`].
+pub const NOT_ACTED_ON_MESSAGE: &str = "accepted but not acted on yet by Trellis";
 
 /// `(kind, path pattern)`. In a pattern `[*]` matches any list index, `*` any key, and `**` any
 /// number of steps (so one entry covers a traffic policy at the top, in subsets and per port).
+///
+/// Checked against the control plane's translation (`controlplane/src/translate`) and the proxy: a field
+/// is listed when nothing reads it, or when the translation only records that it cannot apply it.
 pub const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("VirtualService", "spec.http[*].delegate"),
     ("VirtualService", "spec.http[*].corsPolicy"),
     ("VirtualService", "spec.http[*].match[*].statPrefix"),
+    ("VirtualService", "spec.http[*].redirect.prefixRewrite"),
     ("VirtualService", "spec.http[*].retries.retryRemoteLocalities"),
-    ("VirtualService", "spec.http[*].retries.retryIgnorePreviousHosts"),
-    ("DestinationRule", "spec.workloadSelector"),
+    ("VirtualService", "spec.tcp[*].match[*].destinationSubnets"),
+    ("VirtualService", "spec.tcp[*].match[*].sourceSubnet"),
+    ("VirtualService", "spec.tls[*].match[*].destinationSubnets"),
     ("DestinationRule", "spec.**.loadBalancer.localityLbSetting"),
+    ("DestinationRule", "spec.**.loadBalancer.zoneAwareLbSetting"),
+    ("DestinationRule", "spec.**.loadBalancer.backendUtilization"),
     ("DestinationRule", "spec.**.loadBalancer.warmup"),
     ("DestinationRule", "spec.**.loadBalancer.warmupDurationSecs"),
+    ("DestinationRule", "spec.**.loadBalancer.consistentHash.httpCookie.path"),
+    ("DestinationRule", "spec.**.loadBalancer.consistentHash.httpCookie.attributes"),
     ("DestinationRule", "spec.**.loadBalancer.consistentHash.ringHash"),
     ("DestinationRule", "spec.**.loadBalancer.consistentHash.maglev"),
     ("DestinationRule", "spec.**.loadBalancer.consistentHash.minimumRingSize"),
@@ -29,18 +42,36 @@ pub const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("DestinationRule", "spec.**.connectionPool.http.useClientProtocol"),
     ("DestinationRule", "spec.**.connectionPool.http.http2KeepAlive"),
     ("DestinationRule", "spec.**.connectionPool.http.maxConcurrentStreams"),
-    ("DestinationRule", "spec.**.outlierDetection.splitExternalLocalOriginErrors"),
-    ("DestinationRule", "spec.**.outlierDetection.consecutiveLocalOriginFailures"),
+    ("DestinationRule", "spec.**.outlierDetection.outlierDetectionHttpErrorCodes"),
     ("DestinationRule", "spec.**.tls.clientCertificate"),
     ("DestinationRule", "spec.**.tls.privateKey"),
     ("DestinationRule", "spec.**.tls.credentialName"),
     ("DestinationRule", "spec.**.tls.subjectAltNames"),
     ("DestinationRule", "spec.**.tls.insecureSkipVerify"),
+    ("DestinationRule", "spec.**.tls.caCrl"),
     ("DestinationRule", "spec.**.tunnel"),
     ("DestinationRule", "spec.**.proxyProtocol"),
-    ("Gateway", "spec.servers[*].tls"),
+    ("DestinationRule", "spec.**.retryBudget.budgetInterval"),
     ("Gateway", "spec.servers[*].bind"),
     ("Gateway", "spec.servers[*].defaultEndpoint"),
+    // Gateways serve HTTP, HTTP2 and gRPC servers; of `tls` only `httpsRedirect` is acted on.
+    ("Gateway", "spec.servers[*].tls.mode"),
+    ("Gateway", "spec.servers[*].tls.serverCertificate"),
+    ("Gateway", "spec.servers[*].tls.privateKey"),
+    ("Gateway", "spec.servers[*].tls.caCertificates"),
+    ("Gateway", "spec.servers[*].tls.caCrl"),
+    ("Gateway", "spec.servers[*].tls.credentialName"),
+    ("Gateway", "spec.servers[*].tls.credentialNames"),
+    ("Gateway", "spec.servers[*].tls.tlsCertificates"),
+    ("Gateway", "spec.servers[*].tls.caCertCredentialName"),
+    ("Gateway", "spec.servers[*].tls.subjectAltNames"),
+    ("Gateway", "spec.servers[*].tls.verifyCertificateSpki"),
+    ("Gateway", "spec.servers[*].tls.verifyCertificateHash"),
+    ("Gateway", "spec.servers[*].tls.minProtocolVersion"),
+    ("Gateway", "spec.servers[*].tls.maxProtocolVersion"),
+    ("Gateway", "spec.servers[*].tls.cipherSuites"),
+    ("Gateway", "spec.servers[*].tls.ecdhCurves"),
+    ("Gateway", "spec.servers[*].tls.insecureSkipVerify"),
     ("ServiceEntry", "spec.subjectAltNames"),
     ("ServiceEntry", "spec.endpoints[*].network"),
     ("ServiceEntry", "spec.endpoints[*].locality"),
@@ -51,18 +82,64 @@ pub const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("AuthorizationPolicy", "spec.targetRefs"),
     ("RequestAuthentication", "spec.targetRef"),
     ("RequestAuthentication", "spec.targetRefs"),
-    ("RequestAuthentication", "spec.jwtRules[*].spaceDelimitedClaims"),
+    ("RequestAuthentication", "spec.jwtRules[*].timeout"),
+    ("RequestAuthentication", "spec.jwtRules[*].presence"),
 ];
 
-/// Warns about every field of `object` (a `kind` object as JSON) that Trellis does not act on yet.
-pub fn warn_not_acted_on(kind: &str, object: &Value, issues: &mut Issues) {
-    for (_, pattern) in NOT_ACTED_ON.iter().filter(|(k, _)| *k == kind) {
-        let steps = steps(pattern);
+/// `(kind, path pattern, values)`: settings Trellis accepts but does not act on when the field holds one
+/// of `values` (compared ignoring case), as the control plane's translation reports them.
+pub const VALUES_NOT_ACTED_ON: &[(&str, &str, &[&str])] = &[
+    ("VirtualService", "spec.http[*].redirect.derivePort", &["FROM_REQUEST_PORT"]),
+    ("DestinationRule", "spec.**.loadBalancer.simple", &["PASSTHROUGH"]),
+    ("DestinationRule", "spec.**.tls.mode", &["MUTUAL"]),
+    ("Gateway", "spec.servers[*].port.protocol", &["HTTPS", "TLS", "TCP", "MONGO", "REDIS", "MYSQL", "UDP"]),
+    ("AuthorizationPolicy", "spec.action", &["CUSTOM"]),
+];
+
+/// Every field of `object` (a `kind` object as JSON) holding a value in [`VALUES_NOT_ACTED_ON`], with
+/// that value.
+pub fn values_not_acted_on(kind: &str, object: &Value) -> Vec<(String, FieldPath)> {
+    let mut out = Vec::new();
+    for (_, pattern, values) in VALUES_NOT_ACTED_ON.iter().filter(|(k, _, _)| *k == kind) {
         let mut found = Vec::new();
-        find(object, &steps, FieldPath::root(), &mut found);
+        find(object, &steps(pattern), FieldPath::root(), &mut found);
         for path in found {
-            issues.warn(&path, "accepted but not acted on yet by Trellis");
+            let Some(value) = lookup(object, &path).and_then(Value::as_str) else { continue };
+            if values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+                out.push((value.to_owned(), path));
+            }
         }
+    }
+    out
+}
+
+/// The value at `path` in `object`.
+fn lookup<'a>(object: &'a Value, path: &FieldPath) -> Option<&'a Value> {
+    path.segments().iter().try_fold(object, |value, segment| match segment {
+        Segment::Key(key) => value.get(key.as_str()),
+        Segment::Index(i) => value.get(*i),
+    })
+}
+
+/// Every field of `object` (a `kind` object as JSON) that Trellis does not act on yet, with the
+/// [`NOT_ACTED_ON`] pattern that names it.
+pub fn not_acted_on(kind: &str, object: &Value) -> Vec<(&'static str, FieldPath)> {
+    let mut out = Vec::new();
+    for (_, pattern) in NOT_ACTED_ON.iter().filter(|(k, _)| *k == kind) {
+        let mut found = Vec::new();
+        find(object, &steps(pattern), FieldPath::root(), &mut found);
+        out.extend(found.into_iter().map(|path| (*pattern, path)));
+    }
+    out
+}
+
+/// Warns about every field and value of `object` (a `kind` object as JSON) that Trellis does not act on yet.
+pub fn warn_not_acted_on(kind: &str, object: &Value, issues: &mut Issues) {
+    for (_, path) in not_acted_on(kind, object) {
+        issues.warn(&path, NOT_ACTED_ON_MESSAGE);
+    }
+    for (value, path) in values_not_acted_on(kind, object) {
+        issues.warn(&path, format!("{value} is {NOT_ACTED_ON_MESSAGE}"));
     }
 }
 
@@ -131,70 +208,4 @@ fn find(value: &Value, steps: &[Step<'_>], path: FieldPath, found: &mut Vec<Fiel
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn a_field_not_acted_on_is_warned_about_wherever_the_pattern_reaches_it() {
-        let dr = json!({"spec": {
-            "trafficPolicy": {"tunnel": {"protocol": "CONNECT"}},
-            "subsets": [{"name": "v1", "trafficPolicy": {"tunnel": {"protocol": "POST"}}}]
-        }});
-        let mut issues = Issues::default();
-        warn_not_acted_on("DestinationRule", &dr, &mut issues);
-        let mut paths: Vec<String> = issues.iter().map(|i| i.path.to_string()).collect();
-        paths.sort();
-        assert_eq!(paths, ["spec.subsets[0].trafficPolicy.tunnel", "spec.trafficPolicy.tunnel"]);
-    }
-
-    #[test]
-    fn fields_that_are_acted_on_raise_no_warning() {
-        let vs = json!({"spec": {"hosts": ["a"], "http": [{"route": [{"destination": {"host": "a"}}]}]}});
-        let mut issues = Issues::default();
-        warn_not_acted_on("VirtualService", &vs, &mut issues);
-        assert_eq!(issues.iter().count(), 0);
-    }
-
-    #[test]
-    fn every_pattern_names_a_field_of_the_served_schema() {
-        // A pattern that names no field of the CRD would silently never warn.
-        let crds = crate::crd::all();
-        for (kind, pattern) in NOT_ACTED_ON {
-            let crd = crds.iter().find(|c| c.spec.names.kind == *kind).expect("kind is served");
-            let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
-            let mut at = vec![&schema["openAPIV3Schema"]];
-            for step in steps(pattern) {
-                let next: Vec<&Value> = at
-                    .iter()
-                    .flat_map(|s| -> Vec<&Value> {
-                        match step {
-                            Step::Key(k) => s.get("properties").and_then(|p| p.get(k)).into_iter().collect(),
-                            Step::AnyIndex => s.get("items").into_iter().collect(),
-                            Step::AnyKey => s.get("additionalProperties").into_iter().collect(),
-                            Step::AnyDepth => all_descendants(s),
-                        }
-                    })
-                    .collect();
-                at = next;
-            }
-            assert!(!at.is_empty(), "{kind} {pattern} names no field of the schema");
-        }
-    }
-
-    fn all_descendants(schema: &Value) -> Vec<&Value> {
-        let mut out = vec![schema];
-        let mut i = 0;
-        while i < out.len() {
-            let s = out[i];
-            if let Some(props) = s.get("properties").and_then(Value::as_object) {
-                out.extend(props.values());
-            }
-            out.extend(s.get("items"));
-            out.extend(s.get("additionalProperties").filter(|v| v.is_object()));
-            i += 1;
-        }
-        out
-    }
-}
+mod tests;

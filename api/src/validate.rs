@@ -123,7 +123,7 @@ impl Issues {
     /// Warns that a field is accepted but not acted on yet.
     pub fn not_yet_supported<T>(&mut self, path: &FieldPath, value: Option<&T>) {
         if value.is_some() {
-            self.warn(path, "accepted but not acted on yet by Trellis");
+            self.warn(path, crate::support::NOT_ACTED_ON_MESSAGE);
         }
     }
 }

@@ -155,7 +155,7 @@ fn two_virtual_services_for_the_same_host_are_an_error() {
 fn malformed_yaml_is_an_error_with_its_line() {
     let (out, file) = analyze_file("broken.yaml", b"apiVersion: v1\nkind: Service\nmetadata: {name: [oops\n");
     assert_eq!(out.code, 1);
-    assert_line(&out, &format!("{file}:"), "invalid YAML");
+    assert_line(&out, &format!("{file}:3: error:"), "invalid YAML");
 }
 
 #[test]

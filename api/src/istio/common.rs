@@ -22,6 +22,11 @@ pub const TARGETING_RULE: &str =
 /// Message of [`TARGETING_RULE`], also used by [`validate_targeting`].
 pub const TARGETING_MESSAGE: &str = "only one of targetRefs or selector can be set";
 
+/// Pattern Istio (and the Gateway API) puts on `targetRef.group`: empty, or a DNS subdomain.
+pub const TARGET_GROUP_PATTERN: &str = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// Pattern Istio (and the Gateway API) puts on `targetRef.kind`.
+pub const TARGET_KIND_PATTERN: &str = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
+
 /// Labels as Kubernetes writes them.
 pub type Labels = BTreeMap<String, String>;
 
@@ -101,10 +106,10 @@ impl Validate for WorkloadSelector {
 pub struct PolicyTargetReference {
     /// API group of the target; empty for the core group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[schemars(length(max = 253), regex(pattern = TARGET_GROUP_PATTERN))]
     pub group: Option<String>,
     /// Kind of the target, such as `Service` or `Gateway`.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = TARGET_KIND_PATTERN))]
     pub kind: String,
     /// Name of the target.
     #[schemars(length(min = 1, max = 253))]
@@ -117,8 +122,19 @@ pub struct PolicyTargetReference {
 
 impl Validate for PolicyTargetReference {
     fn validate(&self, path: &FieldPath, issues: &mut Issues) {
+        if let Some(group) = self.group.as_deref()
+            && !is_target_group(group)
+        {
+            let message =
+                format!("group {group:?} must be empty or a DNS subdomain (lower-case letters, digits, '-', '.')");
+            issues.error(&path.key("group"), message);
+        }
         if self.kind.is_empty() {
             issues.error(&path.key("kind"), "kind must not be empty");
+        } else if !is_target_kind(&self.kind) {
+            let message =
+                format!("kind {:?} must start with a letter and hold only letters, digits and inner '-'", self.kind);
+            issues.error(&path.key("kind"), message);
         }
         if self.name.is_empty() {
             issues.error(&path.key("name"), "name must not be empty");
@@ -127,6 +143,26 @@ impl Validate for PolicyTargetReference {
             issues.error(&path.key("namespace"), "cross namespace referencing is not currently supported");
         }
     }
+}
+
+/// Whether `group` matches [`TARGET_GROUP_PATTERN`].
+fn is_target_group(group: &str) -> bool {
+    let label = |l: &str| {
+        let bytes = l.as_bytes();
+        !bytes.is_empty()
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes.first() != Some(&b'-')
+            && bytes.last() != Some(&b'-')
+    };
+    group.is_empty() || group.split('.').all(label)
+}
+
+/// Whether `kind` matches [`TARGET_KIND_PATTERN`].
+fn is_target_kind(kind: &str) -> bool {
+    let bytes = kind.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_alphabetic)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
 }
 
 /// Checks the `selector` / `targetRef` / `targetRefs` trio that the security kinds share: at most one.

@@ -200,9 +200,10 @@ pub struct ServiceEntrySpec {
     #[schemars(length(max = 256))]
     #[schemars(extend("items" = {"type": "string", "maxLength": 64}))]
     pub addresses: Option<Vec<String>>,
-    /// Ports of the service; numbers are unique.
+    /// Ports of the service; numbers and names are unique (a list-map keyed by name, as Istio's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     #[x_kube(validation = kube::core::cel::Rule::new("self.all(l1, self.exists_one(l2, l1.number == l2.number))").message("port number cannot be duplicated"))]
     pub ports: Option<Vec<ServicePort>>,
     /// Whether the service is inside or outside the mesh.

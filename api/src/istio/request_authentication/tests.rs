@@ -227,3 +227,26 @@ fn a_timeout_must_be_a_duration_of_at_least_1ms() {
     assert_error(with_rule(json!({"timeout": "soon"})), at, "");
     assert_no_errors(with_rule(json!({"timeout": "1.5s"})));
 }
+
+#[test]
+fn a_target_group_or_kind_outside_istios_patterns_is_an_error() {
+    let bad_group = json!({"targetRef": {"group": "Gateway.Networking", "kind": "Gateway", "name": "edge"}});
+    assert_error(bad_group, "spec.targetRef.group", "DNS subdomain");
+    let bad_kind = json!({"targetRefs": [{"group": "", "kind": "9-lives", "name": "edge"}]});
+    assert_error(bad_kind, "spec.targetRefs[0].kind", "must start with a letter");
+    let trailing_dash = json!({"targetRef": {"group": "gateway-.k8s.io", "kind": "Gateway-", "name": "edge"}});
+    assert_error(trailing_dash.clone(), "spec.targetRef.group", "DNS subdomain");
+    assert_error(trailing_dash, "spec.targetRef.kind", "must start with a letter");
+    assert_no_errors(json!({"targetRef": {"group": "", "kind": "Service", "name": "httpbin"}}));
+    assert_no_errors(json!({"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "edge"}}));
+}
+
+#[test]
+fn the_crd_carries_istios_target_patterns() {
+    let crd = serde_json::to_value(<RequestAuthentication as kube::CustomResourceExt>::crd()).expect("crd");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for target in [&spec["targetRef"], &spec["targetRefs"]["items"]] {
+        assert_eq!(target["properties"]["group"]["pattern"], crate::istio::common::TARGET_GROUP_PATTERN);
+        assert_eq!(target["properties"]["kind"]["pattern"], crate::istio::common::TARGET_KIND_PATTERN);
+    }
+}

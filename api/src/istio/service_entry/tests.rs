@@ -470,3 +470,13 @@ fn every_cel_rule_of_the_crd_is_mirrored_in_rust() {
         assert_eq!(cel_errors_not_in_rust(&case), vec![], "for {case}");
     }
 }
+
+#[test]
+fn ports_are_a_list_map_keyed_by_name_as_in_istios_crd() {
+    let crd = serde_json::to_value(<ServiceEntry as kube::CustomResourceExt>::crd()).expect("crd");
+    let ports = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"];
+    assert_eq!(ports["x-kubernetes-list-type"], "map");
+    assert_eq!(ports["x-kubernetes-list-map-keys"], json!(["name"]));
+    let required = ports["items"]["required"].as_array().expect("required fields");
+    assert!(required.contains(&json!("name")), "a list-map key must be required: {required:?}");
+}

@@ -294,7 +294,8 @@ fn check_route_destinations(path: &FieldPath, route: &[RouteDestination], kind: 
     check_weights(path, &route.iter().map(|d| d.weight).collect::<Vec<_>>(), issues);
 }
 
-/// Weights are relative: none negative, and not all zero (an omitted weight counts as 0).
+/// Weights are relative: none negative, and not all zero (an omitted weight counts as 0). A single
+/// destination takes all traffic whatever its weight, so Istio accepts `weight: 0` there, and so do we.
 fn check_weights(path: &FieldPath, weights: &[Option<i32>], issues: &mut Issues) {
     let mut total = 0i64;
     for (k, weight) in weights.iter().enumerate() {
@@ -311,8 +312,6 @@ fn check_weights(path: &FieldPath, weights: &[Option<i32>], issues: &mut Issues)
         } else {
             issues.error(path, "all route weights are zero");
         }
-    } else if weights == [Some(0)] {
-        issues.error(path, "all route weights are zero");
     }
 }
 

@@ -82,7 +82,6 @@ pub const NOT_ACTED_ON: &[(&str, &str)] = &[
     ("AuthorizationPolicy", "spec.targetRefs"),
     ("RequestAuthentication", "spec.targetRef"),
     ("RequestAuthentication", "spec.targetRefs"),
-    ("RequestAuthentication", "spec.jwtRules[*].timeout"),
     ("RequestAuthentication", "spec.jwtRules[*].presence"),
 ];
 

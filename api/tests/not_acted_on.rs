@@ -162,11 +162,11 @@ fn gateway_tls_is_warned_about_field_by_field_except_https_redirect() {
 }
 
 #[test]
-fn jwt_fetch_timeout_and_presence_are_warned_about() {
+fn jwt_presence_is_warned_about_and_the_fetch_timeout_is_not() {
     let yaml = format!(
         "{RA}  jwtRules:\n    - issuer: https://issuer.example.com\n      jwksUri: https://issuer.example.com/keys\n      timeout: 5s\n      presence: REQUIRED\n"
     );
-    assert_warned(&yaml, &["spec.jwtRules[0].timeout", "spec.jwtRules[0].presence"]);
+    assert_warned(&yaml, &["spec.jwtRules[0].presence"]);
 }
 
 /// The value warnings of one file as (path, line, message).

@@ -233,8 +233,11 @@ pub struct Pending {
 
 impl Pending {
     /// Starts the entry of a request on `cx`'s connection: `None` (and no work) when the log is off.
-    pub fn start<B>(log: &AccessLog, req: &Request<B>, cx: &Context) -> Option<Self> {
+    /// A logged request gets its `x-request-id` here (as Envoy's connection manager gives it one)
+    /// rather than on its way upstream, so the line names the id the upstream sees.
+    pub fn start<B>(log: &AccessLog, req: &mut Request<B>, cx: &Context) -> Option<Self> {
         let (format, sink) = log.sink()?;
+        crate::http::ensure_request_id(req.headers_mut());
         let headers = req.headers();
         let get = |name: &str| headers.get(name).cloned();
         let content_length = headers
@@ -473,6 +476,12 @@ impl Drop for TcpLog {
 pub struct Observed<'a, O: ?Sized> {
     inner: &'a O,
     bytes: Option<&'a ByteCounters>,
+}
+
+impl<O: ?Sized> std::fmt::Debug for Observed<'_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observed").field("logged", &self.bytes.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl<O: ByteObserver + ?Sized> ByteObserver for Observed<'_, O> {

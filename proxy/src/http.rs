@@ -192,9 +192,9 @@ where
 
 /// [`handle`] under the access log: the outermost layer, which reads the flags the request path left
 /// on the response (and, when the log is on, writes the request's line when the response ends).
-pub async fn logged(shared: &Shared, req: Request<Incoming>, cx: Context) -> Response<Body> {
+pub async fn logged(shared: &Shared, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
     let side = cx.side;
-    let pending = access_log::Pending::start(&shared.store.access_log, &req, &cx);
+    let pending = access_log::Pending::start(&shared.store.access_log, &mut req, &cx);
     let response = handle(shared, req, cx).await;
     access_log::finish(&shared.metrics, side, pending, response)
 }

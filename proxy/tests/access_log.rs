@@ -234,6 +234,15 @@ async fn the_json_encoding_writes_one_parseable_object_per_request_with_istios_k
     assert_eq!(value["route_name"], "shop");
     assert!(value["duration"].as_u64().is_some() && value["bytes_sent"].as_u64().is_some(), "{value}");
     assert!(value["x_forwarded_for"].is_null(), "unknown values are null: {value}");
+
+    // A request without an id is logged with the one the proxy gave it, which the upstream saw too.
+    let req = Request::get(format!("http://{}/anonymous", proxy.addr(PORT))).header("host", "shop").body(body(""));
+    let response = client().request(req.expect("request")).await.expect("response");
+    let seen = response.headers().get("x-seen-x-request-id").expect("the upstream got an id").to_str().expect("text");
+    let seen = seen.to_owned();
+    let line = proxy.wait_line("/anonymous").await;
+    let value: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    assert_eq!(value["request_id"], seen.as_str(), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,9 +21,9 @@ mod format;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 

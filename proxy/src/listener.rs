@@ -354,7 +354,8 @@ async fn copy_mesh<S>(
     };
     metrics.tcp_opened.inc();
     let observer = log.observing(metrics);
-    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
+    if let Err(err) =
+        tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
     {
         tracing::debug!(error = %err, %target, "mesh tcp proxying ended with an error");
     }
@@ -392,7 +393,8 @@ async fn copy_from<S>(
     metrics.tcp_opened.inc();
     // Bytes are counted as they move, however the connection ends.
     let observer = log.observing(metrics);
-    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
+    if let Err(err) =
+        tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
     {
         tracing::debug!(error = %err, %target, "tcp proxying ended with an error");
     }

@@ -166,7 +166,8 @@ fn logging(json: bool) -> Telemetry {
 fn shop(endpoints: &[SocketAddr], telemetry: Telemetry, edit: impl FnOnce(&mut Route)) -> ProxyConfig {
     let mut only = route("shop", Vec::new(), forward(vec![to("main", 1)]));
     edit(&mut only);
-    let mut config = gateway_config(PORT, vec![vhost("shop", PORT, &["shop"], vec![only])], vec![cluster("main", endpoints)]);
+    let mut config =
+        gateway_config(PORT, vec![vhost("shop", PORT, &["shop"], vec![only])], vec![cluster("main", endpoints)]);
     config.telemetry = telemetry;
     config
 }
@@ -194,7 +195,10 @@ async fn a_request_is_one_envoy_text_line_with_method_path_status_flags_and_upst
     let lines = proxy.wait_lines(1).await;
     assert_eq!(lines.len(), 1, "one line per request: {lines:#?}");
     let line = &lines[0];
-    assert!(line.starts_with('[') && line.contains("Z] \"POST /items?id=7 HTTP/1.1\" 200 - via_upstream - \"-\" 5 5 "), "{line}");
+    assert!(
+        line.starts_with('[') && line.contains("Z] \"POST /items?id=7 HTTP/1.1\" 200 - via_upstream - \"-\" 5 5 "),
+        "{line}"
+    );
     assert!(line.contains("\"access-log-test/1\" \"req-1234\" \"shop\""), "{line}");
     assert!(line.contains(&format!("\"{echo}\" main - {} ", proxy.addr(PORT))), "{line}");
     assert!(line.ends_with(" - shop"), "route name last: {line}");
@@ -240,6 +244,7 @@ async fn the_json_encoding_writes_one_parseable_object_per_request_with_istios_k
     let response = client().request(req.expect("request")).await.expect("response");
     let seen = response.headers().get("x-seen-x-request-id").expect("the upstream got an id").to_str().expect("text");
     let seen = seen.to_owned();
+    response.into_body().collect().await.expect("body");
     let line = proxy.wait_line("/anonymous").await;
     let value: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
     assert_eq!(value["request_id"], seen.as_str(), "{line}");
@@ -253,8 +258,7 @@ async fn requests_the_circuit_breaker_rejects_are_logged_with_uo() {
         Some(ConnectionPool { max_connections: Some(1), max_pending_requests: Some(1), ..ConnectionPool::default() });
     // One worker: connection pools (and so connection counts) are per worker.
     let proxy = LoggedProxy::start("gateway", &config, &["--concurrency", "1"]);
-    let tasks: Vec<_> =
-        (0..4).map(|_| tokio::spawn(send(get(proxy.addr(PORT), "shop", "/work")))).collect();
+    let tasks: Vec<_> = (0..4).map(|_| tokio::spawn(send(get(proxy.addr(PORT), "shop", "/work")))).collect();
     let mut rejected = 0;
     for task in tasks {
         if task.await.expect("request task").0 == StatusCode::SERVICE_UNAVAILABLE {
@@ -263,8 +267,10 @@ async fn requests_the_circuit_breaker_rejects_are_logged_with_uo() {
     }
     assert_eq!(rejected, 2, "one in service and one pending are served, two rejected");
     let lines = proxy.wait_lines(4).await;
-    let overflowed: Vec<_> = lines.iter().filter(|l| l.contains("\" 503 UO upstream_reset_before_response_started{overflow} ")).collect();
+    let overflowed: Vec<_> =
+        lines.iter().filter(|l| l.contains("\" 503 UO upstream_reset_before_response_started{overflow} ")).collect();
     assert_eq!(overflowed.len(), 2, "{lines:#?}");
+    assert!(overflowed.iter().all(|l| l.contains("\"-\" main - ")), "the cluster that overflowed: {overflowed:#?}");
     assert_eq!(lines.iter().filter(|l| l.contains("\" 200 - via_upstream ")).count(), 2, "{lines:#?}");
 }
 
@@ -317,7 +323,12 @@ async fn a_refused_connection_is_logged_with_uf_and_with_urx_once_retries_run_ou
         assert!(Instant::now() < deadline, "no UF,URX line: {:#?}", proxy.log_lines());
     }
     let line = proxy.wait_line("UF,URX").await;
-    assert!(line.contains("\"GET /retried HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} "), "{line}");
+    assert!(
+        line.contains(
+            "\"GET /retried HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} "
+        ),
+        "{line}"
+    );
     let metrics = proxy.metrics();
     assert!(
         metric(&metrics, r#"trellis_responses_flagged_total{direction="Gateway",cluster="main",response_flags="URX"}"#)

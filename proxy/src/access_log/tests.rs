@@ -102,7 +102,10 @@ fn a_tcp_connection_has_dashes_for_the_request_and_its_bytes_both_ways() {
         ..http_entry()
     };
     let line = text_line(&entry);
-    assert!(line.starts_with("[2026-11-26T10:30:01.123Z] \"- - -\" 0 - - - \"-\" 5 7 3 - \"-\" \"-\" \"-\" \"-\""), "{line}");
+    assert!(
+        line.starts_with("[2026-11-26T10:30:01.123Z] \"- - -\" 0 - - - \"-\" 5 7 3 - \"-\" \"-\" \"-\" \"-\""),
+        "{line}"
+    );
     assert!(line.ends_with("outbound|3306||db - 10.96.0.10:8080 10.0.0.3:51234 - -\n"), "{line}");
 }
 

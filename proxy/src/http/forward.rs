@@ -344,7 +344,9 @@ async fn to_cluster(
                 tracing::debug!(cluster = %cluster.config.name, "circuit breaker rejected a request (UO)");
                 cluster.metrics.overflowed();
                 cluster.metrics.request(503, 0.0);
-                return super::overflow_response();
+                let mut response = super::overflow_response();
+                access_log::upstream(&mut response, None, &cluster.config.name);
+                return response;
             }
         },
     };

@@ -139,7 +139,9 @@ impl Sink {
     fn send(&self, format: Format, entry: Box<Entry>) {
         match self.queue.try_send((format, entry)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped.inc(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
         }
     }
 }

@@ -192,16 +192,17 @@ fn or_dash<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-/// One line in Envoy's default format (Istio's `TEXT` encoding), newline included.
+/// One line in Envoy's default format (Istio's `TEXT` encoding), newline included. The upstream
+/// transport failure reason and upstream local address are not tracked: always `-`.
 pub fn text_line(entry: &Entry) -> String {
     let fields = Fields::of(entry);
     let mut line = String::with_capacity(256);
     // Writing into a String cannot fail.
     let _ = writeln!(
         line,
-        "[{start}] \"{method} {path} {protocol}\" {status} {flags} {details} {termination} \"{transport}\" \
+        "[{start}] \"{method} {path} {protocol}\" {status} {flags} {details} {termination} \"-\" \
          {received} {sent} {duration} {service_time} \"{xff}\" \"{agent}\" \"{id}\" \"{authority}\" \"{host}\" \
-         {cluster} {upstream_local} {local} {remote} {sni} {route}",
+         {cluster} - {local} {remote} {sni} {route}",
         start = start_time(entry.start),
         method = fields.method.unwrap_or("-"),
         path = or_dash(fields.path),
@@ -210,7 +211,6 @@ pub fn text_line(entry: &Entry) -> String {
         flags = entry.flags,
         details = entry.details.unwrap_or("-"),
         termination = entry.termination.unwrap_or("-"),
-        transport = "-",
         received = entry.bytes_received,
         sent = entry.bytes_sent,
         duration = fields.duration_ms,
@@ -221,7 +221,6 @@ pub fn text_line(entry: &Entry) -> String {
         authority = or_dash(fields.authority),
         host = or_dash(entry.upstream_host),
         cluster = entry.upstream_cluster.as_deref().unwrap_or("-"),
-        upstream_local = "-",
         local = entry.downstream_local,
         remote = entry.downstream_remote,
         sni = entry.server_name.as_deref().unwrap_or("-"),

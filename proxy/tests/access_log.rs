@@ -21,7 +21,9 @@ use support::overload::Misbehaving;
 use support::upstream::{Body, http_echo, tcp_echo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trellis_api::proxy_config::{ConnectionPool, Fault, FaultAbort, ProxyConfig, RetryPolicy, Route, Telemetry};
+use trellis_api::proxy_config::{
+    ConnectionPool, Fault, FaultAbort, FaultDelay, ProxyConfig, RetryPolicy, Route, Telemetry,
+};
 
 const PORT: u16 = 8080;
 /// How long to wait for a line that should come (generous: the machine may be loaded).
@@ -395,4 +397,27 @@ async fn off_means_no_lines_and_a_new_config_turns_the_log_on_and_off_without_a_
     }
     tokio::time::sleep(QUIET_WAIT).await;
     assert_eq!(proxy.log_lines().len(), before, "off again: {:#?}", proxy.log_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_delay_is_logged_with_di_and_a_route_timeout_with_ut() {
+    let slow = Misbehaving::start(SocketAddr::new(unique_ip(), 0), "slow", 200, Duration::ZERO).await;
+    let config = shop(&[slow.addr], logging(false), |r| {
+        let delay = FaultDelay { fixed_delay: Duration::from_millis(20), percentage: 100.0 };
+        r.fault = Some(Fault { delay: Some(delay), abort: None });
+        r.timeout = Some(Duration::from_millis(300));
+    });
+    let proxy = LoggedProxy::start("gateway", &config, &[]);
+    assert_eq!(send(get(proxy.addr(PORT), "shop", "/fast")).await.0, StatusCode::OK);
+    let line = proxy.wait_line("/fast").await;
+    assert!(line.contains("\"GET /fast HTTP/1.1\" 200 DI via_upstream "), "{line}");
+    let duration: u64 = line.split(' ').nth(11).and_then(|d| d.parse().ok()).expect("a duration in ms");
+    assert!(duration >= 20, "the delay is part of the duration: {line}");
+
+    slow.set_delay(Duration::from_secs(3));
+    assert_eq!(send(get(proxy.addr(PORT), "shop", "/slow")).await.0, StatusCode::GATEWAY_TIMEOUT);
+    let line = proxy.wait_line("/slow").await;
+    assert!(line.contains("\"GET /slow HTTP/1.1\" 504 UT,DI upstream_response_timeout "), "{line}");
+    let metrics = proxy.metrics();
+    assert!(metrics.contains("trellis_access_log_dropped_total 0"), "nothing dropped: {metrics}");
 }

@@ -421,3 +421,51 @@ async fn an_injected_delay_is_logged_with_di_and_a_route_timeout_with_ut() {
     let metrics = proxy.metrics();
     assert!(metrics.contains("trellis_access_log_dropped_total 0"), "nothing dropped: {metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_requests_log_the_application_cluster_a_rate_limit_as_rl_and_a_denial_as_rbac() {
+    use trellis_api::istio::authorization_policy::Rule;
+    use trellis_api::proxy_config::RateLimit;
+    use trellis_api::proxy_config::{AuthorizationAction, AuthorizationRule, InboundListener, InboundMtls, Protocol};
+    let app = http_echo(SocketAddr::new(unique_ip(), 0), "app").await;
+    let rules: Vec<Rule> = serde_saphyr::from_str("- to: [{operation: {paths: [/secret]}}]").expect("rules YAML");
+    let deny = AuthorizationRule { policy: "default/no-secrets".into(), action: AuthorizationAction::Deny, rules };
+    let limit = RateLimit {
+        policy: "default/one-only".into(),
+        rule: 0,
+        paths: vec!["/limited".into()],
+        methods: Vec::new(),
+        ports: Vec::new(),
+        max_tokens: 1,
+        tokens_per_fill: 1,
+        fill_interval: Duration::from_secs(3600),
+        per_source: false,
+        status_code: 429,
+    };
+    let mut config = sidecar_config("inventory", Vec::new(), Vec::new());
+    config.inbound = vec![InboundListener {
+        port: app.port(),
+        protocol: Protocol::Http,
+        mtls: InboundMtls::Disable,
+        authorization: vec![deny],
+        jwt: Vec::new(),
+        rate_limits: vec![limit],
+    }];
+    config.telemetry = logging(false);
+    let proxy = LoggedProxy::start("sidecar", &config, &["--inbound-target", &app.to_string()]);
+    let inbound = proxy.addr(15006);
+    assert_eq!(send(get(inbound, "inventory", "/limited")).await.0, StatusCode::OK);
+    assert_eq!(send(get(inbound, "inventory", "/limited")).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(get(inbound, "inventory", "/secret")).await.0, StatusCode::FORBIDDEN);
+    let lines = proxy.wait_lines(3).await;
+    assert!(lines[0].contains("\" 200 - via_upstream "), "{lines:#?}");
+    assert!(lines[0].contains(&format!("\"{app}\" inbound|{}|| ", app.port())), "{lines:#?}");
+    assert!(lines[1].contains("\"GET /limited HTTP/1.1\" 429 RL local_rate_limited "), "{lines:#?}");
+    assert!(lines[2].contains("\"GET /secret HTTP/1.1\" 403 - rbac_access_denied "), "{lines:#?}");
+    let metrics = proxy.metrics();
+    assert_eq!(
+        metric(&metrics, r#"trellis_responses_flagged_total{direction="Inbound",cluster="-",response_flags="RL"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+}

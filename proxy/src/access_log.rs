@@ -311,7 +311,9 @@ pub fn finish(metrics: &Metrics, side: Side, pending: Option<Pending>, response:
     entry.route_name = response.extensions().get::<RouteName>().map(|r| r.0.clone());
     entry.upstream_service_time = response.headers().get("x-envoy-upstream-service-time").cloned();
     let (parts, body) = response.into_parts();
-    let logged = Logged { inner: body, pending: Some(pending), sent: 0 };
+    // An upgraded connection's response has no body of its own: dropping it cuts nothing.
+    let upgraded = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let logged = Logged { inner: body, pending: Some(pending), sent: 0, upgraded };
     Response::from_parts(parts, logged.boxed())
 }
 
@@ -320,6 +322,7 @@ struct Logged {
     inner: Body,
     pending: Option<Pending>,
     sent: u64,
+    upgraded: bool,
 }
 
 impl Logged {
@@ -372,7 +375,7 @@ impl http_body::Body for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        let cut = !self.inner.is_end_stream();
+        let cut = !self.upgraded && !self.inner.is_end_stream();
         self.write(cut);
     }
 }

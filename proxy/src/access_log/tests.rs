@@ -189,3 +189,33 @@ fn a_full_queue_drops_lines_and_counts_them() {
     assert_eq!(dropped.get(), 2, "the queue held one line");
     assert!(lines.try_recv().is_ok());
 }
+
+/// A logged body over `text`, and the queue its line goes to.
+fn logged(text: &'static str) -> (Logged, std::sync::mpsc::Receiver<(Format, Box<Entry>)>) {
+    let (queue, lines) = std::sync::mpsc::sync_channel(4);
+    let pending = Pending {
+        format: Format::Text,
+        sink: Sink { queue, dropped: Counter::default() },
+        started: Instant::now(),
+        entry: Box::new(http_entry()),
+    };
+    (Logged { inner: crate::http::full(text), pending: Some(pending), sent: 0, upgraded: false }, lines)
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_end_logs_its_bytes_once() {
+    let (body, lines) = logged("hello");
+    let read = http_body_util::BodyExt::collect(body).await.expect("body").to_bytes();
+    assert_eq!(&read[..], b"hello");
+    let (_, entry) = lines.try_recv().expect("a line once the body ended");
+    assert_eq!((entry.bytes_sent, entry.flags), (5, Flags::NONE));
+    assert!(lines.try_recv().is_err(), "one line only");
+}
+
+#[test]
+fn a_body_dropped_before_its_end_logs_dc() {
+    let (body, lines) = logged("never read");
+    drop(body);
+    let (_, entry) = lines.try_recv().expect("a line when the client went away");
+    assert_eq!((entry.bytes_sent, entry.flags.to_string()), (0, "DC".to_owned()));
+}

@@ -34,8 +34,9 @@ pub(crate) use headers::ensure_request_id;
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 pub use mirror::{MirrorTarget, shadow_authority};
 
+use crate::access_log;
 use crate::drain;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResponseFlag};
 use crate::settings::Settings;
 use crate::state::Store;
 use crate::tls::MeshTls;
@@ -130,6 +131,7 @@ pub fn cluster_h1_client(options: &pool::ConnOptions) -> H1Client {
 pub fn overflow_response() -> Response<Body> {
     let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream overflow: circuit breaker open");
     response.headers_mut().insert(OVERLOADED_HEADER, http::HeaderValue::from_static("true"));
+    access_log::flag(&mut response, ResponseFlag::UO, access_log::details::OVERFLOW);
     response
 }
 
@@ -161,7 +163,7 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
         let context = service_context.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req, context).await) }
+        async move { Ok::<_, Infallible>(logged(&shared, req, context).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
@@ -186,6 +188,15 @@ where
             }
         }
     }
+}
+
+/// [`handle`] under the access log: the outermost layer, which reads the flags the request path left
+/// on the response (and, when the log is on, writes the request's line when the response ends).
+pub async fn logged(shared: &Shared, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+    let side = cx.side;
+    let pending = access_log::Pending::start(&shared.store.access_log, &mut req, &cx);
+    let response = handle(shared, req, cx).await;
+    access_log::finish(&shared.metrics, side, pending, response)
 }
 
 /// Which listener a connection arrived on, and so how its requests are routed.

@@ -7,10 +7,12 @@
 //! Layout, by concern: `detect` (protocol sniffing), `tcp` (opaque streams), `balance` (load
 //! balancing), `breaker` (circuit breaking), `outlier` (outlier detection), `route` (pure request
 //! routing), `retry` (retries and timeouts), `state` (config compilation and hot reload), `http`
-//! (the HTTP proxying path), `listener` (accepting and dispatching connections), `admin`, `metrics`,
+//! (the HTTP proxying path), `listener` (accepting and dispatching connections), `access_log`
+//! (one line per request or TCP connection, with Envoy's response flags), `admin`, `metrics`,
 //! `drain`, `settings` (flags, env vars, defaults), `tls` (the workload's mesh identity), `identity`
 //! (where that identity comes from: the mesh CA or files) and `init` (iptables).
 
+pub mod access_log;
 pub mod admin;
 pub mod authz;
 pub mod balance;

@@ -14,12 +14,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_api::proxy_config::{InboundMtls, Protocol as Declared, UnknownDestinations};
 
+use crate::access_log::{self, TcpLog};
 use crate::authz::{HttpFacts, RequestFacts};
 use crate::detect::{self, Detection, Protocol};
 use crate::http::{self, Context, MeshTarget, Shared, Side};
-use crate::metrics::ClusterMetrics;
+use crate::metrics::{ClusterMetrics, ResponseFlag};
 use crate::route::pick_weighted;
-use crate::state::Compiled;
+use crate::state::{BLACKHOLE_CLUSTER, Compiled, PASSTHROUGH_CLUSTER};
 use crate::tcp;
 use crate::tls::{self, MeshProtocol};
 
@@ -227,22 +228,31 @@ async fn opaque<S>(shared: &Shared, compiled: &Compiled, mut stream: S, cx: Cont
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Written when this function returns, however the connection ended.
+    let mut log = TcpLog::start(&shared.store.access_log, &cx, sni);
     let (target, metrics): (SocketAddr, &Arc<ClusterMetrics>) = match cx.side {
         Side::Inbound => {
-            if compiled.inbound_rate_limits(cx.destination.port()).is_some_and(|l| l.connection_limited(&cx)) {
+            let port = cx.destination.port();
+            if log.is_on() {
+                log.upstream(None, &access_log::inbound_cluster(port));
+            }
+            if compiled.inbound_rate_limits(port).is_some_and(|l| l.connection_limited(&cx)) {
+                log.flag(ResponseFlag::RL);
                 return;
             }
-            if let Some(policies) = compiled.inbound_authz(cx.destination.port()) {
+            if let Some(policies) = compiled.inbound_authz(port) {
                 let decision = policies.evaluate(&authz_facts(&cx, None));
                 if !decision.allowed {
                     tracing::debug!(peer = %cx.peer, %decision, "TCP connection denied");
                     shared.metrics.authz_denied("tcp");
+                    log.terminated(access_log::details::RBAC_DENIED);
                     return;
                 }
             }
             let target = shared.settings.inbound_target.unwrap_or(cx.destination);
             let source = shared.settings.inbound_target.is_none().then(|| http::passthrough_source(target));
-            copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics, None).await;
+            log.set_host(target);
+            copy_from(&mut stream, target, source, shared, &compiled.inbound_metrics, None, &mut log).await;
             return;
         }
         Side::Gateway => return,
@@ -254,17 +264,20 @@ where
             match picked {
                 Some(target) => {
                     let cluster = compiled.cluster(target.cluster);
+                    log.upstream(None, &cluster.config.name);
                     // `tcp.maxConnections`: the connection is closed at once beyond it (flag UO).
                     let _permit = match cluster.breaker.as_ref().map(|b| b.admit_connection()) {
                         Some(Err(_)) => {
                             tracing::debug!(cluster = %cluster.config.name, "circuit breaker refused a TCP connection (UO)");
                             cluster.metrics.overflowed();
+                            log.flag(ResponseFlag::UO);
                             return;
                         }
                         permit => permit,
                     };
                     let Some(pick) = cluster.balancer.pick(None) else {
                         tracing::debug!(cluster = %cluster.config.name, "no endpoint for TCP connection");
+                        log.flag(ResponseFlag::UH);
                         return;
                     };
                     let addr = pick.addr;
@@ -278,24 +291,33 @@ where
                     };
                     // The pick stays alive for the connection so least-request balancing sees it.
                     let timeout = cluster.connections.connect_timeout;
+                    log.set_host(addr);
                     match mtls {
-                        Some(mtls) => copy_mesh(&mut stream, addr, &mtls, shared, &cluster.metrics, timeout).await,
-                        None => copy_from(&mut stream, addr, None, shared, &cluster.metrics, Some(timeout)).await,
+                        Some(mtls) => {
+                            copy_mesh(&mut stream, addr, &mtls, shared, &cluster.metrics, timeout, &mut log).await;
+                        }
+                        None => {
+                            let metrics = &cluster.metrics;
+                            copy_from(&mut stream, addr, None, shared, metrics, Some(timeout), &mut log).await;
+                        }
                     }
                     drop(pick);
                     return;
                 }
                 None if compiled.unknown_destinations == UnknownDestinations::Passthrough => {
+                    log.upstream(Some(cx.destination), PASSTHROUGH_CLUSTER);
                     (cx.destination, &compiled.passthrough)
                 }
                 None => {
                     tracing::debug!(destination = %cx.destination, "refusing connection to unknown destination");
+                    log.upstream(None, BLACKHOLE_CLUSTER);
+                    log.flag(ResponseFlag::UH);
                     return;
                 }
             }
         }
     };
-    copy(&mut stream, target, shared, metrics).await;
+    copy_from(&mut stream, target, None, shared, metrics, None, &mut log).await;
 }
 
 /// Proxies an opaque stream to a meshed endpoint inside mesh TLS.
@@ -306,6 +328,7 @@ async fn copy_mesh<S>(
     shared: &Shared,
     metrics: &ClusterMetrics,
     connect_timeout: std::time::Duration,
+    log: &mut TcpLog,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -319,27 +342,24 @@ async fn copy_mesh<S>(
             Ok(tls) => tls,
             Err(err) => {
                 tracing::debug!(error = %err, %target, "mesh TLS to upstream failed");
+                log.flag(ResponseFlag::UF);
                 return;
             }
         },
         Err(err) => {
             tracing::debug!(error = %err, %target, "upstream connect failed");
+            log.flag(ResponseFlag::UF);
             return;
         }
     };
     metrics.tcp_opened.inc();
-    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, metrics).await
+    let observer = log.observing(metrics);
+    if let Err(err) =
+        tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
     {
         tracing::debug!(error = %err, %target, "mesh tcp proxying ended with an error");
     }
     metrics.tcp_closed.inc();
-}
-
-async fn copy<S>(stream: &mut S, target: SocketAddr, shared: &Shared, metrics: &ClusterMetrics)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    copy_from(stream, target, None, shared, metrics, None).await;
 }
 
 async fn copy_from<S>(
@@ -349,6 +369,7 @@ async fn copy_from<S>(
     shared: &Shared,
     metrics: &ClusterMetrics,
     connect_timeout: Option<std::time::Duration>,
+    log: &mut TcpLog,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -364,13 +385,16 @@ async fn copy_from<S>(
         Ok(upstream) => upstream,
         Err(err) => {
             tracing::debug!(error = %err, %target, "upstream connect failed");
+            log.flag(ResponseFlag::UF);
             return;
         }
     };
     let _ = upstream.set_nodelay(true);
     metrics.tcp_opened.inc();
     // Bytes are counted as they move, however the connection ends.
-    if let Err(err) = tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, metrics).await
+    let observer = log.observing(metrics);
+    if let Err(err) =
+        tcp::copy_bidirectional_observed(stream, &mut upstream, tcp::DEFAULT_IDLE_TIMEOUT, &observer).await
     {
         tracing::debug!(error = %err, %target, "tcp proxying ended with an error");
     }

@@ -38,12 +38,75 @@ struct TrafficLabels {
     cluster: String,
 }
 
-/// Envoy's response flags the proxy reports, in their short form.
+/// Envoy's response flags the proxy reports, in their short form and in Envoy's order.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum ResponseFlag {
-    /// Upstream overflow: a circuit breaker rejected the request or connection.
+    /// No healthy upstream: the cluster had no endpoint to pick.
+    UH,
+    /// Upstream request timeout: the route's timeout or a per-try timeout passed (504).
+    UT,
+    /// Upstream remote reset: the upstream refused the HTTP/2 stream.
+    UR,
+    /// Upstream connection failure: no connection could be made.
+    UF,
+    /// Upstream connection termination: the connection broke before a complete response head.
+    UC,
+    /// Upstream overflow: a circuit breaker (or the retry budget) rejected the request or connection.
     UO,
+    /// No route: no virtual host or route matched (404).
+    NR,
+    /// Delay injected by a fault rule.
+    DI,
+    /// Aborted by a fault rule.
+    FI,
+    /// Refused by a local rate limit.
+    RL,
+    /// Downstream connection termination: the client went away before the response ended.
+    DC,
+    /// Upstream retry limit exceeded: the last attempt failed and no retry was left.
+    URX,
+}
+
+impl ResponseFlag {
+    /// Every flag, in the order Envoy writes them.
+    pub const ALL: [ResponseFlag; 12] = [
+        Self::UH,
+        Self::UT,
+        Self::UR,
+        Self::UF,
+        Self::UC,
+        Self::UO,
+        Self::NR,
+        Self::DI,
+        Self::FI,
+        Self::RL,
+        Self::DC,
+        Self::URX,
+    ];
+
+    /// The short name Envoy logs.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::UH => "UH",
+            Self::UT => "UT",
+            Self::UR => "UR",
+            Self::UF => "UF",
+            Self::UC => "UC",
+            Self::UO => "UO",
+            Self::NR => "NR",
+            Self::DI => "DI",
+            Self::FI => "FI",
+            Self::RL => "RL",
+            Self::DC => "DC",
+            Self::URX => "URX",
+        }
+    }
+
+    /// The flag's bit in a set of flags.
+    pub fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +196,8 @@ pub struct Metrics {
     retry_overflow: Family<RetryLabels, Counter>,
     /// Connections currently open, across listeners.
     pub open_connections: Gauge,
+    /// Access log lines dropped because the writer fell behind (`trellis_access_log_dropped_total`).
+    pub access_log_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -171,7 +236,7 @@ impl Metrics {
         let overflow = Family::<TrafficLabels, Counter>::default();
         registry.register(
             "responses_flagged",
-            "Requests and connections the proxy ended itself, by Envoy response flag (UO: upstream overflow)",
+            "Requests and connections the proxy ended itself or marked, by Envoy response flag (UO, UF, UH, NR, URX...)",
             flagged.clone(),
         );
         registry.register(
@@ -223,6 +288,12 @@ impl Metrics {
             rate_limited.clone(),
         );
         registry.register("open_connections", "Downstream connections currently open", open_connections.clone());
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the log writer fell behind (its queue was full)",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -243,6 +314,7 @@ impl Metrics {
             retries,
             retry_overflow,
             open_connections,
+            access_log_dropped,
         }
     }
 
@@ -306,6 +378,13 @@ impl Metrics {
     /// The pre-labelled counter of requests a RateLimitPolicy (`namespace/name`) refused.
     pub fn rate_limited(&self, policy: &str) -> Counter {
         self.rate_limited.get_or_create(&PolicyLabels { policy: policy.to_owned() }).clone()
+    }
+
+    /// Counts one response flag of a request the proxy marked (UO is counted where the circuit breaker
+    /// decides, with [`ClusterMetrics::overflowed`]). Called only for flagged responses, off the
+    /// common path.
+    pub fn flagged(&self, direction: Direction, cluster: &str, flag: ResponseFlag) {
+        self.flagged.get_or_create(&FlagLabels { direction, cluster: cluster.to_owned(), response_flags: flag }).inc();
     }
 
     /// Counts one config load attempt.

@@ -372,6 +372,11 @@ impl Limiter {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.insert(RETRY_AFTER, HeaderValue::from(quota.reset_seconds()));
         quota.write_headers(headers);
+        crate::access_log::flag(
+            &mut response,
+            crate::metrics::ResponseFlag::RL,
+            crate::access_log::details::RATE_LIMITED,
+        );
         response
     }
 }

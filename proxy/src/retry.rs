@@ -35,9 +35,10 @@ pub use body::{MAX_REPLAY_BYTES, Replay};
 pub use budget::RetryLimits;
 pub use condition::Conditions;
 
+use crate::access_log;
 use crate::balance::{Balancer, Pick};
 use crate::http::{Body, UpstreamFailure};
-use crate::metrics::ClusterMetrics;
+use crate::metrics::{ClusterMetrics, ResponseFlag};
 
 /// A route's retry policy, compiled.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,9 +241,15 @@ where
     loop {
         let response = attempt(retries.per_try_timeout, cluster, upstream, req, &mut tried, propagate).await;
         drop(permit.take());
-        let last = retry >= retries.attempts || !retries.conditions.retriable(&response);
-        if last {
+        let retriable = retries.conditions.retriable(&response);
+        if !retriable {
             return finish(response, grpc);
+        }
+        if retry >= retries.attempts {
+            // Envoy's URX: the last attempt failed in a retriable way and no retry was left.
+            let mut response = finish(response, grpc);
+            access_log::add_flag(&mut response, ResponseFlag::URX);
+            return response;
         }
         let body = match &replay {
             Some(replay) => match replay.next() {
@@ -254,7 +261,10 @@ where
         };
         let Some(granted) = cluster.limits.try_retry() else {
             cluster.metrics.retry_overflow.inc();
-            return finish(response, grpc);
+            // Envoy flags a retry the budget or `maxRetries` refused as an overflow (UO).
+            let mut response = finish(response, grpc);
+            access_log::add_flag(&mut response, ResponseFlag::UO);
+            return response;
         };
         permit = Some(granted);
         drop(response);

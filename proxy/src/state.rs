@@ -18,6 +18,7 @@ use trellis_api::proxy_config::{
     UnknownDestinations, VirtualHost,
 };
 
+use crate::access_log::AccessLog;
 use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
 use crate::breaker::Breaker;
@@ -400,6 +401,8 @@ pub fn parse(text: &str) -> Result<ProxyConfig, String> {
 pub struct Store {
     current: ArcSwapOption<Compiled>,
     last_error: Mutex<Option<String>>,
+    /// The access log, switched on, off or to another format by each config applied.
+    pub access_log: AccessLog,
 }
 
 impl Store {
@@ -427,6 +430,7 @@ impl Store {
         match result {
             Ok(compiled) => {
                 tracing::info!(version = %compiled.config.version, "config applied");
+                self.access_log.configure(&compiled.config.telemetry, metrics);
                 self.current.store(Some(Arc::new(compiled)));
                 *last_error = None;
                 Ok(())

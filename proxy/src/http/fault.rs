@@ -2,7 +2,8 @@
 //! decided per request from a route's compiled [`Faults`]. Deciding is pure (the caller passes the
 //! random draws), so shares are tested without sockets; answering is Envoy's: an HTTP abort is a local
 //! reply with the status and body `fault filter abort`, a gRPC abort a trailers-only gRPC response
-//! with `grpc-status`. Injected faults are counted in `trellis_faults_injected_total{kind}`.
+//! with `grpc-status`. Injected faults are counted in `trellis_faults_injected_total{kind}`; an abort
+//! carries the response flag `FI` to the access log.
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use http::{HeaderValue, Response, StatusCode};
 use trellis_api::proxy_config::{Fault, GRPC_STATUS_NAMES};
 
 use super::{Body, full};
+use crate::access_log;
+use crate::metrics::ResponseFlag;
 
 /// Body of an aborted request, as Envoy's fault filter writes it.
 pub const ABORT_BODY: &str = "fault filter abort";
@@ -85,6 +88,7 @@ impl Abort {
                 let mut response = Response::new(full(ABORT_BODY));
                 *response.status_mut() = status;
                 response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                access_log::flag(&mut response, ResponseFlag::FI, access_log::details::FAULT_ABORT);
                 response
             }
             Abort::Grpc(code) => {
@@ -94,6 +98,7 @@ impl Abort {
                 headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
                 headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
                 headers.insert("grpc-message", HeaderValue::from_static(ABORT_BODY));
+                access_log::flag(&mut response, ResponseFlag::FI, access_log::details::FAULT_ABORT);
                 response
             }
         }

@@ -19,16 +19,17 @@ use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop
 use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
 use super::{Body, H1Client, Shared, Side, full, local_response, upgrade};
+use crate::access_log;
 use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
 use crate::breaker::{Guarded, Overflow, Permit};
 use crate::jwt::UNAUTHORIZED;
-use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult};
+use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult, ResponseFlag};
 use crate::outlier::Outcome;
 use crate::ratelimit::Verdict;
 use crate::retry::{self, ClusterParts, Tried};
-use crate::route::{Action, RequestParts, pick_weighted, redirect_location, select};
-use crate::state::{ClusterState, Compiled, VhostState};
+use crate::route::{Action, CompiledRoute, RequestParts, pick_weighted, redirect_location, select};
+use crate::state::{ClusterState, Compiled, PASSTHROUGH_CLUSTER, VhostState};
 use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
 
 /// A mesh TLS connection's configs and the identity the endpoint must present (empty: any mesh one).
@@ -114,7 +115,7 @@ async fn routed(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>
                 compiled.passthrough.request(502, 0.0);
                 local_response(StatusCode::BAD_GATEWAY, "destination not in the mesh registry")
             }
-            _ => local_response(StatusCode::NOT_FOUND, "no virtual host for this authority"),
+            _ => not_found("no virtual host for this authority"),
         };
     };
     forward_routed(shared, compiled, vhost, req, cx, &host).await
@@ -141,26 +142,29 @@ async fn forward_routed(
         source_labels: compiled.node_labels(),
     };
     let Some(route) = select(&vhost.routes, &parts) else {
-        return local_response(StatusCode::NOT_FOUND, "no route matched");
+        return not_found("no route matched");
     };
+    let mut delayed = false;
     if let Some(faults) = &route.faults {
         let injected = faults.draw();
         if let Some(delay) = injected.delay {
             shared.metrics.fault_injected(FaultKind::Delay);
             tokio::time::sleep(delay).await;
+            delayed = true;
         }
         if let Some(abort) = injected.abort {
             shared.metrics.fault_injected(FaultKind::Abort);
             let mut response = abort.response();
             route.response_headers.apply(response.headers_mut());
-            return response;
+            return route_logged(shared, route, delayed, response);
         }
     }
-    match &route.action {
+    let response = match &route.action {
         Action::Direct { status, body } => {
             let mut response = Response::new(full(body.clone()));
             *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             route.response_headers.apply(response.headers_mut());
+            access_log::detail(&mut response, access_log::details::DIRECT_RESPONSE);
             response
         }
         Action::Redirect { uri, authority, scheme, port, status } => {
@@ -171,6 +175,7 @@ async fn forward_routed(
                 response.headers_mut().insert(http::header::LOCATION, value);
             }
             route.response_headers.apply(response.headers_mut());
+            access_log::detail(&mut response, access_log::details::DIRECT_RESPONSE);
             response
         }
         Action::Forward { targets, total_weight, rewrite } => {
@@ -211,7 +216,27 @@ async fn forward_routed(
             route.response_headers.apply(response.headers_mut());
             response
         }
+    };
+    route_logged(shared, route, delayed, response)
+}
+
+/// Adds what the access log wants from the route to its response: `DI` when a fault delayed the
+/// request, and the route's name when the log is on.
+fn route_logged(shared: &Shared, route: &CompiledRoute, delayed: bool, mut response: Response<Body>) -> Response<Body> {
+    if delayed {
+        access_log::add_flag(&mut response, ResponseFlag::DI);
     }
+    if shared.store.access_log.is_on() {
+        response.extensions_mut().insert(access_log::RouteName(route.name.clone()));
+    }
+    response
+}
+
+/// The 404 of a request no virtual host or route matched (Envoy's `NR`).
+fn not_found(message: &'static str) -> Response<Body> {
+    let mut response = local_response(StatusCode::NOT_FOUND, message);
+    access_log::flag(&mut response, ResponseFlag::NR, access_log::details::ROUTE_NOT_FOUND);
+    response
 }
 
 /// Sends copies of `req` to the mirrors whose share it falls in, in tasks of their own, and returns
@@ -319,13 +344,18 @@ async fn to_cluster(
                 tracing::debug!(cluster = %cluster.config.name, "circuit breaker rejected a request (UO)");
                 cluster.metrics.overflowed();
                 cluster.metrics.request(503, 0.0);
-                return super::overflow_response();
+                let mut response = super::overflow_response();
+                access_log::upstream(&mut response, None, &cluster.config.name);
+                return response;
             }
         },
     };
     let Some(pick) = tried.pick(&cluster.balancer, hash) else {
         cluster.metrics.request(503, 0.0);
-        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        access_log::flag(&mut response, ResponseFlag::UH, access_log::details::NO_HEALTHY_UPSTREAM);
+        access_log::upstream(&mut response, None, &cluster.config.name);
+        return response;
     };
     let meshed = pick.endpoint().meshed;
     // Declared HTTP/2 and gRPC go out as HTTP/2; an undeclared protocol follows the downstream one.
@@ -339,8 +369,12 @@ async fn to_cluster(
     };
     let started = Instant::now();
     let conn = ClusterConn { options: &cluster.connections, h1: cluster.h1.as_ref(), permit };
-    let response =
+    let mut response =
         send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, mtls, &cluster.metrics, Some(conn)).await;
+    // Which endpoint answered: for the access log, and for the flag metrics of a failed exchange.
+    if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
+        access_log::upstream(&mut response, Some(pick.addr), &cluster.config.name);
+    }
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
     pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
@@ -403,7 +437,13 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
     }
     let h2 = req.version() == Version::HTTP_2;
     let req = req.map(BodyExt::boxed);
-    send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough, None).await
+    let mut response =
+        send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough, None)
+            .await;
+    if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
+        access_log::upstream(&mut response, Some(cx.destination), PASSTHROUGH_CLUSTER);
+    }
+    response
 }
 
 /// Forwards to the application behind an inbound listener.
@@ -428,7 +468,9 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
             Err(err) => {
                 tracing::debug!(peer = %cx.peer, error = %err, "JWT refused");
                 compiled.inbound_metrics.request(UNAUTHORIZED.as_u16(), 0.0);
-                return unauthenticated(err.body(), crate::jwt::www_authenticate(&parts));
+                let mut response = unauthenticated(err.body(), crate::jwt::www_authenticate(&parts));
+                access_log::detail(&mut response, access_log::details::JWT_DENIED);
+                return response;
             }
         };
         authenticator.apply(&mut parts, verified.as_ref());
@@ -446,7 +488,9 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
             tracing::debug!(peer = %cx.peer, %decision, "request denied");
             shared.metrics.authz_denied("http");
             compiled.inbound_metrics.request(DENIED_STATUS.as_u16(), 0.0);
-            return denied();
+            let mut response = denied();
+            access_log::detail(&mut response, access_log::details::RBAC_DENIED);
+            return response;
         }
     }
     let target = shared.settings.inbound_target.unwrap_or(cx.destination);
@@ -475,6 +519,9 @@ async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming
         send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
     if let Some(quota) = quota {
         quota.write_headers(response.headers_mut());
+    }
+    if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
+        access_log::upstream(&mut response, Some(target), &access_log::inbound_cluster(port));
     }
     response
 }

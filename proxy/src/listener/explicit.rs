@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use trellis_api::proxy_config::{Protocol as Declared, UnknownDestinations};
 
 use crate::detect::{self, Protocol};
-use crate::http::{Body, Context, Shared, Side, full, handle, local_response};
+use crate::http::{Body, Context, Shared, Side, full, local_response};
 use crate::settings::Settings;
 
 /// How long the accept loop pauses after a failed `accept` (out of file descriptors, say), so it
@@ -156,7 +156,7 @@ async fn explicit_request(shared: Shared, mut req: Request<Incoming>, peer: Sock
     let destination = resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
     let cx = Context::plain(Side::Outbound, peer, destination);
     if req.method() != Method::CONNECT {
-        return handle(&shared, req, cx).await;
+        return crate::http::logged(&shared, req, cx).await;
     }
     let unaddressed = destination.ip().is_unspecified();
     match known {

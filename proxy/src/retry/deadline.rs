@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::access_log;
 use crate::http::{Body, PROXY_ERROR_HEADER, UpstreamFailure, full, local_response};
+use crate::metrics::ResponseFlag;
 
 /// The gRPC deadline header.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -74,7 +76,9 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// with `grpc-status: 4` (`DEADLINE_EXCEEDED`).
 pub fn timed_out(grpc: bool) -> Response<Body> {
     if !grpc {
-        return local_response(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_MESSAGE);
+        let mut response = local_response(StatusCode::GATEWAY_TIMEOUT, TIMEOUT_MESSAGE);
+        access_log::flag(&mut response, ResponseFlag::UT, access_log::details::RESPONSE_TIMEOUT);
+        return response;
     }
     let mut response = Response::new(full(bytes::Bytes::new()));
     let headers = response.headers_mut();
@@ -82,6 +86,7 @@ pub fn timed_out(grpc: bool) -> Response<Body> {
     headers.insert("grpc-status", HeaderValue::from_static(GRPC_DEADLINE_EXCEEDED));
     headers.insert("grpc-message", HeaderValue::from_static(TIMEOUT_GRPC_MESSAGE));
     headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(TIMEOUT_MESSAGE));
+    access_log::flag(&mut response, ResponseFlag::UT, access_log::details::RESPONSE_TIMEOUT);
     response
 }
 

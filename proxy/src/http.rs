@@ -9,6 +9,7 @@ mod failure;
 mod fault;
 mod forward;
 mod headers;
+mod inbound;
 mod mirror;
 pub mod pool;
 mod upgrade;

@@ -20,17 +20,14 @@ use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
 use super::{Body, H1Client, Shared, Side, full, local_response, upgrade};
 use crate::access_log;
-use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::balance::hash_bytes;
 use crate::breaker::{Guarded, Overflow, Permit};
-use crate::jwt::UNAUTHORIZED;
 use crate::metrics::{ClusterMetrics, FaultKind, MirrorResult, ResponseFlag};
 use crate::outlier::Outcome;
-use crate::ratelimit::Verdict;
 use crate::retry::{self, ClusterParts, Tried};
 use crate::route::{Action, CompiledRoute, RequestParts, pick_weighted, redirect_location, select};
 use crate::state::{ClusterState, Compiled, PASSTHROUGH_CLUSTER, VhostState};
-use crate::tls::{PeerIdentity, TlsConfigs, XFCC_HEADER};
+use crate::tls::{PeerIdentity, TlsConfigs};
 
 /// A mesh TLS connection's configs and the identity the endpoint must present (empty: any mesh one).
 #[derive(Debug, Clone)]
@@ -69,7 +66,7 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Res
     // The forwarding future is several KiB: boxed, it is allocated per request while the request is
     // in flight instead of being reserved in every idle keep-alive connection.
     match cx.side {
-        Side::Inbound => Box::pin(inbound(shared, &compiled, req, cx)).await,
+        Side::Inbound => Box::pin(super::inbound::inbound(shared, &compiled, req, cx)).await,
         Side::Outbound | Side::Gateway => Box::pin(routed(shared, &compiled, req, cx)).await,
     }
 }
@@ -390,7 +387,7 @@ async fn to_cluster(
 
 /// What a cluster adds to sending one request: how its connections are made and kept, its own HTTP/1.1
 /// pool, and the circuit-breaker permit the response body holds until it ends.
-struct ClusterConn<'a> {
+pub(super) struct ClusterConn<'a> {
     options: &'a ConnOptions,
     h1: Option<&'a H1Client>,
     permit: Option<Permit>,
@@ -446,103 +443,6 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
     response
 }
 
-/// Forwards to the application behind an inbound listener.
-async fn inbound(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
-    let port = cx.destination.port();
-    // Local rate limits first: refusing costs less than checking a token or policy, and protects the app.
-    let quota = match compiled.inbound_rate_limits(port).map(|limits| limits.check_http(&req, &cx)) {
-        Some(Verdict::Limited(limited)) => {
-            let response = limited.response();
-            compiled.inbound_metrics.request(response.status().as_u16(), 0.0);
-            return response;
-        }
-        Some(Verdict::Allowed(quota)) => Some(quota),
-        Some(Verdict::Unmatched) | None => None,
-    };
-    // RequestAuthentication: a token that fails is a 401; no token passes on to authorization.
-    let mut verified = None;
-    if let Some(authenticator) = compiled.inbound_jwt(port) {
-        let (mut parts, body) = req.into_parts();
-        verified = match authenticator.authenticate(&parts) {
-            Ok(verified) => verified,
-            Err(err) => {
-                tracing::debug!(peer = %cx.peer, error = %err, "JWT refused");
-                compiled.inbound_metrics.request(UNAUTHORIZED.as_u16(), 0.0);
-                let mut response = unauthenticated(err.body(), crate::jwt::www_authenticate(&parts));
-                access_log::detail(&mut response, access_log::details::JWT_DENIED);
-                return response;
-            }
-        };
-        authenticator.apply(&mut parts, verified.as_ref());
-        req = Request::from_parts(parts, body);
-    }
-    if let Some(policies) = compiled.inbound_authz(port) {
-        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let jwt = verified
-            .as_ref()
-            .map(|v| JwtFacts { principal: v.principal.as_deref().unwrap_or_default(), claims: &v.claims });
-        let http = HttpFacts { host, method: req.method().as_str(), path, headers: req.headers(), jwt };
-        let decision = policies.evaluate(&crate::listener::authz_facts(&cx, Some(http)));
-        if !decision.allowed {
-            tracing::debug!(peer = %cx.peer, %decision, "request denied");
-            shared.metrics.authz_denied("http");
-            compiled.inbound_metrics.request(DENIED_STATUS.as_u16(), 0.0);
-            let mut response = denied();
-            access_log::detail(&mut response, access_log::details::RBAC_DENIED);
-            return response;
-        }
-    }
-    let target = shared.settings.inbound_target.unwrap_or(cx.destination);
-    if shared.settings.is_own_listener(target) {
-        return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
-    }
-    let carried_h1 = req.headers_mut().remove(ORIG_PROTO_HEADER).is_some();
-    // Who called is ours to say (Istio's SANITIZE_SET): set for mesh TLS clients, removed otherwise.
-    req.headers_mut().remove(XFCC_HEADER);
-    if let Some(value) = cx.peer_identity.as_ref().and_then(|peer| peer.xfcc(&compiled.config.node.identity)) {
-        req.headers_mut().insert(XFCC_HEADER, value);
-    }
-    let declared_h2 = matches!(
-        compiled.inbound.get(&cx.destination.port()),
-        Some(trellis_api::proxy_config::Protocol::Http2 | trellis_api::proxy_config::Protocol::Grpc)
-    );
-    let h2 = !carried_h1 && (req.version() == Version::HTTP_2 || declared_h2);
-    // In local mode the target is a loopback address given by flag; with interception it is the
-    // original destination, reached from the passthrough source so the rules do not capture it again.
-    let upstream = if shared.settings.inbound_target.is_some() {
-        Upstream::Mesh { h2, meshed: false }
-    } else {
-        Upstream::App { h2 }
-    };
-    let mut response =
-        send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
-    if let Some(quota) = quota {
-        quota.write_headers(response.headers_mut());
-    }
-    if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
-        access_log::upstream(&mut response, Some(target), &access_log::inbound_cluster(port));
-    }
-    response
-}
-
-/// Envoy's answer to a request whose JWT fails: 401 with the reason's text and a Bearer challenge.
-fn unauthenticated(body: &'static str, challenge: HeaderValue) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = UNAUTHORIZED;
-    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
-}
-
-/// Envoy's answer to a request authorization denies: 403 `RBAC: access denied`.
-fn denied() -> Response<Body> {
-    let mut response = Response::new(full(DENIED_BODY));
-    *response.status_mut() = DENIED_STATUS;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
-}
-
 /// The passthrough source address of the family of `target`.
 pub fn passthrough_source(target: SocketAddr) -> SocketAddr {
     match target {
@@ -553,7 +453,7 @@ pub fn passthrough_source(target: SocketAddr) -> SocketAddr {
 
 /// Which pool a request goes out on.
 #[derive(Debug, Clone, Copy)]
-enum Upstream {
+pub(super) enum Upstream {
     /// Another proxy (`meshed`), a service outside the mesh, or a local-mode application.
     Mesh { h2: bool, meshed: bool },
     /// The application behind the inbound capture, from the passthrough source address.
@@ -562,7 +462,7 @@ enum Upstream {
 
 /// Sends `req` to `addr` over a pooled connection (mesh TLS when `mtls` says so) and returns the
 /// upstream's response.
-async fn send(
+pub(super) async fn send(
     shared: &Shared,
     req: Request<Body>,
     addr: SocketAddr,

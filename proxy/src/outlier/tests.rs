@@ -109,19 +109,19 @@ fn an_ejection_ends_after_its_time_and_the_next_lasts_twice_as_long() {
     let balancer = Balancer::new(&LoadBalancer::RoundRobin, &endpoints(2));
     let detector = Detector::new(&config(Some(1), 100, 0));
     let target = endpoints(2)[0].address;
-    // Each ejection is timed from before the failure that causes it, so the measured time can only
-    // be longer than the ejection, never shorter (the sweep loop starts a little after it).
+    // Each ejection is timed from before the failure that causes it; the detector's clock counts whole
+    // milliseconds, so an ejection may end up to 1 ms before its time measured on `Instant`.
     let started = Instant::now();
     fail(&detector, &balancer, target, Outcome::Status(500), 1);
     wait_for_return(&detector, &balancer);
     let first = started.elapsed();
-    assert!(first >= Duration::from_millis(200), "{first:?}");
+    assert!(first >= Duration::from_millis(199), "{first:?}");
     let again = Instant::now();
     fail(&detector, &balancer, target, Outcome::Status(500), 1);
     assert_eq!(balancer.loads()[0].health.ejections, 2);
     wait_for_return(&detector, &balancer);
     let second = again.elapsed();
-    assert!(second >= Duration::from_millis(400), "twice the base: {second:?}");
+    assert!(second >= Duration::from_millis(399), "twice the base: {second:?}");
 }
 
 /// Sweeps until no endpoint is ejected; returns how long that took.

@@ -45,14 +45,17 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/logging", post(logging).get(logging))
         .route("/quitquitquit", post(quit))
         .route("/certs", get(certs))
-        .route("/healthz/ready", get(ready))
+        .route(crate::wait::READINESS_PATH, get(ready))
         .route("/stats/prometheus", get(prometheus))
         .with_state(state)
 }
 
 /// The readiness endpoint, and the app's probes the injector moved here (`crate::probes`).
 pub fn readiness_router(state: AdminState) -> Router {
-    Router::new().route("/healthz/ready", get(ready)).with_state(state).merge(crate::probes::router_from_env())
+    Router::new()
+        .route(crate::wait::READINESS_PATH, get(ready))
+        .with_state(state)
+        .merge(crate::probes::router_from_env())
 }
 
 /// The Prometheus endpoint.

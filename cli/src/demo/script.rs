@@ -235,7 +235,7 @@ impl Demo {
         }
         self.procs.start(&self.plan.gateway(&ca_dir))?;
         for (name, ip) in self.proxies() {
-            let url = format!("http://{ip}:{READINESS_PORT}/healthz/ready");
+            let url = format!("http://{ip}:{READINESS_PORT}{}", trellis_proxy::wait::READINESS_PATH);
             self.wait_for(&format!("{name} to be ready"), STARTUP_TIMEOUT, move |http| {
                 let url = url.clone();
                 async move { ok_status(http.get(&url, &[]).await) }

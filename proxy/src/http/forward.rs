@@ -15,7 +15,7 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
-use super::headers::{ORIG_PROTO_HEADER, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use super::headers::{ORIG_PROTO, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
 use super::{Body, H1Client, Shared, Side, full, local_response, upgrade};
@@ -495,9 +495,9 @@ pub(super) async fn send(
     }
     let use_h2 = (h2 || mtls.is_some()) && !upgrading;
     // The marker is ours alone: never taken from a client, only sent to another Trellis proxy.
-    parts.headers.remove(ORIG_PROTO_HEADER);
+    parts.headers.remove(ORIG_PROTO);
     if meshed && use_h2 && arrived_h1 {
-        parts.headers.insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
+        parts.headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
     }
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let source = app.then(|| passthrough_source(addr));

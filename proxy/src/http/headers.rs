@@ -1,22 +1,41 @@
 //! Header handling every proxied request and response gets: hop-by-hop headers (RFC 9110 section
 //! 7.6.1), `x-request-id`, and the marker that carries a request's original protocol between proxies.
 
-use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, Version};
 
 /// Marks a request that the client sent as HTTP/1.x and a proxy carried over HTTP/2.
 pub const ORIG_PROTO_HEADER: &str = "trellis-orig-proto";
+/// [`ORIG_PROTO_HEADER`] as a header name (no parsing on the request path).
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static(ORIG_PROTO_HEADER);
 /// Request id, generated when the client sent none.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a header name.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 
-/// Headers that only concern one connection, never forwarded.
-/// (`Trailer` is end to end: hyper's HTTP/1 encoder writes only the trailers it announces.)
-const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+/// Hop-by-hop headers without a constant in `http`.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Headers that only concern one connection, never forwarded, besides `Connection`, `Upgrade`, `TE`
+/// and `Transfer-Encoding` (handled on their own). (`Trailer` is end to end: hyper's HTTP/1 encoder
+/// writes only the trailers it announces.)
+const HOP_BY_HOP: [HeaderName; 4] = [KEEP_ALIVE, PROXY_CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION];
+
+/// Whether `name` is hop-by-hop by itself (not counting those a `Connection` header names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION || name == UPGRADE || name == TE || name == TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
+}
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names. `TE: trailers`
 /// survives (gRPC needs it). When `keep_upgrade` is set the `Connection: upgrade` and `Upgrade`
 /// headers of a protocol upgrade are kept.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests and responses carry none: one pass over the names, no lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -29,7 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        headers.remove(name);
     }
     headers.remove(TRANSFER_ENCODING);
     if !keep_upgrade {
@@ -57,16 +76,30 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 
 /// Adds an `x-request-id` (a random UUID v4) when the request has none.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if headers.contains_key(REQUEST_ID_HEADER) {
+    if headers.contains_key(REQUEST_ID) {
         return;
     }
     let bits = fastrand::u128(..);
     let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let id = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID_HEADER, value);
+    headers.insert(REQUEST_ID, uuid_text(bits));
+}
+
+/// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery.
+fn uuid_text(bits: u128) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut nibble = 0;
+    for (i, byte) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        let shift = 124 - 4 * nibble;
+        *byte = HEX[usize::from(((bits >> shift) & 0xF) as u8)];
+        nibble += 1;
     }
+    // Hex digits and dashes are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 #[cfg(test)]
@@ -103,6 +136,28 @@ mod tests {
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers.get(UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(headers.get(CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn a_request_id_is_the_uuid_text_of_its_bits() {
+        let bits = 0x0123_4567_89ab_4def_8123_4567_89ab_cdef_u128;
+        assert_eq!(uuid_text(bits), "01234567-89ab-4def-8123-456789abcdef");
+        let hex = format!("{bits:032x}");
+        let expected = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+        assert_eq!(uuid_text(bits), expected.as_str());
+    }
+
+    #[test]
+    fn headers_without_hop_by_hop_ones_are_left_as_they_are() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers, before);
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers, before, "a lone proxy-connection goes");
     }
 
     #[test]

@@ -11,7 +11,11 @@ use crate::http::{Body, PROXY_ERROR_HEADER, UpstreamFailure, full, local_respons
 use crate::metrics::ResponseFlag;
 
 /// The gRPC deadline header.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+/// The gRPC status header (in trailers, or in the head of a trailers-only response).
+pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+/// The gRPC status message header.
+pub const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 /// gRPC's `DEADLINE_EXCEEDED` status code.
 pub const GRPC_DEADLINE_EXCEEDED: &str = "4";
 /// What a timed-out request is told (Envoy's words).
@@ -83,8 +87,8 @@ pub fn timed_out(grpc: bool) -> Response<Body> {
     let mut response = Response::new(full(bytes::Bytes::new()));
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from_static(GRPC_DEADLINE_EXCEEDED));
-    headers.insert("grpc-message", HeaderValue::from_static(TIMEOUT_GRPC_MESSAGE));
+    headers.insert(GRPC_STATUS, HeaderValue::from_static(GRPC_DEADLINE_EXCEEDED));
+    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(TIMEOUT_GRPC_MESSAGE));
     headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(TIMEOUT_MESSAGE));
     access_log::flag(&mut response, ResponseFlag::UT, access_log::details::RESPONSE_TIMEOUT);
     response

@@ -27,7 +27,9 @@ use trellis_controlplane::sources::kubernetes::{self, KubernetesSource};
 use trellis_controlplane::translated::TranslatedSource;
 
 /// mimalloc: trellisd computes configs on many blocking threads, where glibc's per-thread arenas grow
-/// the resident set (the control-plane bench: `make bench-controlplane`).
+/// the resident set (the control-plane bench: `make bench-controlplane`). The `system-allocator` feature
+/// leaves it out, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

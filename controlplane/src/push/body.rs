@@ -105,7 +105,8 @@ mod tests {
     use super::*;
 
     fn pieces() -> Pieces {
-        Pieces::new(["{\"a\":", "", "[1,2,3]", ",\"b\":true}", "\n"].map(Bytes::from_static).into())
+        let parts: [&'static str; 5] = ["{\"a\":", "", "[1,2,3]", ",\"b\":true}", "\n"];
+        Pieces::new(parts.into_iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
     }
 
     fn whole() -> &'static [u8] {

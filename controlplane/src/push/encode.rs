@@ -70,8 +70,12 @@ struct CacheEntries<T> {
 
 impl<T> Default for Cache<T> {
     fn default() -> Self {
-        let entries =
-            CacheEntries { by_address: HashMap::new(), inserted_since_sweep: 0, bytes_since_sweep: 0, bytes_after_sweep: 0 };
+        let entries = CacheEntries {
+            by_address: HashMap::new(),
+            inserted_since_sweep: 0,
+            bytes_since_sweep: 0,
+            bytes_after_sweep: 0,
+        };
         Self { entries: Mutex::new(entries) }
     }
 }

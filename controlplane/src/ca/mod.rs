@@ -34,7 +34,7 @@ use crate::Error;
 /// (the folder source skips hidden entries), and the CA writes a `.gitignore` there when it makes it.
 pub const DEFAULT_CA_DIR_NAME: &str = ".trellis-ca";
 
-/// Body of the CA's responses (the push server's body type).
+/// Body of the CA's responses (the push server sends it as its own body type).
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// What serves certificate requests: a signing [`Authority`] and how callers are authenticated.

@@ -29,6 +29,11 @@ pub const INLINE_PIECE_BYTES: usize = 512;
 /// Encodings added to a cache between sweeps of the ones whose allocation is gone (at least; a cache
 /// also sweeps once it added as many as it held after the last sweep).
 const SWEEP_MIN_INSERTS: usize = 256;
+/// Bytes of encodings added to a cache between sweeps (at least; a cache also sweeps once it added
+/// half as many bytes as it held after the last sweep): outbound sections are large (~80 KB in the
+/// control-plane bench), so a few hundred encodings of sections no view holds any more would be many
+/// MB.
+const SWEEP_MIN_BYTES: usize = 1024 * 1024;
 
 /// One message line, in pieces to send one after the other.
 pub type Line = Vec<Bytes>;
@@ -58,11 +63,20 @@ struct Cache<T> {
 struct CacheEntries<T> {
     by_address: HashMap<usize, (Weak<T>, Bytes)>,
     inserted_since_sweep: usize,
+    bytes_since_sweep: usize,
+    /// Bytes of the encodings kept by the last sweep.
+    bytes_after_sweep: usize,
 }
 
 impl<T> Default for Cache<T> {
     fn default() -> Self {
-        Self { entries: Mutex::new(CacheEntries { by_address: HashMap::new(), inserted_since_sweep: 0 }) }
+        let entries = CacheEntries {
+            by_address: HashMap::new(),
+            inserted_since_sweep: 0,
+            bytes_since_sweep: 0,
+            bytes_after_sweep: 0,
+        };
+        Self { entries: Mutex::new(entries) }
     }
 }
 
@@ -83,12 +97,24 @@ impl<T> Cache<T> {
         let bytes = Bytes::from(encode(value)?);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.inserted_since_sweep += 1;
-        if entries.inserted_since_sweep >= SWEEP_MIN_INSERTS.max(entries.by_address.len() / 2) {
+        entries.bytes_since_sweep += bytes.len();
+        if entries.inserted_since_sweep >= SWEEP_MIN_INSERTS.max(entries.by_address.len() / 2)
+            || entries.bytes_since_sweep >= SWEEP_MIN_BYTES.max(entries.bytes_after_sweep / 2)
+        {
             entries.by_address.retain(|_, (weak, _)| weak.strong_count() > 0);
             entries.inserted_since_sweep = 0;
+            entries.bytes_since_sweep = 0;
+            entries.bytes_after_sweep = entries.by_address.values().map(|(_, bytes)| bytes.len()).sum();
         }
         entries.by_address.insert(address, (Arc::downgrade(value), bytes.clone()));
         Ok(bytes)
+    }
+
+    /// Bytes of every encoding the cache holds, of live allocations or not.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.by_address.values().map(|(_, bytes)| bytes.len()).sum()
     }
 
     /// How many encodings of live allocations the cache holds.

@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use trellis_api::ca::CERTIFICATES_PATH;
 use trellis_api::push::{CONFIG_PATH, CONFIG_PROXY_PARAM, STATUS_PATH, STREAM_PATH};
 
-use super::stream::{self, Body, text};
+use super::body::{Body, Pieces};
+use super::stream::{self, text};
 use super::tls::TLS_HANDSHAKE_RECORD;
 use super::{PushServer, RECEIVE_WINDOW_BYTES, SEND_BUFFER_BYTES, SHUTDOWN_GRACE};
 
@@ -113,10 +114,10 @@ impl PushServer {
         match (request.method(), request.uri().path()) {
             (&Method::POST, STREAM_PATH) => stream::open(self.shared.clone(), peer, request).await,
             (&Method::GET, STATUS_PATH) => json(&self.statuses()),
-            (&Method::POST, CERTIFICATES_PATH) => match &self.shared.options.ca {
+            (&Method::POST, CERTIFICATES_PATH) => pieces(match &self.shared.options.ca {
                 Some(ca) => ca.handle(request).await,
                 None => crate::ca::not_served(),
-            },
+            }),
             (&Method::GET, CONFIG_PATH) => {
                 let query = request.uri().query().unwrap_or_default();
                 let Some(id) = query_param(query, CONFIG_PROXY_PARAM) else {
@@ -138,11 +139,16 @@ impl PushServer {
     }
 }
 
+/// A response of the CA (a body of whole bytes) as one of the push server.
+fn pieces(response: Response<crate::ca::Body>) -> Response<Body> {
+    response.map(|body| body.map_frame(|frame| frame.map_data(Pieces::from)).boxed())
+}
+
 /// `value` as an indented JSON response.
 fn json(value: &impl Serialize) -> Response<Body> {
     match serde_json::to_vec_pretty(value) {
         Ok(json) => {
-            let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
+            let mut response = Response::new(Full::new(Pieces::from(Bytes::from(json))).boxed());
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             response
         }

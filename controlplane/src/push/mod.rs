@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use trellis_api::proxy_config::ProxyConfig;
 use trellis_api::push::{Hello, ProxyStatusList};
 
+mod body;
 mod encode;
 mod listen;
 mod registry;

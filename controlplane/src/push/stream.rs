@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode, header};
@@ -17,18 +16,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use trellis_api::push::{CONTENT_TYPE, ClientMessage, Hello, LineDecoder, decode};
 
+use super::body::{Body, Pieces};
 use super::encode::{Line, line_len};
 use super::registry::Registered;
 use super::{MAX_CLIENT_MESSAGE_BYTES, Shared, View};
-
-/// Response bodies of the push server.
-pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// A short text response.
 pub(super) fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut message = message.into();
     message.push('\n');
-    let mut response = Response::new(Full::new(Bytes::from(message)).boxed());
+    let mut response = Response::new(Full::new(Pieces::from(Bytes::from(message))).boxed());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
@@ -72,18 +69,9 @@ pub(super) async fn open(shared: Arc<Shared>, peer: SocketAddr, request: Request
     tracing::info!(proxy = %hello.node.id, %peer, version = %view.version, "proxy connected");
     let stream = Stream { shared, hello, registered, view, tx };
     tokio::spawn(stream.run(body, decoder, generations));
-    // Each line goes out as its pieces, one data frame each (shared pieces are not copied).
-    let mut pieces = std::collections::VecDeque::new();
+    // Each line goes out as one data frame of its pieces (shared pieces are not copied).
     let frames = futures_util::stream::poll_fn(move |cx| {
-        loop {
-            if let Some(piece) = pieces.pop_front() {
-                return std::task::Poll::Ready(Some(Ok(Frame::data(piece))));
-            }
-            match std::task::ready!(rx.poll_recv(cx)) {
-                Some(line) => pieces.extend(line),
-                None => return std::task::Poll::Ready(None),
-            }
-        }
+        rx.poll_recv(cx).map(|line| line.map(|line| Ok::<_, Infallible>(Frame::data(Pieces::from(line)))))
     });
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(CONTENT_TYPE));

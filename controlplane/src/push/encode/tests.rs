@@ -5,7 +5,7 @@ use trellis_api::proxy_config::{
 };
 use trellis_api::push::{ServerMessage, apply, decode, diff, encode_delta, encode_snapshot};
 
-use super::{Encoded, INLINE_PIECE_BYTES, line_len};
+use super::{Encoded, INLINE_PIECE_BYTES, SWEEP_MIN_BYTES, line_len};
 use crate::push::{Interner, View};
 
 fn cluster(service: usize, endpoints: usize) -> Cluster {
@@ -145,4 +145,22 @@ fn proxies_sent_one_outbound_section_share_its_encoding() {
     let line = encoded.snapshot(&moved[0]).expect("encodes");
     assert_eq!(bytes_of(&line), encode_snapshot(&moved[0]).expect("encodes"), "a new allocation is encoded anew");
     assert_eq!(encoded.live(), (1, 30));
+}
+
+#[test]
+fn encodings_of_large_sections_no_view_holds_any_more_are_let_go_within_a_bounded_number_of_bytes() {
+    let encoded = Encoded::default();
+    let mut largest = 0;
+    for round in 0..60 {
+        // A VirtualService edit: a new outbound section of ~300 KB; the one before is no view's any more.
+        let section = std::sync::Arc::new(outbound(2000, &format!("edit-{round}")));
+        largest = largest.max(encoded.outbound(&section).expect("encodes").len());
+        assert!(
+            encoded.outbound.held_bytes() <= SWEEP_MIN_BYTES + 2 * largest,
+            "round {round}: {} bytes held for one live section of {largest}",
+            encoded.outbound.held_bytes()
+        );
+    }
+    assert!(largest > 200_000, "the sections are large ({largest} bytes)");
+    assert!(60 * largest > 10 * SWEEP_MIN_BYTES, "far more was encoded than is held");
 }

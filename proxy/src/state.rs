@@ -32,6 +32,10 @@ use crate::retry::RetryLimits;
 use crate::route::{CompiledRoute, HeaderEdits, Target, compile_route};
 use crate::{Error, drain};
 
+/// A hash map with a fast hasher, for the lookups every request makes (keys come from the config,
+/// so a client cannot choose them to collide).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Pseudo-cluster name of traffic to destinations the config does not know.
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 /// Pseudo-cluster name of traffic refused because its destination is unknown (REGISTRY_ONLY).
@@ -82,10 +86,10 @@ pub struct VhostState {
 pub struct HostTable {
     vhosts: Vec<VhostState>,
     /// Exact names, each with the (port, index) pairs it is known on; looked up by `&str`.
-    by_host: HashMap<String, Vec<(u16, usize)>>,
+    by_host: FastMap<String, Vec<(u16, usize)>>,
     /// `(suffix, port, index)` for `*.suffix` domains; the suffix of `*` is empty.
     wildcards: Vec<(String, u16, usize)>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: FastMap<SocketAddr, usize>,
     /// Names match whatever port the `Host` header carries: a gateway listener's table, where the
     /// listener already fixed the port (Istio gives gateway virtual hosts `host` and `host:*`).
     any_port: bool,
@@ -211,15 +215,15 @@ pub struct Compiled {
     pub outbound: HostTable,
     pub gateway: BTreeMap<u16, HostTable>,
     /// Declared protocol of each inbound port.
-    pub inbound: HashMap<u16, Protocol>,
+    pub inbound: FastMap<u16, Protocol>,
     /// Mutual-TLS mode of each inbound port; [`INBOUND_CATCH_ALL_PORT`] stands for the others.
-    pub inbound_mtls: HashMap<u16, InboundMtls>,
+    pub inbound_mtls: FastMap<u16, InboundMtls>,
     /// Authorization policies of each inbound port (the catch-all's for the others).
-    pub inbound_authz: HashMap<u16, Arc<AuthzPolicies>>,
+    pub inbound_authz: FastMap<u16, Arc<AuthzPolicies>>,
     /// JWT providers of each inbound port (the catch-all's for the others).
-    pub inbound_jwt: HashMap<u16, Arc<JwtAuthenticator>>,
+    pub inbound_jwt: FastMap<u16, Arc<JwtAuthenticator>>,
     /// Local rate limits of each inbound port (the catch-all's for the others).
-    pub inbound_rate_limits: HashMap<u16, Arc<RateLimits>>,
+    pub inbound_rate_limits: FastMap<u16, Arc<RateLimits>>,
     /// Every rate limiter by its rule, so the next config keeps the buckets of unchanged rules.
     pub rate_limiters: Limiters,
     pub unknown_destinations: UnknownDestinations,
@@ -366,9 +370,9 @@ fn compile_per_listener<'c, T: PartialEq + 'c, C>(
     config: &'c ProxyConfig,
     part: impl Fn(&'c InboundListener) -> &'c Vec<T>,
     compile: impl Fn(&[T]) -> Result<C, Error>,
-) -> Result<HashMap<u16, Arc<C>>, Error> {
+) -> Result<FastMap<u16, Arc<C>>, Error> {
     let mut compiled: Vec<(&[T], Arc<C>)> = Vec::new();
-    let mut by_port = HashMap::new();
+    let mut by_port = FastMap::default();
     for listener in &config.inbound {
         let source = part(listener).as_slice();
         let value = match compiled.iter().find(|(seen, _)| *seen == source) {

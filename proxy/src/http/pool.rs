@@ -11,7 +11,6 @@
 //! requests leaves the pool (it closes once its streams end), and connections with different limits
 //! are kept apart.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +25,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use super::{Body, MeshTarget};
 use crate::Error;
 use crate::breaker::Permit;
+use crate::state::FastMap;
 use crate::tls::MeshProtocol;
 
 /// Per-stream HTTP/2 flow-control window towards upstreams (and from downstreams): large enough for
@@ -90,7 +90,7 @@ type Key = (SocketAddr, Option<SocketAddr>, bool, Option<u32>);
 /// HTTP/2 connections of one worker, by (endpoint, source address, mesh TLS, request limit).
 #[derive(Debug)]
 pub struct H2Pool {
-    connections: Mutex<HashMap<Key, Entry>>,
+    connections: Mutex<FastMap<Key, Entry>>,
     connect_timeout: Duration,
     /// The shortest cluster idle timeout seen, in milliseconds (`u64::MAX`: none), so sweeps run
     /// often enough for it.
@@ -103,7 +103,7 @@ impl H2Pool {
     /// An empty pool whose connects give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
         Self {
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(FastMap::default()),
             connect_timeout,
             shortest_idle_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             idle_shortened: tokio::sync::Notify::new(),
@@ -213,7 +213,7 @@ impl H2Pool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Key, Entry>> {
         // The map stays consistent even if a holder panicked: every update is a single insert or retain.
         self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -127,7 +127,8 @@ impl Conditions {
 
     /// Whether a trailers-only gRPC response's `grpc-status` (in the head) is one the gRPC conditions name.
     fn grpc_retriable(&self, headers: &HeaderMap) -> bool {
-        let Some(status) = headers.get(super::deadline::GRPC_STATUS).and_then(|v| v.to_str().ok()?.parse::<u32>().ok()) else {
+        let Some(status) = headers.get(super::deadline::GRPC_STATUS).and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+        else {
             return false;
         };
         let bit = match status {

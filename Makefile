@@ -44,10 +44,11 @@ clean:
 	$(CARGO) clean
 
 ## bench-proxy: latency, CPU and memory of Trellis proxy pairs vs direct vs HAProxy pairs (plain text and mutual TLS), in one
-## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~8 minutes).
+## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~10 minutes). Extra driver flags:
+## ARGS="--setups trellis,trellis-resilient --rates 1000 --rounds 9 --seconds 45 --out bench/results/resilience".
 .PHONY: bench-proxy
 bench-proxy:
-	CARGO="$(CARGO)" bash bench/bench-proxy.sh
+	CARGO="$(CARGO)" bash bench/bench-proxy.sh $(ARGS)
 
 ## bench-controlplane: trellisd pushing changes to 1,000 simulated proxies (1,000 services, 10,000
 ## endpoints): change-to-ack p50/p99, bytes per change, peak RSS and CPU; writes

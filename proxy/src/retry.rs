@@ -162,7 +162,15 @@ pub struct ClusterParts<'a> {
     pub metrics: &'a ClusterMetrics,
 }
 
+/// The route's deadline passed (its `timeout`, or the client's `grpc-timeout`): no attempt is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RouteTimedOut;
+
 /// Sends `req` under the route's timeouts and retries and returns the response to give the client.
+///
+/// Each attempt waits on one timer, at the earlier of the route's deadline and its own per-try
+/// deadline (and a back-off pause sleeps at most until the route's deadline): a request never holds
+/// two timers, so timeouts configured but not firing cost one timer entry per attempt.
 pub async fn forward<B, U>(
     route: &RouteResilience,
     cluster: ClusterParts<'_>,
@@ -179,31 +187,30 @@ where
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let Some(budget) = budget else {
-        return attempts(route, cluster, upstream, req, None).await;
-    };
     let started = Instant::now();
-    let deadline = started + budget;
-    let grpc = deadline::is_grpc(req.headers());
+    let route_deadline = budget.map(|budget| started + budget);
+    let grpc = route_deadline.is_some() && deadline::is_grpc(req.headers());
     // The client's deadline travels upstream only when the client gave one.
-    let propagate = client_deadline.map(|_| deadline);
-    match tokio::time::timeout_at(deadline, attempts(route, cluster, upstream, req, propagate)).await {
+    let propagate = client_deadline.and(route_deadline);
+    match attempts(route, cluster, upstream, req, route_deadline, propagate).await {
         Ok(response) => response,
-        Err(_) => {
+        Err(RouteTimedOut) => {
             cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
             deadline::timed_out(grpc)
         }
     }
 }
 
-/// The attempts of one request; `propagate` is the deadline to announce upstream in `grpc-timeout`.
+/// The attempts of one request before `route_deadline`; `propagate` is the deadline to announce
+/// upstream in `grpc-timeout`.
 async fn attempts<B, U>(
     route: &RouteResilience,
     cluster: ClusterParts<'_>,
     upstream: &U,
     req: Request<B>,
+    route_deadline: Option<Instant>,
     propagate: Option<Instant>,
-) -> Response<Body>
+) -> Result<Response<Body>, RouteTimedOut>
 where
     B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
     U: Upstream + Sync,
@@ -211,9 +218,8 @@ where
     let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
     let Some(retries) = retries else {
-        let mut req = req.map(BodyExt::boxed);
-        announce(req.headers_mut(), propagate, None);
-        return upstream.attempt(req, &mut Tried::none()).await;
+        let req = req.map(BodyExt::boxed);
+        return attempt(None, cluster, upstream, req, &mut Tried::none(), route_deadline, propagate).await;
     };
     let grpc = deadline::is_grpc(req.headers());
     let (mut parts, body) = req.into_parts();
@@ -239,62 +245,75 @@ where
     let mut permit = None;
     let mut retry = 0;
     loop {
-        let response = attempt(retries.per_try_timeout, cluster, upstream, req, &mut tried, propagate).await;
+        let per_try = retries.per_try_timeout;
+        let response = attempt(per_try, cluster, upstream, req, &mut tried, route_deadline, propagate).await?;
         drop(permit.take());
         let retriable = retries.conditions.retriable(&response);
         if !retriable {
-            return finish(response, grpc);
+            return Ok(finish(response, grpc));
         }
         if retry >= retries.attempts {
             // Envoy's URX: the last attempt failed in a retriable way and no retry was left.
             let mut response = finish(response, grpc);
             access_log::add_flag(&mut response, ResponseFlag::URX);
-            return response;
+            return Ok(response);
         }
         let body = match &replay {
             Some(replay) => match replay.next() {
                 Some(body) => BodyExt::boxed(body),
-                None => return finish(response, grpc),
+                None => return Ok(finish(response, grpc)),
             },
             None if empty => crate::http::full(bytes::Bytes::new()),
-            None => return finish(response, grpc),
+            None => return Ok(finish(response, grpc)),
         };
         let Some(granted) = cluster.limits.try_retry() else {
             cluster.metrics.retry_overflow.inc();
             // Envoy flags a retry the budget or `maxRetries` refused as an overflow (UO).
             let mut response = finish(response, grpc);
             access_log::add_flag(&mut response, ResponseFlag::UO);
-            return response;
+            return Ok(response);
         };
         permit = Some(granted);
         drop(response);
         retry += 1;
-        tokio::time::sleep(retries.backoff.delay(retry, fastrand::f64())).await;
+        let pause = retries.backoff.delay(retry, fastrand::f64());
+        match route_deadline {
+            Some(route_deadline) if Instant::now() + pause >= route_deadline => {
+                tokio::time::sleep_until(route_deadline).await;
+                return Err(RouteTimedOut);
+            }
+            _ => tokio::time::sleep(pause).await,
+        }
         cluster.metrics.retries.inc();
         req = head.request(body);
     }
 }
 
-/// One attempt under the per-try timeout.
+/// One attempt, waiting at most until the earlier of the route's deadline and its per-try deadline,
+/// on one timer. A per-try timeout is an answer (504, retryable); the route's is the end.
 async fn attempt<U: Upstream>(
     per_try: Option<Duration>,
     cluster: ClusterParts<'_>,
     upstream: &U,
     mut req: Request<Body>,
     tried: &mut Tried,
+    route_deadline: Option<Instant>,
     propagate: Option<Instant>,
-) -> Response<Body> {
-    let Some(per_try) = per_try else {
-        announce(req.headers_mut(), propagate, None);
-        return upstream.attempt(req, tried).await;
-    };
+) -> Result<Response<Body>, RouteTimedOut> {
     let started = Instant::now();
-    announce(req.headers_mut(), propagate, Some(started + per_try));
-    match tokio::time::timeout(per_try, upstream.attempt(req, tried)).await {
-        Ok(response) => response,
+    let try_deadline = per_try.map(|per_try| started + per_try);
+    announce(req.headers_mut(), propagate, try_deadline);
+    let limit = match (try_deadline, route_deadline) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(limit), None) | (None, Some(limit)) => limit,
+        (None, None) => return Ok(upstream.attempt(req, tried).await),
+    };
+    match tokio::time::timeout_at(limit, upstream.attempt(req, tried)).await {
+        Ok(response) => Ok(response),
+        Err(_) if route_deadline.is_some_and(|route_deadline| limit >= route_deadline) => Err(RouteTimedOut),
         Err(_) => {
             cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
-            deadline::attempt_timed_out()
+            Ok(deadline::attempt_timed_out())
         }
     }
 }

@@ -56,6 +56,8 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Header sent with every response the proxy itself generates (no route, no upstream...).
 pub const PROXY_ERROR_HEADER: &str = "x-trellis-error";
+/// [`PROXY_ERROR_HEADER`] as a header name (looked for on every response: no parsing).
+pub const PROXY_ERROR: http::HeaderName = http::HeaderName::from_static(PROXY_ERROR_HEADER);
 /// Header on the 503 the proxy answers when a cluster's circuit breaker rejects a request (Envoy's
 /// `x-envoy-overloaded`).
 pub const OVERLOADED_HEADER: &str = "x-trellis-overloaded";
@@ -146,7 +148,7 @@ pub fn local_response(status: StatusCode, message: &'static str) -> Response<Bod
     let mut response = Response::new(full(format!("{message}\n")));
     *response.status_mut() = status;
     if status.is_client_error() || status.is_server_error() {
-        response.headers_mut().insert(PROXY_ERROR_HEADER, http::HeaderValue::from_static(message));
+        response.headers_mut().insert(PROXY_ERROR, http::HeaderValue::from_static(message));
     }
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     response

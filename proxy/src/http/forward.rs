@@ -373,7 +373,7 @@ async fn to_cluster(
         access_log::upstream(&mut response, Some(pick.addr), &cluster.config.name);
     }
     // A failed attempt must not look fast to latency-aware balancing.
-    let failed = response.headers().contains_key(super::PROXY_ERROR_HEADER);
+    let failed = response.headers().contains_key(super::PROXY_ERROR);
     pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
     if let Some(detector) = &cluster.outlier {
         let outcome = match UpstreamFailure::on(&response) {

@@ -17,7 +17,7 @@ use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
 use crate::jwt::UNAUTHORIZED;
 use crate::ratelimit::Verdict;
 use crate::state::Compiled;
-use crate::tls::XFCC_HEADER;
+use crate::tls::XFCC;
 
 /// Forwards to the application behind an inbound listener.
 pub(super) async fn inbound(
@@ -77,9 +77,9 @@ pub(super) async fn inbound(
     }
     let carried_h1 = req.headers_mut().remove(ORIG_PROTO).is_some();
     // Who called is ours to say (Istio's SANITIZE_SET): set for mesh TLS clients, removed otherwise.
-    req.headers_mut().remove(XFCC_HEADER);
+    req.headers_mut().remove(XFCC);
     if let Some(value) = cx.peer_identity.as_ref().and_then(|peer| peer.xfcc(&compiled.config.node.identity)) {
-        req.headers_mut().insert(XFCC_HEADER, value);
+        req.headers_mut().insert(XFCC, value);
     }
     let declared_h2 = matches!(
         compiled.inbound.get(&cx.destination.port()),

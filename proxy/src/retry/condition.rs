@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::http::{PROXY_ERROR_HEADER, UpstreamFailure};
+use crate::http::{PROXY_ERROR, UpstreamFailure};
 
 /// Header a rate limiter sets on its 429 (`retryOn: envoy-ratelimited`).
 pub const RATELIMITED_HEADER: &str = "x-envoy-ratelimited";
@@ -87,7 +87,7 @@ impl Conditions {
     pub fn retriable<B>(&self, response: &Response<B>) -> bool {
         let failure = UpstreamFailure::on(response);
         // The proxy's own refusals (no endpoint, overload, no certificate) are not upstream failures.
-        if failure.is_none() && response.headers().contains_key(PROXY_ERROR_HEADER) {
+        if failure.is_none() && response.headers().contains_key(PROXY_ERROR) {
             return false;
         }
         self.matches(response.status(), response.headers(), failure)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::access_log;
-use crate::http::{Body, PROXY_ERROR_HEADER, UpstreamFailure, full, local_response};
+use crate::http::{Body, PROXY_ERROR, UpstreamFailure, full, local_response};
 use crate::metrics::ResponseFlag;
 
 /// The gRPC deadline header.
@@ -89,7 +89,7 @@ pub fn timed_out(grpc: bool) -> Response<Body> {
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(GRPC_STATUS, HeaderValue::from_static(GRPC_DEADLINE_EXCEEDED));
     headers.insert(GRPC_MESSAGE, HeaderValue::from_static(TIMEOUT_GRPC_MESSAGE));
-    headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(TIMEOUT_MESSAGE));
+    headers.insert(PROXY_ERROR, HeaderValue::from_static(TIMEOUT_MESSAGE));
     access_log::flag(&mut response, ResponseFlag::UT, access_log::details::RESPONSE_TIMEOUT);
     response
 }

@@ -36,6 +36,8 @@ pub const ALPN_TCP: &[u8] = b"trellis-tcp";
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header that tells the application who called, as Istio sets it.
 pub const XFCC_HEADER: &str = "x-forwarded-client-cert";
+/// [`XFCC_HEADER`] as a header name (set on every inbound request: no parsing).
+pub const XFCC: http::HeaderName = http::HeaderName::from_static(XFCC_HEADER);
 
 /// What a mesh connection carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -50,6 +50,13 @@ clean:
 bench-proxy:
 	CARGO="$(CARGO)" bash bench/bench-proxy.sh $(ARGS)
 
+## proxy-layout: records the functions the proxy runs (callgrind over the bench's pairs) into
+## proxy/layout/symbol-order.txt, the code layout of the musl release build (see proxy/build.rs). Needs a
+## previous `make bench-proxy`; re-run after a toolchain or dependency upgrade.
+.PHONY: proxy-layout
+proxy-layout:
+	CARGO="$(CARGO)" bash bench/proxy-layout.sh
+
 ## bench-controlplane: trellisd pushing changes to 1,000 simulated proxies (1,000 services, 10,000
 ## endpoints): change-to-ack p50/p99, bytes per change, peak RSS and CPU; writes
 ## bench/results/controlplane.md (~3 minutes after the build).

@@ -34,6 +34,15 @@ if command -v musl-gcc >/dev/null && { rustup target list --installed 2>/dev/nul
     "$CARGO" build --release --target $MUSL -p trellis-proxy
     proxy=target/$MUSL/release/trellis-proxy
     build="release build, static $MUSL, mimalloc"
+    # The code layout proxy/build.rs links in (lld with proxy/layout/symbol-order.txt): how much of
+    # the recorded list the binary still has (a low count means the list is stale: make proxy-layout).
+    order=proxy/layout/symbol-order.txt
+    if [[ -f $order ]] && readelf -p .comment "$proxy" 2>/dev/null | grep -q LLD; then
+        placed=$(nm "$proxy" | awk '{ print $NF }' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
+        build="$build, code layout: $placed of $(wc -l <"$order") recorded functions first"
+    else
+        build="$build, default code layout"
+    fi
 else
     echo "bench-proxy: no musl toolchain; measuring the glibc build"
     "$CARGO" build --release -p trellis-proxy

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make proxy-layout`: records which functions the proxy runs, hottest first, into
+# proxy/layout/symbol-order.txt, the order proxy/build.rs links the musl release build in (so the code
+# the proxy runs sits together and maps in as few pages as possible). It runs the bench's plain, mTLS
+# and resilience pairs under valgrind's callgrind: start, config load, 3,000 requests over 16
+# connections and 200 over 64, the admin, readiness and Prometheus endpoints, drain. Needs valgrind
+# and the bench's generated configs (run `make bench-proxy` once first). Re-run it after a toolchain
+# or dependency upgrade (symbol names change; `make bench-proxy` reports how much of the list matched).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MUSL=x86_64-unknown-linux-musl
+CARGO=${CARGO:-cargo}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+RATES=$TARGET_DIR/bench-proxy/rates
+PKI=$TARGET_DIR/bench-proxy/pki
+OHA=bench/.tools/bin/oha
+ORDER=proxy/layout/symbol-order.txt
+APP=127.90.0.1:8080
+
+command -v valgrind >/dev/null || apt-get install -y valgrind
+[[ -f $RATES/trellis-client.json && -x $OHA ]] || { echo "proxy-layout: run 'make bench-proxy' once first (it writes $RATES and installs oha)" >&2; exit 1; }
+"$CARGO" build --release --target $MUSL -p trellis-proxy
+"$CARGO" build --release -p trellis-bench --bin trellis-bench-app
+proxy=$TARGET_DIR/$MUSL/release/trellis-proxy
+out=$(mktemp -d)  # KEEP=1 keeps it (the callgrind profiles and the proxies' logs)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$out"' EXIT
+
+"$TARGET_DIR/release/trellis-bench-app" --listen $APP --threads 1 >"$out/app.log" 2>&1 &
+pids+=($!)
+
+common() { echo --listen-ip "$1" --admin-addr "$1:15000" --readiness-addr "$1:15021" --prometheus-addr "$1:15090" --concurrency 2 --drain-deadline 1s --log warn; }
+# exec: run in the background, the function's process becomes valgrind (so its pid is the one to stop).
+callgrind() { exec valgrind --tool=callgrind --demangle=no --dump-instr=no --compress-strings=no --compress-pos=no --callgrind-out-file="$1" "${@:2}"; }
+
+# pair NAME CLIENT_CONFIG SERVER_CONFIG CLIENT_IP SERVER_IP [CLIENT_TLS_ARGS] [SERVER_TLS_ARGS]
+pair() {
+    local name=$1 cip=$4 sip=$5
+    # shellcheck disable=SC2046,SC2086
+    callgrind "$out/$name-server.cg" "$proxy" sidecar --config "$RATES/$3" $(common "$sip") --inbound-target $APP ${7:-} >"$out/$name-server.log" 2>&1 &
+    local server=$!
+    # shellcheck disable=SC2046,SC2086
+    callgrind "$out/$name-client.cg" "$proxy" gateway --config "$RATES/$2" $(common "$cip") ${6:-} >"$out/$name-client.log" 2>&1 &
+    local client=$!
+    pids+=("$server" "$client")
+    for _ in $(seq 120); do
+        curl -sf -o /dev/null "http://$cip:15021/healthz/ready" && curl -sf -o /dev/null "http://$sip:15021/healthz/ready" && break
+        sleep 0.5
+    done
+    curl -sf -o /dev/null "http://$cip:15021/healthz/ready" && curl -sf -o /dev/null "http://$sip:15021/healthz/ready" ||
+        { echo "proxy-layout: the $name pair did not become ready (logs: $out/$name-*.log)" >&2; exit 1; }
+    "$OHA" -n 3000 -c 16 --no-tui "http://$cip:8080/" | grep 'Success rate'
+    "$OHA" -n 200 -c 64 --no-tui "http://$cip:8080/" | grep 'Success rate'
+    for ip in $cip $sip; do
+        curl -s -o /dev/null "http://$ip:15000/config_dump"
+        curl -s -o /dev/null "http://$ip:15090/stats/prometheus"
+    done
+    kill -TERM "$client" "$server"
+    wait "$client" "$server" || true
+}
+
+tls() { echo --tls-cert "$PKI/$1.pem" --tls-key "$PKI/$1-key.pem" --tls-roots "$PKI/roots.pem"; }
+pair plain trellis-client.json trellis-server.json 127.90.1.1 127.90.1.2
+pair mtls trellis-mtls-client.json trellis-mtls-server.json 127.90.1.5 127.90.1.6 "$(tls client)" "$(tls app)"
+pair resilient trellis-resilient-client.json trellis-resilient-server.json 127.90.1.9 127.90.1.10
+
+# Self cost per function (instructions executed in it, calls excluded), summed over all runs; names
+# as the linker sees them (callgrind marks recursion levels with 'N; unnamed code is dropped).
+mkdir -p "$(dirname "$ORDER")"
+awk '
+/^fn=/ { cur = substr($0, 4); sub(/\x27[0-9]+$/, "", cur); next }
+/^(cfn|cfi|cfl|cob)=/ { next }
+/^calls=/ { skip = 1; next }
+/^[0-9+-]/ { if (skip) { skip = 0; next } n = split($0, f, " "); if (cur != "" && cur !~ /^0x/) cost[cur] += f[n]; next }
+END { for (name in cost) print cost[name], name }' "$out"/*.cg | sort -k1,1nr -k2 | awk '{ print $2 }' >"$ORDER"
+echo "proxy-layout: wrote $ORDER ($(wc -l <"$ORDER") functions)"

@@ -5,7 +5,8 @@
 //! as Envoy's `TokenBucket` has it (`maxTokens` is the burst and the initial fill, `tokensPerFill` are
 //! added every `fillInterval`), with an optional match on the request (paths in Istio's exact,
 //! `prefix*` and `*suffix` forms, methods, ports). The first rule that matches a request decides; a
-//! request finding its bucket empty is answered `429` (or `statusCode`) with `retry-after`. Scope is
+//! request finding its bucket empty is answered `429` (or `statusCode`) with `retry-after`, and with the
+//! `x-ratelimit-*` quota headers (on allowed responses too) only when the rule sets `quotaHeaders`. Scope is
 //! that of the Istio security kinds: a selector picks workloads of the policy's namespace, no selector
 //! means all of them, and a policy in the root namespace applies to the whole mesh.
 
@@ -78,6 +79,12 @@ pub struct RateLimitRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 400, max = 599))]
     pub status_code: Option<u32>,
+    /// Whether responses carry the quota headers `x-ratelimit-limit`, `x-ratelimit-remaining` and
+    /// `x-ratelimit-reset` (IETF draft 03, as Envoy's `enable_x_ratelimit_headers: DRAFT_VERSION_03`),
+    /// on requests the rule lets through as well as on limited ones; false when absent, Envoy's default.
+    /// Without them a limited request still gets its status, body and `retry-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_headers: Option<bool>,
 }
 
 /// Local rate limits for the workloads it selects (or the whole namespace, or the mesh when in the root

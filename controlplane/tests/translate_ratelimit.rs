@@ -46,6 +46,7 @@ spec:
       tokenBucket: {maxTokens: 10, tokensPerFill: 10, fillInterval: 1s}
       perSource: true
       statusCode: 503
+      quotaHeaders: true
     - match: {paths: ["*.json"]}
       tokenBucket: {maxTokens: 5, fillInterval: 200ms}
 ---
@@ -133,10 +134,15 @@ fn a_rule_reaches_the_proxy_with_its_bucket_match_and_defaults() {
             fill_interval: Duration::from_secs(1),
             per_source: true,
             status_code: 503,
+            quota_headers: true,
         }
     );
     let mesh = listener.rate_limits.iter().find(|l| l.policy == "istio-system/mesh-wide").expect("listed");
-    assert_eq!((mesh.tokens_per_fill, mesh.status_code, mesh.per_source), (1, 429, false), "Envoy's defaults");
+    assert_eq!(
+        (mesh.tokens_per_fill, mesh.status_code, mesh.per_source, mesh.quota_headers),
+        (1, 429, false, false),
+        "Envoy's defaults"
+    );
 }
 
 #[test]

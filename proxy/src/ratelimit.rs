@@ -10,9 +10,11 @@
 //! unchanged, so a config push neither refills nor empties a bucket.
 //!
 //! A limited HTTP request is answered with the rule's status (429 by default), Envoy's body
-//! `local_rate_limited`, `retry-after` (whole seconds until the next fill) and the draft
-//! `x-ratelimit-limit`/`-remaining`/`-reset` headers, which allowed responses carry too; a limited TCP
-//! connection is closed at once. Each refusal counts in `trellis_rate_limited_total{policy}`.
+//! `local_rate_limited` and `retry-after` (whole seconds until the next fill); a limited TCP connection
+//! is closed at once. Each refusal counts in `trellis_rate_limited_total{policy}`. The draft
+//! `x-ratelimit-limit`/`-remaining`/`-reset` headers are written, on allowed and limited responses, only
+//! for a rule that asks for them (`quota_headers`; off by default as in Envoy): without it an allowed
+//! request gets nothing added to its response.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -364,14 +366,17 @@ impl Limiter {
         }
     }
 
-    /// The answer to a request this limiter refused.
+    /// The answer to a request this limiter refused: its status, body and `retry-after`, plus the
+    /// `x-ratelimit-*` headers when the rule asks for them.
     pub fn limited_response(&self, quota: &Quota) -> Response<Body> {
         let mut response = Response::new(full(LIMITED_BODY));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.insert(RETRY_AFTER, HeaderValue::from(quota.reset_seconds()));
-        quota.write_headers(headers);
+        if self.config.quota_headers {
+            quota.write_headers(headers);
+        }
         crate::access_log::flag(
             &mut response,
             crate::metrics::ResponseFlag::RL,
@@ -386,8 +391,9 @@ impl Limiter {
 pub enum Verdict<'a> {
     /// No rule is the request's.
     Unmatched,
-    /// A rule let it through; its response reports the quota.
-    Allowed(Quota),
+    /// A rule let it through; its response reports the quota when there is one (the rule asks for the
+    /// quota headers).
+    Allowed(Option<Quota>),
     /// A rule refused it.
     Limited(Limited<'a>),
 }
@@ -457,7 +463,7 @@ impl RateLimits {
         };
         let quota = limiter.acquire(&Source::of(cx));
         if quota.allowed {
-            Verdict::Allowed(quota)
+            Verdict::Allowed(limiter.config.quota_headers.then_some(quota))
         } else {
             tracing::debug!(peer = %cx.peer, policy = %limiter.config.policy, "request rate limited");
             Verdict::Limited(Limited { limiter, quota })

@@ -441,6 +441,7 @@ async fn inbound_requests_log_the_application_cluster_a_rate_limit_as_rl_and_a_d
         fill_interval: Duration::from_secs(3600),
         per_source: false,
         status_code: 429,
+        quota_headers: false,
     };
     let mut config = sidecar_config("inventory", Vec::new(), Vec::new());
     config.inbound = vec![InboundListener {

@@ -1,8 +1,8 @@
 //! Local rate limits (RateLimitPolicy) enforced by a real sidecar in front of a real server: a limit of
 //! 100 requests per second holds under three times that load, the burst is honoured, a limited request
-//! gets 429 with `retry-after` and the `x-ratelimit-*` headers, a config update that keeps the rule keeps
-//! its bucket, per-source buckets give each client its own budget, and a port-only rule closes surplus
-//! TCP connections.
+//! gets 429 with `retry-after` (and the `x-ratelimit-*` headers only from a rule that asks for them, on
+//! allowed responses too), a config update that keeps the rule keeps its bucket, per-source buckets give
+//! each client its own budget, and a port-only rule closes surplus TCP connections.
 
 mod support;
 
@@ -31,6 +31,7 @@ fn limit(name: &str, max_tokens: u32, tokens_per_fill: u32, fill_interval: Durat
         fill_interval,
         per_source: false,
         status_code: 429,
+        quota_headers: false,
     }
 }
 
@@ -142,7 +143,8 @@ async fn a_limit_of_100_per_second_holds_within_ten_percent_under_three_times_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_burst_passes_then_a_limited_request_gets_429_retry_after_and_the_rate_limit_headers() {
     let app = http_echo(SocketAddr::new(unique_ip(), 0), "inventory").await;
-    let config = limited(app, Protocol::Http, vec![limit("burst", 50, 1, Duration::from_secs(30))]);
+    let rule = RateLimit { quota_headers: true, ..limit("burst", 50, 1, Duration::from_secs(30)) };
+    let config = limited(app, Protocol::Http, vec![rule]);
     let proxy = start(&config, app);
     let mut sender = connect(unique_ip(), proxy.addr(15006)).await;
     let (status, headers, _) = get(&mut sender, "/items").await;
@@ -176,6 +178,56 @@ async fn the_burst_passes_then_a_limited_request_gets_429_retry_after_and_the_ra
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(&mut sender, "/items").await.0, 429, "a config push does not refill the bucket");
+}
+
+/// The `x-ratelimit-*` header names among `headers`.
+fn quota_headers(headers: &http::HeaderMap) -> Vec<String> {
+    headers.keys().map(|name| name.as_str().to_owned()).filter(|name| name.starts_with("x-ratelimit-")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_headers_come_only_from_a_rule_that_asks_for_them_while_retry_after_always_does() {
+    let app = http_echo(SocketAddr::new(unique_ip(), 0), "inventory").await;
+    let mut quiet = limit("quiet", 2, 1, Duration::from_secs(60));
+    quiet.paths = vec!["/quiet*".into()];
+    let loud = RateLimit {
+        rule: 1,
+        paths: vec!["/loud*".into()],
+        quota_headers: true,
+        ..limit("loud", 2, 1, Duration::from_secs(60))
+    };
+    let proxy = start(&limited(app, Protocol::Http, vec![quiet, loud]), app);
+    let mut sender = connect(unique_ip(), proxy.addr(15006)).await;
+
+    for _ in 0..2 {
+        let (status, headers, _) = get(&mut sender, "/quiet").await;
+        assert_eq!(status, 200);
+        assert_eq!(quota_headers(&headers), Vec::<String>::new(), "an allowed response gets nothing added");
+        assert!(!headers.contains_key("retry-after"), "retry-after is for limited responses");
+    }
+    let (status, headers, body) = get(&mut sender, "/quiet").await;
+    assert_eq!((status, body.as_str()), (429, "local_rate_limited"));
+    assert_eq!(quota_headers(&headers), Vec::<String>::new(), "a limited response gets no quota headers either");
+    let retry_after: u64 = headers["retry-after"].to_str().expect("text").parse().expect("whole seconds");
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+
+    let expected = ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"];
+    for remaining in ["1", "0"] {
+        let (status, mut headers, _) = get(&mut sender, "/loud").await;
+        assert_eq!(status, 200);
+        let mut names = quota_headers(&headers);
+        names.sort();
+        assert_eq!(names, expected, "an allowed response reports the quota");
+        assert_eq!(headers.remove("x-ratelimit-remaining").expect("remaining"), remaining);
+    }
+    let (status, headers, _) = get(&mut sender, "/loud").await;
+    assert_eq!(status, 429);
+    let mut names = quota_headers(&headers);
+    names.sort();
+    assert_eq!(names, expected, "a limited response reports the quota");
+    assert_eq!(headers["x-ratelimit-reset"], headers["retry-after"]);
+    let counted = metric(&proxy.metrics(), r#"trellis_rate_limited_total{policy="default/quiet"}"#);
+    assert_eq!(counted, Some(1.0), "the quiet rule refused one request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

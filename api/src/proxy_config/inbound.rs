@@ -68,6 +68,10 @@ pub struct RateLimit {
     pub per_source: bool,
     /// Status of a limited request.
     pub status_code: u16,
+    /// Whether allowed and limited responses carry the `x-ratelimit-*` quota headers (off by default, as
+    /// in Envoy: they cost every allowed response an encoding here and a decoding at the caller).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quota_headers: bool,
 }
 
 impl RateLimit {

@@ -25,6 +25,7 @@ spec:
         fillInterval: 100ms
       perSource: true
       statusCode: 503
+      quotaHeaders: true
     - tokenBucket:
         maxTokens: 5
         fillInterval: 1s
@@ -72,8 +73,11 @@ fn a_policy_decodes_and_survives_a_round_trip_unchanged() {
     assert_eq!(rule.token_bucket.tokens_per_fill, Some(10));
     assert_eq!(rule.match_.as_ref().and_then(|m| m.ports.clone()), Some(vec![8080]));
     assert_eq!(policy.spec.rules[1].match_, None);
+    assert_eq!((rule.quota_headers, policy.spec.rules[1].quota_headers), (Some(true), None), "off unless asked");
     let value = serde_json::to_value(&**policy).expect("serializes");
     assert_eq!(value["spec"]["rules"][0]["match"]["paths"][0], "/items*", "`match` keeps its YAML name");
+    assert_eq!(value["spec"]["rules"][0]["quotaHeaders"], true);
+    assert!(value["spec"]["rules"][1].get("quotaHeaders").is_none(), "an absent flag stays absent");
     let again: RateLimitPolicy = serde_json::from_value(value).expect("deserializes again");
     assert_eq!(&again, &**policy);
 }

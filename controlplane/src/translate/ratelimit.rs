@@ -56,6 +56,7 @@ pub fn rate_limits(cx: &mut Context<'_>) -> Vec<RateLimit> {
                 fill_interval,
                 per_source: rule.per_source.unwrap_or(false),
                 status_code: rule.status_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(DEFAULT_STATUS_CODE),
+                quota_headers: rule.quota_headers.unwrap_or(false),
             });
         }
     }

@@ -34,7 +34,7 @@ pub(super) async fn inbound(
             compiled.inbound_metrics.request(response.status().as_u16(), 0.0);
             return response;
         }
-        Some(Verdict::Allowed(quota)) => Some(quota),
+        Some(Verdict::Allowed(quota)) => quota,
         Some(Verdict::Unmatched) | None => None,
     };
     // RequestAuthentication: a token that fails is a 401; no token passes on to authorization.

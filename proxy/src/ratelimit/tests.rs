@@ -16,6 +16,7 @@ fn rule(max_tokens: u32, tokens_per_fill: u32, fill_interval: Duration) -> RateL
         fill_interval,
         per_source: false,
         status_code: 429,
+        quota_headers: false,
     }
 }
 
@@ -75,9 +76,10 @@ fn retry_after_is_the_time_to_the_next_fill_rounded_up_to_whole_seconds() {
 }
 
 #[test]
-fn a_limited_request_gets_the_rules_status_envoys_body_and_the_rate_limit_headers() {
+fn a_limited_request_gets_the_rules_status_envoys_body_and_the_rate_limit_headers_when_asked() {
     let mut config = rule(1, 1, Duration::from_secs(2));
     config.status_code = 503;
+    config.quota_headers = true;
     let limiter = Limiter::new(&config, &Metrics::new());
     limiter.acquire_at(ms(0), &ANYONE);
     let quota = limiter.acquire_at(ms(500), &ANYONE);
@@ -93,6 +95,19 @@ fn a_limited_request_gets_the_rules_status_envoys_body_and_the_rate_limit_header
         .expect("no error")
         .to_bytes();
     assert_eq!(body, LIMITED_BODY);
+}
+
+#[test]
+fn a_limited_request_gets_retry_after_but_no_rate_limit_headers_by_default() {
+    let limiter = Limiter::new(&rule(1, 1, Duration::from_secs(2)), &Metrics::new());
+    limiter.acquire_at(ms(0), &ANYONE);
+    let response = limiter.limited_response(&limiter.acquire_at(ms(500), &ANYONE));
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let headers = response.headers();
+    assert_eq!(headers[RETRY_AFTER], "2");
+    for name in [LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER] {
+        assert!(!headers.contains_key(&name), "{name} is opt-in");
+    }
 }
 
 #[test]

@@ -166,7 +166,9 @@ where
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
         let context = service_context.clone();
-        async move { Ok::<_, Infallible>(logged(&shared, req, context).await) }
+        // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
+        // the connection's whole life; boxed, the request path's state exists only while a request does.
+        Box::pin(async move { Ok::<_, Infallible>(logged(&shared, req, context).await) })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);

@@ -10,7 +10,8 @@
 //! unchanged, so a config push neither refills nor empties a bucket.
 //!
 //! A limited HTTP request is answered with the rule's status (429 by default), Envoy's body
-//! `local_rate_limited` and `retry-after` (whole seconds until the next fill); a limited TCP connection
+//! `local_rate_limited`, `retry-after` (whole seconds until the next fill) and `x-envoy-ratelimited: true`
+//! (what a calling proxy's `retryOn: envoy-ratelimited` looks for); a limited TCP connection
 //! is closed at once. Each refusal counts in `trellis_rate_limited_total{policy}`. The draft
 //! `x-ratelimit-limit`/`-remaining`/`-reset` headers are written, on allowed and limited responses, only
 //! for a rule that asks for them (`quota_headers`; off by default as in Envoy): without it an allowed
@@ -36,6 +37,9 @@ mod tests;
 
 /// Body of a limited request (Envoy's text).
 pub const LIMITED_BODY: &str = "local_rate_limited";
+/// Header on every limited answer, as Envoy's local rate limit sets it (the retry condition
+/// `envoy-ratelimited` of a calling proxy looks for it).
+pub const RATELIMITED_HEADER: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
 /// Most sources a per-source rule keeps a bucket for; the least recently seen is forgotten beyond it.
 pub const MAX_SOURCES: usize = 10_000;
 /// Shards of a per-source rule's buckets (each behind its own lock).
@@ -366,7 +370,8 @@ impl Limiter {
         }
     }
 
-    /// The answer to a request this limiter refused: its status, body and `retry-after`, plus the
+    /// The answer to a request this limiter refused: its status, body, `retry-after` and
+    /// `x-envoy-ratelimited: true`, plus the
     /// `x-ratelimit-*` headers when the rule asks for them.
     pub fn limited_response(&self, quota: &Quota) -> Response<Body> {
         let mut response = Response::new(full(LIMITED_BODY));
@@ -374,6 +379,8 @@ impl Limiter {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         headers.insert(RETRY_AFTER, HeaderValue::from(quota.reset_seconds()));
+        // As Envoy's limiter marks its 429s: what a caller's `retryOn: envoy-ratelimited` looks for.
+        headers.insert(RATELIMITED_HEADER, HeaderValue::from_static("true"));
         if self.config.quota_headers {
             quota.write_headers(headers);
         }

@@ -204,10 +204,12 @@ async fn the_rate_limit_headers_come_only_from_a_rule_that_asks_for_them_while_r
         assert_eq!(status, 200);
         assert_eq!(quota_headers(&headers), Vec::<String>::new(), "an allowed response gets nothing added");
         assert!(!headers.contains_key("retry-after"), "retry-after is for limited responses");
+        assert!(!headers.contains_key("x-envoy-ratelimited"));
     }
     let (status, headers, body) = get(&mut sender, "/quiet").await;
     assert_eq!((status, body.as_str()), (429, "local_rate_limited"));
     assert_eq!(quota_headers(&headers), Vec::<String>::new(), "a limited response gets no quota headers either");
+    assert_eq!(headers["x-envoy-ratelimited"], "true", "marked as Envoy marks its local 429s");
     let retry_after: u64 = headers["retry-after"].to_str().expect("text").parse().expect("whole seconds");
     assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
 

@@ -63,7 +63,8 @@ async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) }
+        // Boxed, as in `http::serve`: no per-connection slot the size of the request path's state.
+        Box::pin(async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);

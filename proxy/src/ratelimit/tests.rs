@@ -105,6 +105,7 @@ fn a_limited_request_gets_retry_after_but_no_rate_limit_headers_by_default() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let headers = response.headers();
     assert_eq!(headers[RETRY_AFTER], "2");
+    assert_eq!(headers[RATELIMITED_HEADER], "true", "marked as Envoy marks its 429s");
     for name in [LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER] {
         assert!(!headers.contains_key(&name), "{name} is opt-in");
     }

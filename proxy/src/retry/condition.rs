@@ -5,8 +5,6 @@ use http::{HeaderMap, Response, StatusCode};
 
 use crate::http::{PROXY_ERROR, UpstreamFailure};
 
-/// Header a rate limiter sets on its 429 (`retryOn: envoy-ratelimited`).
-pub const RATELIMITED_HEADER: &str = "x-envoy-ratelimited";
 /// Status `retriable-4xx` retries: 409 Conflict, as Envoy.
 pub const RETRIABLE_4XX: StatusCode = StatusCode::CONFLICT;
 
@@ -116,7 +114,7 @@ impl Conditions {
         if bits & RETRIABLE_4XX_BIT != 0 && status == RETRIABLE_4XX {
             return true;
         }
-        if bits & RATELIMITED != 0 && headers.contains_key(RATELIMITED_HEADER) {
+        if bits & RATELIMITED != 0 && headers.contains_key(crate::ratelimit::RATELIMITED_HEADER) {
             return true;
         }
         if self.codes.contains(&status) {

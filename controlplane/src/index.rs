@@ -7,7 +7,8 @@
 //! the workloads (pods and valid WorkloadEntries, as [`Workload`]s). Invalid Istio objects are kept too,
 //! with their errors, so translate can name them while skipping them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use trellis_api::mesh::MeshSpec;
 use trellis_api::object::Object;
@@ -67,6 +68,8 @@ pub struct Index {
     services: BTreeMap<(Key, String), Service>,
     /// Pods and WorkloadEntries, by their key.
     workloads: BTreeMap<Key, Workload>,
+    /// The label maps of `workloads`, one allocation per distinct map (see [`Workload::labels`]).
+    labels: BTreeSet<Arc<Labels>>,
     next_seq: u64,
     /// The mesh settings when no valid `Mesh` object is held (`trellisd --root-namespace`).
     default_mesh: Option<MeshSpec>,
@@ -91,14 +94,17 @@ impl Index {
                         Age { created, seq: self.next_seq }
                     }
                 };
-                self.forget_derived(&key);
+                let stale = self.forget_derived(&key);
                 self.derive(&key, &resource);
                 self.entries.insert(key, Entry { age, resource });
+                self.release_labels(stale);
                 true
             }
             Change::Delete(key) => {
-                self.forget_derived(&key);
-                self.entries.remove(&key).is_some()
+                let stale = self.forget_derived(&key);
+                let removed = self.entries.remove(&key).is_some();
+                self.release_labels(stale);
+                removed
             }
         }
     }
@@ -110,7 +116,8 @@ impl Index {
         }
     }
 
-    fn forget_derived(&mut self, key: &Key) {
+    /// Drops what `key`'s object derived; returns the labels of its workload, if it had one.
+    fn forget_derived(&mut self, key: &Key) -> Option<Arc<Labels>> {
         let stale: Vec<(Key, String)> = self
             .services
             .range((key.clone(), String::new())..)
@@ -120,7 +127,28 @@ impl Index {
         for k in stale {
             self.services.remove(&k);
         }
-        self.workloads.remove(key);
+        self.workloads.remove(key).map(|workload| workload.labels)
+    }
+
+    /// Forgets the shared labels of a workload that is gone once nothing else holds them (the set's
+    /// reference and `labels` are the last two; a replaced pod's resource has been dropped by now).
+    fn release_labels(&mut self, labels: Option<Arc<Labels>>) {
+        if let Some(labels) = labels
+            && Arc::strong_count(&labels) <= 2
+        {
+            self.labels.remove(labels.as_ref());
+        }
+    }
+
+    /// `workload` with the labels of an equal map already held, so equal maps are held once.
+    fn add_workload(&mut self, key: &Key, mut workload: Workload) {
+        match self.labels.get(workload.labels.as_ref()) {
+            Some(shared) => workload.labels = shared.clone(),
+            None => {
+                self.labels.insert(workload.labels.clone());
+            }
+        }
+        self.workloads.insert(key.clone(), workload);
     }
 
     fn derive(&mut self, key: &Key, resource: &Resource) {
@@ -129,13 +157,13 @@ impl Index {
             Resource::Config(config) => match config.valid() {
                 Some(Object::ServiceEntry(entry)) => istio::registry_entries(key, &entry.spec),
                 Some(Object::WorkloadEntry(entry)) => {
-                    self.workloads.insert(key.clone(), istio::workload(key, &entry.spec));
+                    self.add_workload(key, istio::workload(key, &entry.spec));
                     Vec::new()
                 }
                 _ => Vec::new(),
             },
             Resource::Pod(pod) => {
-                self.workloads.insert(key.clone(), pod.clone());
+                self.add_workload(key, pod.clone());
                 Vec::new()
             }
             Resource::Namespace(_) | Resource::EndpointSlice(_) => Vec::new(),

@@ -74,7 +74,7 @@ impl ProxyIdentity {
             mode,
             namespace: workload.namespace.clone(),
             service_account: workload.service_account.clone(),
-            labels: workload.labels.clone(),
+            labels: workload.labels.as_ref().clone(),
             addresses: workload.ip().into_iter().collect(),
         })
     }

@@ -75,8 +75,8 @@ struct SharedSides {
 #[derive(Debug)]
 struct SharedSide {
     outbound: Arc<Outbound>,
-    /// In name order.
-    clusters: Vec<Arc<Cluster>>,
+    /// In name order; handed to every view as is.
+    clusters: Arc<[Arc<Cluster>]>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -390,7 +390,8 @@ spec:
             .view_for(&labelled("api-1.shop", "127.0.2.1", &[("app", "api"), ("track", "canary")]), &interner)
             .expect("a view");
         assert!(Arc::ptr_eq(&backend.outbound, &client.outbound), "same namespace, no label asked about differs");
-        assert!(backend.clusters.iter().zip(&client.clusters).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(backend.clusters.iter().zip(client.clusters.iter()).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(Arc::ptr_eq(&backend.clusters, &client.clusters), "the list itself is shared");
         assert_ne!(backend.outbound, canary.outbound, "the canary matches the sourceLabels route");
         assert_ne!(backend.inbound, client.inbound, "each keeps its own inbound side");
     }

@@ -2,6 +2,7 @@
 //! makes one service per host), and a `WorkloadEntry` or an inline ServiceEntry endpoint a [`Workload`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use trellis_api::istio::service_entry::{Location, Protocol as EntryProtocol, Resolution as EntryResolution};
 use trellis_api::istio::{ServiceEntrySpec, WorkloadEntrySpec};
@@ -103,7 +104,7 @@ fn workload_of(kind: WorkloadKind, key: &Key, spec: &WorkloadEntrySpec) -> Workl
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         address: spec.address.clone().unwrap_or_default(),
-        labels,
+        labels: Arc::new(labels),
         service_account: spec
             .service_account
             .clone()

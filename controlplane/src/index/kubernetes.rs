@@ -225,7 +225,7 @@ pub fn pod(source: &str, object: &core::Pod) -> Result<Workload, Error> {
             .clone()
             .filter(|sa| !sa.is_empty())
             .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned()),
-        labels,
+        labels: std::sync::Arc::new(labels),
         locality: String::new(),
         weight: 1,
         ports,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use trellis_api::object::{Object, ObjectId};
 use trellis_api::proxy_config::Protocol;
@@ -252,7 +253,9 @@ pub struct Workload {
     pub name: String,
     /// IP address, or a DNS name for endpoints resolved by DNS.
     pub address: String,
-    pub labels: Labels,
+    /// Shared by every workload of the index with equal labels (the replicas of one service carry
+    /// the same few labels, and a map costs a node of room for eleven entries).
+    pub labels: Arc<Labels>,
     pub service_account: String,
     pub network: String,
     pub locality: String,

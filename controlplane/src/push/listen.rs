@@ -60,8 +60,9 @@ impl PushServer {
         match peeked {
             Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {
                 let handshake = tokio::time::timeout(self.shared.options.hello_timeout, tls.acceptor().accept(stream));
-                match handshake.await {
-                    Ok(Ok(stream)) => self.serve_connection(stream, peer).await,
+                match Box::pin(handshake).await {
+                    // Boxed: a plain-text connection's task is not sized for a TLS one.
+                    Ok(Ok(stream)) => Box::pin(self.serve_connection(stream, peer)).await,
                     Ok(Err(err)) => tracing::debug!(%peer, error = %err, "push TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "push TLS handshake timed out"),
                 }
@@ -112,10 +113,12 @@ impl PushServer {
 
     async fn route(&self, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
-            (&Method::POST, STREAM_PATH) => stream::open(self.shared.clone(), peer, request).await,
+            // Boxed, as the CA's answer below: the future of the connection's request task is as large
+            // as the largest it may await, and it lives as long as the stream (~4 KB per proxy).
+            (&Method::POST, STREAM_PATH) => Box::pin(stream::open(self.shared.clone(), peer, request)).await,
             (&Method::GET, STATUS_PATH) => json(&self.statuses()),
             (&Method::POST, CERTIFICATES_PATH) => pieces(match &self.shared.options.ca {
-                Some(ca) => ca.handle(request).await,
+                Some(ca) => Box::pin(ca.handle(request)).await,
                 None => crate::ca::not_served(),
             }),
             (&Method::GET, CONFIG_PATH) => {

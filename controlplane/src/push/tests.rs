@@ -44,7 +44,7 @@ fn proxies_sent_equal_clusters_share_one_copy_of_each() {
     let a = View::new(config("a.shop", "1", 50), &interner);
     let b = View::new(config("b.shop", "1", 50), &interner);
     assert_eq!(interner.live_clusters(), 50);
-    assert!(a.clusters.iter().zip(&b.clusters).all(|(x, y)| Arc::ptr_eq(x, y)));
+    assert!(a.clusters.iter().zip(b.clusters.iter()).all(|(x, y)| Arc::ptr_eq(x, y)));
     drop(a);
     drop(b);
     assert_eq!(interner.live_clusters(), 0, "the interner holds nothing alive by itself");
@@ -75,7 +75,10 @@ fn a_changed_config_shares_unchanged_clusters_with_the_last_view_and_the_changed
     }
     let kept = new[0].clusters.iter().filter(|c| old[0].clusters.iter().any(|o| Arc::ptr_eq(o, c))).count();
     assert_eq!(kept, 18, "unchanged clusters are the allocation the last view holds");
-    assert!(new[0].clusters.iter().zip(&new[1].clusters).all(|(x, y)| Arc::ptr_eq(x, y)), "changed ones are shared");
+    assert!(
+        new[0].clusters.iter().zip(new[1].clusters.iter()).all(|(x, y)| Arc::ptr_eq(x, y)),
+        "changed ones are shared"
+    );
     assert_eq!(interner.live_clusters(), 22, "the old views still hold the two replaced clusters");
     drop(old);
     assert_eq!(interner.live_clusters(), 20, "only what views hold stays alive");

@@ -2,7 +2,7 @@
 //!
 //! A [`View`] holds one proxy's config as shared sections: equal clusters and sections of different
 //! proxies are one allocation, found through the [`Interner`] when a config becomes a view. The memory
-//! held per proxy is its node and a pointer per cluster. Comparing two views
+//! held per proxy is its node and pointers to shared sections and lists. Comparing two views
 //! ([`trellis_api::push::diff`]) skips whatever they share.
 
 use std::collections::{HashMap, VecDeque};
@@ -34,8 +34,10 @@ pub struct View {
     pub outbound: Arc<Outbound>,
     pub gateway_listeners: Arc<Vec<GatewayListener>>,
     pub telemetry: Arc<Telemetry>,
-    /// Best kept in name order (stable); views sort references to them when they are not.
-    pub clusters: Vec<Arc<Cluster>>,
+    /// Best kept in name order (stable); views sort references to them when they are not. The list
+    /// itself is shared too: every sidecar of one sharing key holds the same one (a pointer per
+    /// cluster, ~1.5 KB per proxy in the control-plane bench, held once instead of per proxy).
+    pub clusters: Arc<[Arc<Cluster>]>,
 }
 
 impl View {

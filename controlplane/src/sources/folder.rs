@@ -83,13 +83,14 @@ struct Held {
     line: usize,
     /// The object, unless the index holds it as this file's (then the index's copy is the only one):
     /// a file read again brings its objects anew, and an object whose owner changes is one the
-    /// source kept.
-    resource: Option<Resource>,
+    /// source kept. Boxed: most are in the index, and a file's list keeps its room for as long as the
+    /// file is there (an inline resource is a few hundred bytes, ten thousand of them a few MB).
+    resource: Option<Box<Resource>>,
 }
 
 impl Held {
     fn new(located: Located) -> Self {
-        Self { key: located.resource.key(), line: located.line, resource: Some(located.resource) }
+        Self { key: located.resource.key(), line: located.line, resource: Some(Box::new(located.resource)) }
     }
 }
 
@@ -190,7 +191,9 @@ impl FolderSource {
             match outcome.map_err(|message| vec![whole_file(&name, 1, message)]).and_then(|b| parse(&name, &b)) {
                 Ok(parsed) => {
                     scan.findings.extend(parsed.warnings);
-                    let objects = parsed.objects.into_iter().map(Held::new).collect();
+                    // A list of its own size (`collect` would keep the larger list of parsed objects).
+                    let mut objects = Vec::with_capacity(parsed.objects.len());
+                    objects.extend(parsed.objects.into_iter().map(Held::new));
                     self.files.insert(path.clone(), FileState { stamp: *stamp, objects });
                 }
                 Err(findings) => {
@@ -259,7 +262,7 @@ impl FolderSource {
             for (key, path) in moved {
                 let Some(state) = self.files.get_mut(&path) else { continue };
                 if let Some(held) = state.objects.iter_mut().find(|h| h.key == key && h.resource.is_none()) {
-                    held.resource = index.get(&key).map(|entry| entry.resource.clone());
+                    held.resource = index.get(&key).map(|entry| Box::new(entry.resource.clone()));
                 }
             }
         }
@@ -269,7 +272,7 @@ impl FolderSource {
             for position in positions {
                 let held = &mut state.objects[position];
                 match held.resource.take() {
-                    Some(resource) => changes.push(Change::upsert(resource)),
+                    Some(resource) => changes.push(Change::upsert(*resource)),
                     // Not reachable: an object not yet in the index as this file's is held whole.
                     None => tracing::error!(key = %held.key, file = %path.display(), "an object to index was not kept"),
                 }

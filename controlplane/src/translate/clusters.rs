@@ -233,7 +233,7 @@ fn endpoints(cx: &mut Context<'_>, service: &Service, port: &ServicePort) -> Vec
         });
         let endpoint = Endpoint {
             address: SocketAddr::new(ip, target),
-            labels: workload.map(|w| w.labels.clone()).unwrap_or_default(),
+            labels: workload.map(|w| w.labels.as_ref().clone()).unwrap_or_default(),
             identity: meshed.map(|w| cx.identity(&w.namespace, &w.service_account)).unwrap_or_default(),
             weight: workload.map_or(1, |w| w.weight.max(1)),
             meshed: meshed.is_some(),

@@ -8,6 +8,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+mod common;
+
+use common::normalize;
 use serde_json::Value;
 use trellis_api::analyze::{Report, Source, analyze};
 use trellis_api::object::decode;
@@ -94,16 +97,6 @@ fn set_leaves(value: &Value, schema: &Value, path: &str, out: &mut BTreeSet<Stri
         _ => {
             out.insert(path.to_owned());
         }
-    }
-}
-
-/// Numbers compared by value (`10` and `10.0` are the same percentage), everything else exactly.
-fn normalize(value: &Value) -> Value {
-    match value {
-        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
-        other => other.clone(),
     }
 }
 

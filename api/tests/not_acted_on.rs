@@ -1,7 +1,9 @@
 //! Fields Trellis accepts but does not act on yet: each parses, survives a round trip, and `analyze`
 //! warns about it at its own line; fields Trellis does act on raise no such warning.
 
-use serde_json::Value;
+mod common;
+
+use common::normalize;
 use trellis_api::analyze::{Finding, Source, analyze};
 use trellis_api::document;
 use trellis_api::object::decode;
@@ -34,16 +36,6 @@ fn line_of(yaml: &str, key: &str, nth: usize) -> usize {
         l.starts_with(&format!("{key}:"))
     });
     lines.nth(nth).map(|(i, _)| i + 1).unwrap_or_else(|| panic!("{key} is not written {nth} times in {yaml}"))
-}
-
-/// Numbers compared by value (`20` and `20.0` are the same percentage), everything else exactly.
-fn normalize(value: &Value) -> Value {
-    match value {
-        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
-        other => other.clone(),
-    }
 }
 
 /// The snippet decodes with no error and its typed form serializes back to the same document.

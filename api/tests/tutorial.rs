@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
+mod common;
+
+use common::normalize;
 use trellis_api::analyze::{Source, analyze};
 use trellis_api::document;
 use trellis_api::object::decode;
@@ -18,16 +20,6 @@ fn tutorial_files() -> Vec<PathBuf> {
     files.sort();
     assert!(files.len() >= 6, "the tutorial has at least six files, found {files:?}");
     files
-}
-
-/// Numbers compared by value (`10` and `10.0` are the same weight), everything else exactly.
-fn normalize(value: &Value) -> Value {
-    match value {
-        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| serde_json::json!(f)),
-        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
-        other => other.clone(),
-    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod istio;
 pub mod mesh;
 pub mod object;
 pub mod path;
+pub mod ports;
 pub mod proxy_config;
 pub mod push;
 pub mod rate_limit;

@@ -27,7 +27,7 @@ pub use delta::{ConfigView, Delta, apply, diff, normalize};
 pub use framing::{LineDecoder, decode, encode};
 
 /// Port of `trellisd`'s config stream (TLS arrives with the mesh CA; plain HTTP/2 until then).
-pub const DEFAULT_PORT: u16 = 15012;
+pub const DEFAULT_PORT: u16 = crate::ports::DISCOVERY;
 /// Path of the config stream: `POST`, HTTP/2, both bodies newline-delimited JSON.
 pub const STREAM_PATH: &str = "/v1/stream";
 /// Path of the list of connected proxies and their sync state: `GET`, JSON [`ProxyStatusList`].

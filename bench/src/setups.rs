@@ -31,7 +31,7 @@ use crate::pki::{self, PkiFiles};
 /// Port that traffic enters a setup on (the app's port too).
 pub const ENTRY_PORT: u16 = 8080;
 /// The server-side Trellis proxy's inbound capture port (Istio's 15006).
-pub const INBOUND_PORT: u16 = 15006;
+pub const INBOUND_PORT: u16 = trellis_api::ports::INBOUND;
 /// How long a setup may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -257,24 +257,7 @@ impl Pending {
             user_agent: get(http::header::USER_AGENT.as_str()),
             request_id: get(crate::http::REQUEST_ID_HEADER),
         };
-        let entry = Entry {
-            start: SystemTime::now(),
-            request: Some(request),
-            status: 0,
-            flags: Flags::NONE,
-            details: None,
-            termination: None,
-            bytes_received: content_length,
-            bytes_sent: 0,
-            duration: std::time::Duration::ZERO,
-            upstream_service_time: None,
-            upstream_host: None,
-            upstream_cluster: None,
-            downstream_local: cx.destination,
-            downstream_remote: cx.peer,
-            server_name: None,
-            route_name: None,
-        };
+        let entry = Entry { bytes_received: content_length, ..Entry::starting(Some(request), cx.destination, cx.peer) };
         Some(Self { format, sink: sink.clone(), started: Instant::now(), entry: Box::new(entry) })
     }
 }
@@ -398,24 +381,7 @@ impl TcpLog {
     /// Starts the entry of a connection on `cx` (routed by `sni`, if it was), when the log is on.
     pub fn start(log: &AccessLog, cx: &Context, sni: Option<&str>) -> Self {
         let Some((format, sink)) = log.sink() else { return Self(None) };
-        let entry = Entry {
-            start: SystemTime::now(),
-            request: None,
-            status: 0,
-            flags: Flags::NONE,
-            details: None,
-            termination: None,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration: std::time::Duration::ZERO,
-            upstream_service_time: None,
-            upstream_host: None,
-            upstream_cluster: None,
-            downstream_local: cx.destination,
-            downstream_remote: cx.peer,
-            server_name: sni.map(str::to_owned),
-            route_name: None,
-        };
+        let entry = Entry { server_name: sni.map(str::to_owned), ..Entry::starting(None, cx.destination, cx.peer) };
         Self(Some(Box::new(TcpState {
             format,
             sink: sink.clone(),

@@ -46,7 +46,7 @@ pub fn admin_router(state: AdminState) -> Router {
         .route("/quitquitquit", post(quit))
         .route("/certs", get(certs))
         .route(crate::wait::READINESS_PATH, get(ready))
-        .route("/stats/prometheus", get(prometheus))
+        .route(trellis_api::ports::PROMETHEUS_PATH, get(prometheus))
         .with_state(state)
 }
 
@@ -60,7 +60,7 @@ pub fn readiness_router(state: AdminState) -> Router {
 
 /// The Prometheus endpoint.
 pub fn prometheus_router(state: AdminState) -> Router {
-    Router::new().route("/stats/prometheus", get(prometheus)).with_state(state)
+    Router::new().route(trellis_api::ports::PROMETHEUS_PATH, get(prometheus)).with_state(state)
 }
 
 async fn config_dump(State(state): State<AdminState>) -> Response {

@@ -18,9 +18,9 @@ use serde::Serialize;
 /// UID and GID the proxy runs as; the iptables owner match exempts its traffic from capture.
 pub const PROXY_UID: u32 = 1337;
 /// Outbound capture port (iptables redirects the workload's outgoing TCP here).
-pub const DEFAULT_OUTBOUND_PORT: u16 = 15001;
+pub const DEFAULT_OUTBOUND_PORT: u16 = trellis_api::ports::OUTBOUND;
 /// Inbound capture port (iptables redirects incoming TCP here).
-pub const DEFAULT_INBOUND_PORT: u16 = 15006;
+pub const DEFAULT_INBOUND_PORT: u16 = trellis_api::ports::INBOUND;
 /// Admin endpoint; loopback only because `/quitquitquit` and `/logging` change the proxy.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 /// Readiness endpoint (`/healthz/ready`) for the kubelet.

@@ -20,7 +20,7 @@ use crate::Error;
 use crate::settings::parse_duration;
 
 /// The readiness path the sidecar serves (`crate::admin::readiness_router`) and the injector probes.
-pub const READINESS_PATH: &str = "/healthz/ready";
+pub use trellis_api::ports::READINESS_PATH;
 /// Where `wait` probes by default: the sidecar's readiness port (15021) on loopback, inside the pod.
 pub const DEFAULT_WAIT_ADDR: &str = "127.0.0.1:15021";
 /// Environment variable of `--readiness-addr`: the sidecar's own, so `wait` run in the proxy's

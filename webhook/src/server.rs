@@ -25,7 +25,7 @@ use crate::review::{self, Context, Outcome};
 use crate::tls::ReloadingCert;
 
 /// trellisd's webhook port (Istio's istiod uses the same).
-pub const DEFAULT_PORT: u16 = 15017;
+pub const DEFAULT_PORT: u16 = trellis_api::ports::WEBHOOK;
 /// Largest review accepted: the API server stores objects of at most 1.5 MiB, and a CREATE review
 /// carries one object plus a little envelope.
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;

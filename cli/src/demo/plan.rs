@@ -27,19 +27,19 @@ pub const DEFAULT_SUBNET: &str = "127.0.1.0/24";
 /// target port in the tutorial's shape).
 pub const APP_PORT: u16 = 8080;
 /// Port of a sidecar's outbound capture listener (bound in local mode too, unused without iptables).
-pub const OUTBOUND_PORT: u16 = 15001;
+pub const OUTBOUND_PORT: u16 = trellis_api::ports::OUTBOUND;
 /// Port of a sidecar's inbound listener, where the mesh reaches the application behind it.
-pub const INBOUND_PORT: u16 = 15006;
+pub const INBOUND_PORT: u16 = trellis_api::ports::INBOUND;
 /// Port of a sidecar's explicit proxy (`HTTP_PROXY`), which the application's outgoing calls use.
 pub const EXPLICIT_PROXY_PORT: u16 = 15080;
 /// Proxy admin port (`/config_dump`).
-pub const ADMIN_PORT: u16 = 15000;
+pub const ADMIN_PORT: u16 = trellis_api::ports::ADMIN;
 /// Proxy readiness port (`/healthz/ready`).
-pub const READINESS_PORT: u16 = 15021;
+pub const READINESS_PORT: u16 = trellis_api::ports::READINESS;
 /// Proxy Prometheus port (`/stats/prometheus`).
-pub const PROMETHEUS_PORT: u16 = 15090;
+pub const PROMETHEUS_PORT: u16 = trellis_api::ports::PROMETHEUS;
 /// Port of `trellisd`'s config stream and status list.
-pub const TRELLISD_PORT: u16 = 15012;
+pub const TRELLISD_PORT: u16 = trellis_api::ports::DISCOVERY;
 /// Last octet of `trellisd`'s address.
 pub const TRELLISD_HOST: u8 = 100;
 /// Last octet of the address where the demo serves its JWT issuer's key set (step 06).
@@ -308,7 +308,7 @@ impl Plan {
 
     /// The sidecar's Prometheus URL.
     pub fn metrics_url(&self, workload: &Workload) -> String {
-        self.sidecar_url(workload, PROMETHEUS_PORT, "/stats/prometheus")
+        self.sidecar_url(workload, PROMETHEUS_PORT, trellis_api::ports::PROMETHEUS_PATH)
     }
 
     /// URL of `trellisd`'s list of connected proxies.

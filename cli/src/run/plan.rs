@@ -23,11 +23,11 @@ use trellis_controlplane::{ProxyIdentity, translate};
 /// Port of a sidecar's explicit proxy (`HTTP_PROXY`).
 pub const EXPLICIT_PROXY_PORT: u16 = 15080;
 /// Proxy admin port.
-pub const ADMIN_PORT: u16 = 15000;
+pub const ADMIN_PORT: u16 = trellis_api::ports::ADMIN;
 /// Proxy readiness port.
-pub const READINESS_PORT: u16 = 15021;
+pub const READINESS_PORT: u16 = trellis_api::ports::READINESS;
 /// Proxy Prometheus port.
-pub const PROMETHEUS_PORT: u16 = 15090;
+pub const PROMETHEUS_PORT: u16 = trellis_api::ports::PROMETHEUS;
 /// How far the process's port is moved from the mesh port its sidecar takes, when the folder does not
 /// say where the process listens.
 pub const APPLICATION_PORT_OFFSET: u16 = 10000;

@@ -120,6 +120,31 @@ pub struct Entry {
     pub route_name: Option<String>,
 }
 
+impl Entry {
+    /// The entry of a request (`request`) or connection (`None`) starting now, between `remote` and
+    /// `local`, before anything happened to it.
+    pub fn starting(request: Option<RequestFacts>, local: SocketAddr, remote: SocketAddr) -> Self {
+        Self {
+            start: SystemTime::now(),
+            request,
+            status: 0,
+            flags: Flags::NONE,
+            details: None,
+            termination: None,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            upstream_service_time: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            downstream_local: local,
+            downstream_remote: remote,
+            server_name: None,
+            route_name: None,
+        }
+    }
+}
+
 /// `%START_TIME%` as Envoy writes it by default: UTC with milliseconds, `2026-11-26T10:30:01.123Z`.
 pub fn start_time(at: SystemTime) -> String {
     let t = time::OffsetDateTime::from(at);

@@ -38,12 +38,12 @@ pub const DEFAULT_PROXY_IMAGE: &str = concat!("ghcr.io/trellis-mesh/trellis-prox
 /// UID and GID of the proxy (the init rules never capture its traffic).
 pub const PROXY_UID: i64 = 1337;
 pub const PROXY_GID: i64 = 1337;
-pub const READINESS_PORT: u16 = 15021;
-pub const READINESS_PATH: &str = "/healthz/ready";
-pub const PROMETHEUS_PORT: u16 = 15090;
-pub const PROMETHEUS_PATH: &str = "/stats/prometheus";
+pub const READINESS_PORT: u16 = trellis_api::ports::READINESS;
+pub const READINESS_PATH: &str = trellis_api::ports::READINESS_PATH;
+pub const PROMETHEUS_PORT: u16 = trellis_api::ports::PROMETHEUS;
+pub const PROMETHEUS_PATH: &str = trellis_api::ports::PROMETHEUS_PATH;
 /// trellisd's config and CA port; the address is `trellisd.<rootNamespace>.svc:15012`.
-pub const DISCOVERY_PORT: u16 = 15012;
+pub const DISCOVERY_PORT: u16 = trellis_api::ports::DISCOVERY;
 const DISCOVERY_SERVICE: &str = "trellisd";
 /// The projected ServiceAccount token for the mesh CA: volume, folder, file and audience, so the file
 /// is the proxy's default `--ca-token-file` (`/var/run/secrets/tokens/trellis-ca`).

@@ -6,6 +6,7 @@
 //! Applying a delta leaves clusters in name order (stable, so clusters sharing a name keep their order),
 //! which is the order [`normalize`] gives the configs the control plane sends.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -129,6 +130,8 @@ where
         (!same(old, new)).then(|| new.to_vec())
     }
     let (clusters, removed_clusters) = diff_clusters(&old.clusters_by_name(), &new.clusters_by_name());
+    let clusters: Vec<Cluster> = clusters.into_iter().map(|c| (*c).clone()).collect();
+    let removed_clusters: Vec<String> = removed_clusters.into_iter().map(str::to_owned).collect();
     let delta = Delta {
         version: new.version().to_owned(),
         base_version: old.version().to_owned(),
@@ -150,25 +153,28 @@ fn same<T: PartialEq + ?Sized>(a: &T, b: &T) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// Merges two name-ordered cluster lists: the groups (clusters of one name) that are new or differ,
-/// and the names that are gone.
-fn diff_clusters(old: &[&Cluster], new: &[&Cluster]) -> (Vec<Cluster>, Vec<String>) {
+/// Merges two name-ordered cluster lists (of `Cluster`s or `Arc<Cluster>`s): the clusters of each
+/// name group that is new or differs (compared one by one, shared first, then by value), and the
+/// names that are gone. Used for deltas here and by the control plane's encoder.
+pub fn diff_clusters<'a, C: Borrow<Cluster>>(old: &[&'a C], new: &[&'a C]) -> (Vec<&'a C>, Vec<&'a str>) {
     let (mut changed, mut removed) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         let order = match (old.get(i), new.get(j)) {
-            (Some(o), Some(n)) => o.name.cmp(&n.name),
+            (Some(o), Some(n)) => name(*o).cmp(name(*n)),
             (Some(_), None) => Ordering::Less,
             _ => Ordering::Greater,
         };
-        let name = if order == Ordering::Greater { &new[j].name } else { &old[i].name };
-        let old_group = group_len(&old[i..], name, order != Ordering::Greater);
-        let new_group = group_len(&new[j..], name, order != Ordering::Less);
+        let group: &'a str = if order == Ordering::Greater { name(new[j]) } else { name(old[i]) };
+        let old_group = group_len(&old[i..], group, order != Ordering::Greater);
+        let new_group = group_len(&new[j..], group, order != Ordering::Less);
         let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
         if after.is_empty() {
-            removed.push(name.clone());
-        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !same(*b, *a)) {
-            changed.extend(after.iter().map(|c| (*c).clone()));
+            removed.push(group);
+        } else if before.len() != after.len()
+            || before.iter().zip(after).any(|(b, a)| !same((*b).borrow(), (*a).borrow()))
+        {
+            changed.extend_from_slice(after);
         }
         i += old_group;
         j += new_group;
@@ -176,12 +182,17 @@ fn diff_clusters(old: &[&Cluster], new: &[&Cluster]) -> (Vec<Cluster>, Vec<Strin
     (changed, removed)
 }
 
-/// How many clusters at the start of `clusters` are named `name` (none when `present` is false).
-fn group_len(clusters: &[&Cluster], name: &str, present: bool) -> usize {
+/// A cluster's name, for as long as the cluster is borrowed.
+fn name<C: Borrow<Cluster>>(cluster: &C) -> &str {
+    &cluster.borrow().name
+}
+
+/// How many clusters at the start of `clusters` are named `group` (none when `present` is false).
+fn group_len<C: Borrow<Cluster>>(clusters: &[&C], group: &str, present: bool) -> usize {
     if !present {
         return 0;
     }
-    clusters.iter().take_while(|c| c.name == name).count()
+    clusters.iter().take_while(|c| name(**c) == group).count()
 }
 
 /// The config `delta` turns `base` into, clusters in name order.

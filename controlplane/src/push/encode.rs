@@ -14,13 +14,13 @@
 //! section is sent whole when it changed; clusters by name), comparing shared allocations by address
 //! and, only when those differ, by value, and without copying anything into a message first.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use serde::Serialize;
 use trellis_api::proxy_config::{Cluster, Outbound};
+use trellis_api::push::diff_clusters;
 
 use super::View;
 
@@ -290,40 +290,6 @@ fn by_name(clusters: &[Arc<Cluster>]) -> Vec<&Arc<Cluster>> {
     // Already sorted (what views hold) costs one pass.
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     sorted
-}
-
-/// Merges two name-ordered cluster lists, as `trellis_api::push::diff` does: every cluster of each
-/// name whose group is new or differs, and the names that are gone.
-fn diff_clusters<'a>(old: &[&'a Arc<Cluster>], new: &[&'a Arc<Cluster>]) -> (Vec<&'a Arc<Cluster>>, Vec<&'a str>) {
-    let (mut changed, mut removed) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
-            (Some(o), Some(n)) => o.name.cmp(&n.name),
-            (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
-        };
-        let name: &'a str = if order == Ordering::Greater { &new[j].name } else { &old[i].name };
-        let old_group = group_len(&old[i..], name, order != Ordering::Greater);
-        let new_group = group_len(&new[j..], name, order != Ordering::Less);
-        let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
-        if after.is_empty() {
-            removed.push(name);
-        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !same(b, a)) {
-            changed.extend_from_slice(after);
-        }
-        i += old_group;
-        j += new_group;
-    }
-    (changed, removed)
-}
-
-/// How many clusters at the start of `clusters` are named `name` (none when `present` is false).
-fn group_len(clusters: &[&Arc<Cluster>], name: &str, present: bool) -> usize {
-    if !present {
-        return 0;
-    }
-    clusters.iter().take_while(|c| c.name == name).count()
 }
 
 #[cfg(test)]

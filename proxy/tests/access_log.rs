@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,69 +29,23 @@ const LINE_WAIT: Duration = Duration::from_secs(10);
 /// How long to watch for a line that must not come.
 const QUIET_WAIT: Duration = Duration::from_secs(1);
 
-/// A proxy process whose stdout is collected, line by line, as it is written.
+/// A proxy process whose stdout (the access log) is collected, line by line, as it is written.
 struct LoggedProxy {
-    child: Child,
-    ip: IpAddr,
-    config_path: std::path::PathBuf,
+    proxy: Proxy,
     lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
 }
 
-impl Drop for LoggedProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for LoggedProxy {
+    type Target = Proxy;
+    fn deref(&self) -> &Proxy {
+        &self.proxy
     }
 }
 
 impl LoggedProxy {
     fn start(mode: &str, config: &ProxyConfig, extra: &[&str]) -> Self {
-        let ip = unique_ip();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("config.json");
-        write_config(&config_path, config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trellis-proxy"))
-            .arg(mode)
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--listen-ip", &ip.to_string()])
-            .args(["--admin-addr", &format!("{ip}:15000")])
-            .args(["--readiness-addr", &format!("{ip}:15021")])
-            .args(["--prometheus-addr", &format!("{ip}:15090")])
-            .args(["--config-poll", "50ms", "--drain-deadline", "2s"])
-            .args(extra)
-            .env("TRELLIS_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn trellis-proxy");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                collected.lock().expect("lines").push(line);
-            }
-        });
-        let proxy = Self { child, ip, config_path, lines, _dir: dir };
-        proxy.wait_ready();
-        proxy
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + LINE_WAIT;
-        while Instant::now() < deadline {
-            if let Some((200, _)) = http_get(self.addr(15021), "/healthz/ready") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("proxy on {} never became ready", self.ip);
-    }
-
-    fn addr(&self, port: u16) -> SocketAddr {
-        SocketAddr::new(self.ip, port)
+        let (proxy, lines) = Proxy::start_collecting_stdout(mode, config, extra);
+        Self { proxy, lines }
     }
 
     /// The access log lines so far (text lines start with `[`, JSON ones with `{`; the rest is

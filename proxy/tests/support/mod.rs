@@ -9,10 +9,12 @@ pub mod pki;
 pub mod upstream;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trellis_api::proxy_config::*;
@@ -49,6 +51,29 @@ impl Proxy {
 
     /// Starts `trellis-proxy <mode>` with all its listeners on `ip`.
     pub fn start_at(ip: IpAddr, mode: &str, config: &ProxyConfig, extra: &[&str]) -> Proxy {
+        Self::spawn(ip, mode, config, extra, Stdio::inherit())
+    }
+
+    /// Starts like [`Proxy::start`] with the proxy's stdout (where the access log goes) collected line
+    /// by line as it is written, into the returned list.
+    pub fn start_collecting_stdout(
+        mode: &str,
+        config: &ProxyConfig,
+        extra: &[&str],
+    ) -> (Proxy, Arc<Mutex<Vec<String>>>) {
+        let mut proxy = Self::spawn(unique_ip(), mode, config, extra, Stdio::piped());
+        let stdout = proxy.child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                collected.lock().expect("lines").push(line);
+            }
+        });
+        (proxy, lines)
+    }
+
+    fn spawn(ip: IpAddr, mode: &str, config: &ProxyConfig, extra: &[&str], stdout: Stdio) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("config.json");
         write_config(&config_path, config);
@@ -64,6 +89,7 @@ impl Proxy {
             .args(extra)
             .env("TRELLIS_LOG", std::env::var("TRELLIS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .expect("spawn trellis-proxy");
         let mut proxy = Proxy { child, ip, config_path, _dir: dir };

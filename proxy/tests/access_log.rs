@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use support::overload::Misbehaving;
-use support::upstream::{Body, http_echo, tcp_echo};
+use support::upstream::{Body, body, client, http_echo, tcp_echo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trellis_api::proxy_config::{
@@ -84,16 +81,6 @@ impl LoggedProxy {
     fn metrics(&self) -> String {
         http_get(self.addr(15090), "/stats/prometheus").map(|(_, body)| body).unwrap_or_default()
     }
-}
-
-fn client() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
-fn body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Sends a request and reads its whole answer: status and body.

@@ -11,9 +11,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use support::overload::Misbehaving;
-use support::upstream::Body;
+use support::upstream::{Body, client};
 use support::*;
 use trellis_api::proxy_config::{Cluster, ConnectionPool, Protocol};
 
@@ -23,12 +22,6 @@ const GATEWAY_PORT: u16 = 8080;
 const SLOW: Duration = Duration::from_secs(2);
 
 /// A client that opens a connection per concurrent request and never reuses one across tests.
-fn client() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 fn get(addr: SocketAddr, host: &str) -> Request<Body> {
     let body = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
     Request::get(format!("http://{addr}/work")).header("host", host).body(body).expect("request")

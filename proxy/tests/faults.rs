@@ -16,22 +16,12 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::upstream::{Body, http_echo};
+use support::upstream::{Body, body, client, http_echo};
 use support::*;
 use tokio::net::TcpListener;
 use trellis_api::proxy_config::{Fault, FaultAbort, FaultDelay, Mirror, Route};
 
 const PORT: u16 = 8080;
-
-fn client() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
-fn body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
-}
 
 async fn send(client: &Client<HttpConnector, Body>, req: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
     let response = client.request(req).await.expect("response");

@@ -15,18 +15,13 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use support::upstream::{Body, http_echo, server_first, tcp_echo, trailer_echo};
+use support::upstream::{Body, client, http_echo, server_first, tcp_echo, trailer_echo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trellis_api::proxy_config::{HashKey, LoadBalancer, Protocol, ProxyConfig, RouteAction, UnknownDestinations};
 
 const GATEWAY_PORT: u16 = 8080;
-
-fn client() -> Client<HttpConnector, Body> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
 
 fn empty() -> Body {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed()

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use support::faulty::{self, Fault, Faulty};
-use support::upstream::Body;
+use support::upstream::{Body, body};
 use support::*;
 use trellis_api::proxy_config::{
     Cluster, ConnectionPool, HashKey, LoadBalancer, Protocol, RetryBudget, RetryPolicy, Route, RouteMatch,
@@ -32,10 +32,6 @@ fn client(h2: bool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new()).http2_only(h2).build(connector)
-}
-
-fn body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 fn retries(attempts: u32, retry_on: &[&str]) -> RetryPolicy {

@@ -15,6 +15,18 @@ use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A pooled HTTP client for tests (no Nagle delay, so small requests go out at once).
+pub fn client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// A request or response body of `bytes`.
+pub fn body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
 /// Starts an HTTP echo server named `name` on `addr`; returns its bound address.
 ///
 /// Every response carries `x-upstream: <name>`, `x-seen-version`, `x-seen-path` (with query),

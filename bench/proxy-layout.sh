@@ -2,10 +2,12 @@
 # `make proxy-layout`: records which functions the proxy runs, hottest first, into
 # proxy/layout/symbol-order.txt, the order proxy/build.rs links the musl release build in (so the code
 # the proxy runs sits together and maps in as few pages as possible). It runs the bench's plain, mTLS
-# and resilience pairs under valgrind's callgrind: start, config load, 3,000 requests over 16
-# connections and 200 over 64, the admin, readiness and Prometheus endpoints, drain. Needs valgrind
-# and the bench's generated configs (run `make bench-proxy` once first). Re-run it after a toolchain
-# or dependency upgrade (symbol names change; `make bench-proxy` reports how much of the list matched).
+# and resilience pairs under valgrind's callgrind as the bench drives them: start (the entry polled
+# with one-shot requests until the server side answers), config load, 3,000 requests over 16
+# connections, 200 over 64, a fixed-rate load over 64, the admin, readiness and Prometheus endpoints,
+# drain. Needs valgrind and the bench's generated configs (run `make bench-proxy` once first). Re-run
+# it after a toolchain or dependency upgrade (symbol names change; `make bench-proxy` reports how much
+# of the list matched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,12 @@ pair() {
     callgrind "$out/$name-client.cg" "$proxy" gateway --config "$RATES/$2" $(common "$cip") ${6:-} >"$out/$name-client.log" 2>&1 &
     local client=$!
     pids+=("$server" "$client")
+    # As the bench starts a pair: one-shot requests (Connection: close) to the client's entry until
+    # one is answered 200, so the paths taken while the server proxy is still starting are recorded.
+    for _ in $(seq 120); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Connection: close' "http://$cip:8080/") == 200 ]] && break
+        sleep 0.5
+    done
     for _ in $(seq 120); do
         curl -sf -o /dev/null "http://$cip:15021/healthz/ready" && curl -sf -o /dev/null "http://$sip:15021/healthz/ready" && break
         sleep 0.5
@@ -52,6 +60,8 @@ pair() {
         { echo "proxy-layout: the $name pair did not become ready (logs: $out/$name-*.log)" >&2; exit 1; }
     "$OHA" -n 3000 -c 16 --no-tui "http://$cip:8080/" | grep 'Success rate'
     "$OHA" -n 200 -c 64 --no-tui "http://$cip:8080/" | grep 'Success rate'
+    # The bench's fixed-rate runs (coordinated-omission corrected), at a rate callgrind keeps up with.
+    "$OHA" -q 100 --latency-correction -z 3s -c 64 --no-tui "http://$cip:8080/" | grep 'Success rate'
     for ip in $cip $sip; do
         curl -s -o /dev/null "http://$ip:15000/config_dump"
         curl -s -o /dev/null "http://$ip:15090/stats/prometheus"

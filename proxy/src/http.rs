@@ -1,4 +1,4 @@
-//! The HTTP path: one hyper server per accepted connection (HTTP/1 and HTTP/2 on the same socket),
+//! The HTTP path: one hyper server per accepted connection (HTTP/1 or HTTP/2, see [`serve`]),
 //! routing through the compiled config, and pooled hyper clients to upstreams.
 //!
 //! Between two Trellis proxies requests travel over pooled HTTP/2 connections: the outbound side marks
@@ -12,6 +12,7 @@ mod headers;
 mod inbound;
 mod mirror;
 pub mod pool;
+mod server;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -25,8 +26,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use failure::UpstreamFailure;
 pub use fault::{Faults, SHARE_SCALE, share_of};
@@ -34,6 +34,7 @@ pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
 pub(crate) use headers::ensure_request_id;
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 pub use mirror::{MirrorTarget, shadow_authority};
+pub use server::{H2_MAX_CONCURRENT_STREAMS, Version, serve};
 
 use crate::access_log;
 use crate::drain;
@@ -152,47 +153,6 @@ pub fn local_response(status: StatusCode, message: &'static str) -> Response<Bod
     }
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     response
-}
-
-/// Serves HTTP/1 and HTTP/2 on one accepted (and already detected) connection until it closes or
-/// the proxy drains, routing each request with `context`.
-pub async fn serve<S>(shared: Shared, io: S, context: Context)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // One Arc per connection, so each request clones a single pointer.
-    let service_shared = Arc::new(shared.clone());
-    let service_context = context.clone();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let shared = service_shared.clone();
-        let context = service_context.clone();
-        // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
-        // the connection's whole life; boxed, the request path's state exists only while a request does.
-        Box::pin(async move { Ok::<_, Infallible>(logged(&shared, req, context).await) })
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(1024)
-        .initial_stream_window_size(pool::H2_STREAM_WINDOW)
-        .initial_connection_window_size(pool::H2_CONNECTION_WINDOW);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, peer = %context.peer, "connection ended with an error");
-            }
-        }
-        () = shared.drain.signaled() => {
-            connection.as_mut().graceful_shutdown();
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error while draining");
-            }
-        }
-    }
 }
 
 /// [`handle`] under the access log: the outermost layer, which reads the flags the request path left

@@ -25,6 +25,8 @@ use crate::tcp;
 use crate::tls::{self, MeshProtocol};
 
 mod explicit;
+#[cfg(test)]
+mod tests;
 
 pub use explicit::serve_explicit;
 
@@ -60,16 +62,20 @@ pub async fn serve(shared: Shared, listener: TcpListener, side: Side) {
             },
             None => local.unwrap_or(peer),
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _guard = shared.drain.connection();
-            shared.metrics.open_connections.inc();
-            let cx = Context::plain(side, peer, destination);
-            handle_connection(&shared, stream, cx).await;
-            shared.metrics.open_connections.dec();
-        });
+        tokio::spawn(connection(shared.clone(), stream, Context::plain(side, peer, destination)));
     }
     tracing::debug!(?local, "listener stopped accepting");
+}
+
+/// The task of one accepted connection: counted open (for drain and metrics) while it runs.
+///
+/// Kept small: a connection's task is allocated whole when the connection is accepted and lives as long
+/// as it does, so each way of serving it ([`handle_connection`]) boxes its own, larger, state.
+pub async fn connection(shared: Shared, stream: TcpStream, cx: Context) {
+    let _guard = shared.drain.connection();
+    shared.metrics.open_connections.inc();
+    handle_connection(&shared, stream, cx).await;
+    shared.metrics.open_connections.dec();
 }
 
 /// The destination a redirected connection was meant for, if iptables redirected it.
@@ -83,6 +89,9 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
 }
 
 /// Runs one accepted connection to completion.
+///
+/// Each way of serving (mesh TLS, a declared protocol, a detected one) is boxed: the connection then
+/// holds only the state of the way it is served, allocated once it is known.
 pub async fn handle_connection<S>(shared: &Shared, stream: S, cx: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -96,21 +105,22 @@ where
         let mode = compiled.inbound_mtls(port);
         // Without a certificate PERMISSIVE can only be plaintext: no need to look for mesh TLS.
         if mode == InboundMtls::Strict || (mode == InboundMtls::Permissive && shared.tls.is_ready()) {
-            return inbound_mesh(shared, compiled, stream, cx, mode).await;
+            return Box::pin(inbound_mesh(shared, compiled, stream, cx, mode)).await;
         }
     }
     let declared = declared_protocol(&compiled, &cx);
     if detect::skips_detection(port, declared) {
-        return serve_declared(shared, compiled, stream, cx, declared).await;
+        return Box::pin(serve_declared(shared, compiled, stream, cx, declared)).await;
     }
-    let (detection, stream) = match detect::detect(stream, shared.settings.detect_timeout).await {
+    // Boxed as well: detection's timer would otherwise stay in the connection's state after it ends.
+    let (detection, stream) = match Box::pin(detect::detect(stream, shared.settings.detect_timeout)).await {
         Ok(pair) => pair,
         Err(err) => {
             tracing::debug!(error = %err, peer = %cx.peer, "protocol detection failed");
             return;
         }
     };
-    serve_detected(shared, compiled, stream, cx, detection).await;
+    Box::pin(serve_detected(shared, compiled, stream, cx, detection)).await;
 }
 
 /// Serves a connection whose port declares its protocol.
@@ -122,7 +132,9 @@ where
         Declared::Http | Declared::Http2 | Declared::Grpc => {
             // Each request loads the current config; the connection must not pin this one.
             drop(compiled);
-            http::serve(shared.clone(), stream, cx).await
+            // An `http` port carries HTTP/1 or HTTP/2 with prior knowledge; `http2` and `grpc` HTTP/2.
+            let version = if declared == Declared::Http { http::Version::Sniff } else { http::Version::Http2 };
+            http::serve(shared.clone(), stream, cx, version).await
         }
         _ => opaque(shared, &compiled, stream, cx, None).await,
     }
@@ -143,7 +155,9 @@ where
     match detection.protocol {
         Protocol::Http1 | Protocol::Http2 => {
             drop(compiled);
-            http::serve(shared.clone(), stream, cx).await
+            let version =
+                if detection.protocol == Protocol::Http2 { http::Version::Http2 } else { http::Version::Http1 };
+            http::serve(shared.clone(), stream, cx, version).await
         }
         Protocol::Tls { sni, .. } => opaque(shared, &compiled, stream, cx, sni.as_deref()).await,
         Protocol::Opaque => opaque(shared, &compiled, stream, cx, None).await,
@@ -195,7 +209,8 @@ where
     match protocol {
         MeshProtocol::Http2 | MeshProtocol::Http1 => {
             drop(compiled);
-            http::serve(shared.clone(), tls, cx).await
+            let version = if protocol == MeshProtocol::Http2 { http::Version::Http2 } else { http::Version::Http1 };
+            http::serve(shared.clone(), tls, cx, version).await
         }
         MeshProtocol::Tcp => opaque(shared, &compiled, tls, cx, None).await,
     }

@@ -41,6 +41,15 @@ impl Change {
 }
 
 impl Resource {
+    /// A valid WorkloadEntry as the index keeps it ([`Resource::WorkloadEntry`]); any other resource
+    /// as it is. Sources that hold objects until they are indexed (the folder source reads a whole
+    /// folder first) compact them as they read them, so ten thousand typed entries are never held at once.
+    pub fn compact(self) -> Resource {
+        let Resource::Config(config) = &self else { return self };
+        let Some(Object::WorkloadEntry(entry)) = config.valid() else { return self };
+        Resource::WorkloadEntry(Arc::new(istio::workload(&self.key(), &entry.spec)))
+    }
+
     /// Where the resource is kept in the index.
     pub fn key(&self) -> Key {
         match self {
@@ -118,16 +127,20 @@ impl Index {
         }
     }
 
-    /// A valid WorkloadEntry as its workload ([`Resource::WorkloadEntry`]), with the labels of an equal
-    /// map already held; any other resource as it is.
+    /// [`Resource::compact`], with the labels of an equal map already held.
     fn compact(&self, resource: Resource) -> Resource {
-        let Resource::Config(config) = &resource else { return resource };
-        let Some(Object::WorkloadEntry(entry)) = config.valid() else { return resource };
-        let mut workload = istio::workload(&resource.key(), &entry.spec);
-        if let Some(shared) = self.labels.get(workload.labels.as_ref()) {
-            workload.labels = shared.clone();
+        let workload = match resource.compact() {
+            Resource::WorkloadEntry(workload) => workload,
+            other => return other,
+        };
+        match self.labels.get(workload.labels.as_ref()) {
+            Some(shared) if !Arc::ptr_eq(shared, &workload.labels) => {
+                let mut workload = Arc::unwrap_or_clone(workload);
+                workload.labels = shared.clone();
+                Resource::WorkloadEntry(Arc::new(workload))
+            }
+            _ => Resource::WorkloadEntry(workload),
         }
-        Resource::WorkloadEntry(Arc::new(workload))
     }
 
     /// Drops what `key`'s object derived; returns the labels of its workload, if it had one.

@@ -41,6 +41,15 @@ impl Change {
 }
 
 impl Resource {
+    /// A valid WorkloadEntry as the index keeps it ([`Resource::WorkloadEntry`]); any other resource
+    /// as it is. Sources that hold objects until they are indexed (the folder source reads a whole
+    /// folder first) compact them as they read them, so ten thousand typed entries are never held at once.
+    pub fn compact(self) -> Resource {
+        let Resource::Config(config) = &self else { return self };
+        let Some(Object::WorkloadEntry(entry)) = config.valid() else { return self };
+        Resource::WorkloadEntry(Arc::new(istio::workload(&self.key(), &entry.spec)))
+    }
+
     /// Where the resource is kept in the index.
     pub fn key(&self) -> Key {
         match self {
@@ -49,6 +58,7 @@ impl Resource {
             Resource::EndpointSlice(s) => Key::new(Kind::EndpointSlice, &s.namespace, &s.name),
             Resource::Pod(p) => Key::new(Kind::Pod, &p.namespace, &p.name),
             Resource::Config(c) => Key::new(c.kind, &c.id.namespace, &c.id.name),
+            Resource::WorkloadEntry(w) => Key::new(Kind::WorkloadEntry, &w.namespace, &w.name),
         }
     }
 }
@@ -66,8 +76,8 @@ pub struct Index {
     entries: BTreeMap<Key, Entry>,
     /// The registry, by origin key and host name.
     services: BTreeMap<(Key, String), Service>,
-    /// Pods and WorkloadEntries, by their key.
-    workloads: BTreeMap<Key, Workload>,
+    /// Pods and WorkloadEntries, by their key (a WorkloadEntry's is also its entry's resource).
+    workloads: BTreeMap<Key, Arc<Workload>>,
     /// The label maps of `workloads`, one allocation per distinct map (see [`Workload::labels`]).
     labels: BTreeSet<Arc<Labels>>,
     next_seq: u64,
@@ -85,6 +95,7 @@ impl Index {
     pub fn apply(&mut self, change: Change) -> bool {
         match change {
             Change::Upsert { resource, created } => {
+                let resource = self.compact(resource);
                 let key = resource.key();
                 let age = match self.entries.get(&key) {
                     Some(existing) if existing.resource == resource && existing.age.created == created => return false,
@@ -116,6 +127,22 @@ impl Index {
         }
     }
 
+    /// [`Resource::compact`], with the labels of an equal map already held.
+    fn compact(&self, resource: Resource) -> Resource {
+        let workload = match resource.compact() {
+            Resource::WorkloadEntry(workload) => workload,
+            other => return other,
+        };
+        match self.labels.get(workload.labels.as_ref()) {
+            Some(shared) if !Arc::ptr_eq(shared, &workload.labels) => {
+                let mut workload = Arc::unwrap_or_clone(workload);
+                workload.labels = shared.clone();
+                Resource::WorkloadEntry(Arc::new(workload))
+            }
+            _ => Resource::WorkloadEntry(workload),
+        }
+    }
+
     /// Drops what `key`'s object derived; returns the labels of its workload, if it had one.
     fn forget_derived(&mut self, key: &Key) -> Option<Arc<Labels>> {
         let stale: Vec<(Key, String)> = self
@@ -127,11 +154,12 @@ impl Index {
         for k in stale {
             self.services.remove(&k);
         }
-        self.workloads.remove(key).map(|workload| workload.labels)
+        self.workloads.remove(key).map(|workload| workload.labels.clone())
     }
 
     /// Forgets the shared labels of a workload that is gone once nothing else holds them (the set's
-    /// reference and `labels` are the last two; a replaced pod's resource has been dropped by now).
+    /// reference and `labels` are the last two; a replaced pod's or WorkloadEntry's resource has been
+    /// dropped by now).
     fn release_labels(&mut self, labels: Option<Arc<Labels>>) {
         if let Some(labels) = labels
             && Arc::strong_count(&labels) <= 2
@@ -148,7 +176,16 @@ impl Index {
                 self.labels.insert(workload.labels.clone());
             }
         }
-        self.workloads.insert(key.clone(), workload);
+        self.workloads.insert(key.clone(), Arc::new(workload));
+    }
+
+    /// A WorkloadEntry's workload (labels already shared by [`Index::compact`] when an equal map was
+    /// held), listed as it is.
+    fn add_shared_workload(&mut self, key: &Key, workload: &Arc<Workload>) {
+        if !self.labels.contains(workload.labels.as_ref()) {
+            self.labels.insert(workload.labels.clone());
+        }
+        self.workloads.insert(key.clone(), workload.clone());
     }
 
     fn derive(&mut self, key: &Key, resource: &Resource) {
@@ -156,12 +193,17 @@ impl Index {
             Resource::Service(service) => vec![kubernetes::registry_entry(service)],
             Resource::Config(config) => match config.valid() {
                 Some(Object::ServiceEntry(entry)) => istio::registry_entries(key, &entry.spec),
+                // Not reached: `compact` made a valid WorkloadEntry a `Resource::WorkloadEntry`.
                 Some(Object::WorkloadEntry(entry)) => {
                     self.add_workload(key, istio::workload(key, &entry.spec));
                     Vec::new()
                 }
                 _ => Vec::new(),
             },
+            Resource::WorkloadEntry(workload) => {
+                self.add_shared_workload(key, workload);
+                Vec::new()
+            }
             Resource::Pod(pod) => {
                 self.add_workload(key, pod.clone());
                 Vec::new()
@@ -201,7 +243,8 @@ impl Index {
             .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
     }
 
-    /// Every valid Istio object of `kind`, with its key and age.
+    /// Every valid Istio object of `kind`, with its key and age. Valid WorkloadEntries are kept as their
+    /// workloads ([`Resource::WorkloadEntry`], read through [`Index::workloads`]), so not listed here.
     pub fn configs(&self, kind: Kind) -> impl Iterator<Item = (&Key, Age, &Object)> {
         self.of_kind(kind).filter_map(|(key, entry)| match &entry.resource {
             Resource::Config(config) => config.valid().map(|object| (key, entry.age, object)),
@@ -229,12 +272,12 @@ impl Index {
 
     /// Every pod and valid WorkloadEntry.
     pub fn workloads(&self) -> impl Iterator<Item = &Workload> {
-        self.workloads.values()
+        self.workloads.values().map(Arc::as_ref)
     }
 
     /// The workload under that key (kind `Pod` or `WorkloadEntry`).
     pub fn workload(&self, key: &Key) -> Option<&Workload> {
-        self.workloads.get(key)
+        self.workloads.get(key).map(Arc::as_ref)
     }
 
     /// The workloads of `namespace`.
@@ -245,7 +288,7 @@ impl Index {
             self.workloads
                 .range(Key::new(kind, namespace.as_str(), "")..)
                 .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
-                .map(|(_, w)| w)
+                .map(|(_, w)| w.as_ref())
         })
     }
 

@@ -33,6 +33,14 @@ use trellis_controlplane::translated::TranslatedSource;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's purge delay in milliseconds: how long memory freed back to its page-sized pools stays
+/// resident before it is returned to the system. mimalloc's default (10 ms, then 10 times that for
+/// its arenas) kept what a change's computations freed resident across the next one; at 0 it is
+/// returned at once (control-plane bench: see `bench/results/controlplane.md`).
+pub const ALLOCATOR_PURGE_DELAY_MS: &str = "0";
+/// The environment variable mimalloc reads [`ALLOCATOR_PURGE_DELAY_MS`] from (once, before `main`).
+pub const ALLOCATOR_PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
+
 /// Address the config push listens on (Istio's istiod port).
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:15012";
 /// Log filter at start (`tracing` env-filter syntax).
@@ -145,6 +153,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "system-allocator"))]
+    with_allocator_options();
     let args = Args::parse();
     match start(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +163,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// mimalloc reads its options from the environment before `main` runs (and setting them from Rust
+/// takes `unsafe`): when [`ALLOCATOR_PURGE_DELAY_ENV`] is not set, trellisd runs itself again with it
+/// set, in the same process (`exec`: the same pid, arguments and open files). An explicit setting in
+/// the environment is kept. If the restart fails, trellisd goes on with mimalloc's default.
+#[cfg(not(feature = "system-allocator"))]
+fn with_allocator_options() {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os(ALLOCATOR_PURGE_DELAY_ENV).is_some() {
+        return;
+    }
+    let Ok(program) = std::env::current_exe() else { return };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(program);
+    if let Some(name) = args.next() {
+        command.arg0(name);
+    }
+    let err = command.args(args).env(ALLOCATOR_PURGE_DELAY_ENV, ALLOCATOR_PURGE_DELAY_MS).exec();
+    eprintln!("trellisd: cannot restart with {ALLOCATOR_PURGE_DELAY_ENV}={ALLOCATOR_PURGE_DELAY_MS} ({err}); going on");
 }
 
 fn start(args: Args) -> Result<()> {

@@ -208,7 +208,7 @@ impl ConfigSource for TranslatedSource {
         Ok(View {
             version: empty.version,
             schema: empty.schema,
-            node: empty.node,
+            node: Arc::new(empty.node),
             mode: empty.mode,
             inbound: interner.inbound(empty.inbound),
             outbound: side.outbound.clone(),

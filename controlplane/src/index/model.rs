@@ -233,6 +233,11 @@ pub enum Resource {
     Pod(Workload),
     /// An Istio kind or the `Mesh`.
     Config(Config),
+    /// A valid WorkloadEntry as the index keeps it: the workload it stands for, shared with the index's
+    /// list of workloads. The typed object (its metadata, a second copy of its labels, its id) is not
+    /// kept: translate reads only the workload, and ten thousand entries held whole were ~14 MB. An
+    /// upsert of this form (a folder source handing back what the index held) is indexed as it is.
+    WorkloadEntry(Arc<Workload>),
 }
 
 /// What kind of object a workload comes from.

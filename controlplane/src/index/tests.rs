@@ -156,3 +156,22 @@ fn the_default_mesh_settings_apply_only_while_no_mesh_object_is_held() {
     index.apply_all(changes(mesh));
     assert_eq!(index.mesh().map(|m| m.root_namespace.as_str()), Some("from-object"), "a Mesh object wins");
 }
+
+#[test]
+fn a_valid_workload_entry_is_kept_as_its_workload_alone_and_handing_it_back_changes_nothing() {
+    let mut index = Index::new();
+    index.apply_all(changes(ENTRY));
+    let key = Key::new(Kind::WorkloadEntry, "shop", "vm");
+    let entry = index.get(&key).expect("the WorkloadEntry is listed");
+    let Resource::WorkloadEntry(kept) = &entry.resource else { panic!("kept whole: {:?}", entry.resource) };
+    let listed = index.workload(&key).expect("its workload");
+    assert!(std::ptr::eq(kept.as_ref(), listed), "the entry and the list of workloads hold one workload");
+    let again = Change::upsert(entry.resource.clone());
+    assert!(!index.apply(again), "what the index holds, handed back, is no change");
+    let mut same = changes(ENTRY);
+    assert!(!index.apply(same.remove(2)), "nor is the same document read again");
+    let moved = changes(&ENTRY.replace("192.0.2.9", "192.0.2.10")).remove(2);
+    assert!(index.apply(moved), "a new address is a change");
+    assert_eq!(index.workload(&key).map(|w| w.address.as_str()), Some("192.0.2.10"));
+    assert_eq!(index.of_kind(Kind::WorkloadEntry).count(), 1);
+}

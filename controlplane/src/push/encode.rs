@@ -186,7 +186,7 @@ impl Encoded {
         let mut line = Writer::new(b"{\"snapshot\":{\"schema\":");
         line.value(&view.schema)?;
         line.field("version", &view.version)?;
-        line.field("node", &view.node)?;
+        line.field("node", view.node.as_ref())?;
         line.field("mode", &view.mode)?;
         if !view.inbound.is_empty() {
             line.field("inbound", view.inbound.as_slice())?;
@@ -225,7 +225,7 @@ impl Encoded {
             line.field("schema", &new.schema)?;
         }
         if node {
-            line.field("node", &new.node)?;
+            line.field("node", new.node.as_ref())?;
         }
         if mode {
             line.field("mode", &new.mode)?;

@@ -159,7 +159,7 @@ impl Stream {
 
     /// Computes the proxy's config at `generation` and sends what changed, if anything did.
     async fn push(&mut self, generation: u64) -> Result<(), String> {
-        let view = match self.shared.view_for(&self.hello, generation).await {
+        let mut view = match self.shared.view_for(&self.hello, generation).await {
             Ok(view) => view,
             Err(err) => {
                 tracing::warn!(proxy = %self.hello.node.id, error = %err, "cannot compute a proxy's config");
@@ -169,6 +169,7 @@ impl Stream {
         };
         // Nothing changed for this proxy: it keeps its version (and the view its allocations).
         let Some(line) = self.shared.encoded.delta(self.view.as_ref(), &view)? else { return Ok(()) };
+        view.keep_unchanged(&self.view);
         self.view = Arc::new(view);
         self.send(line).await
     }

@@ -28,7 +28,9 @@ const SWEEP_EVERY: usize = 4096;
 pub struct View {
     pub version: String,
     pub schema: String,
-    pub node: Node,
+    /// Shared so that a proxy's next view keeps the allocation of an unchanged node
+    /// ([`View::keep_unchanged`]).
+    pub node: Arc<Node>,
     pub mode: ProxyMode,
     pub inbound: Arc<Vec<InboundListener>>,
     pub outbound: Arc<Outbound>,
@@ -48,7 +50,7 @@ impl View {
         Self {
             version: config.version,
             schema: config.schema,
-            node: config.node,
+            node: Arc::new(config.node),
             mode: config.mode,
             inbound: interner.inbound.intern(config.inbound),
             outbound: interner.outbound.intern(config.outbound),
@@ -58,12 +60,29 @@ impl View {
         }
     }
 
+    /// Takes `old`'s allocations of the parts that did not change, so the view a proxy keeps after a
+    /// change holds nothing new but what changed: a thousand proxies' fresh copies of unchanged nodes
+    /// and listeners, made on the computing threads between short-lived temporaries, would otherwise
+    /// be kept in place of the old ones, and scattered over the allocator's pages at every change.
+    pub fn keep_unchanged(&mut self, old: &View) {
+        fn keep<T: PartialEq>(new: &mut Arc<T>, old: &Arc<T>) {
+            if !Arc::ptr_eq(new, old) && new == old {
+                *new = old.clone();
+            }
+        }
+        keep(&mut self.node, &old.node);
+        keep(&mut self.inbound, &old.inbound);
+        keep(&mut self.outbound, &old.outbound);
+        keep(&mut self.gateway_listeners, &old.gateway_listeners);
+        keep(&mut self.telemetry, &old.telemetry);
+    }
+
     /// The config this view stands for (a whole copy).
     pub fn to_config(&self) -> ProxyConfig {
         ProxyConfig {
             schema: self.schema.clone(),
             version: self.version.clone(),
-            node: self.node.clone(),
+            node: self.node.as_ref().clone(),
             mode: self.mode,
             inbound: self.inbound.as_ref().clone(),
             outbound: self.outbound.as_ref().clone(),

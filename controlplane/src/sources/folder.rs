@@ -90,7 +90,8 @@ struct Held {
 
 impl Held {
     fn new(located: Located) -> Self {
-        Self { key: located.resource.key(), line: located.line, resource: Some(Box::new(located.resource)) }
+        let resource = located.resource.compact();
+        Self { key: resource.key(), line: located.line, resource: Some(Box::new(resource)) }
     }
 }
 
@@ -217,65 +218,77 @@ impl FolderSource {
     /// The changes that bring the index to what the files hold now, given the files read in this scan;
     /// records the new owner of every object, and drops the source's copy of every object the index
     /// now holds as its owner's (moved into the change that puts it there, not copied).
+    ///
+    /// Every object's first definition is looked up again, but nothing is copied for the objects whose
+    /// owner stays: a change of one file among a thousand costs a pass over borrowed keys, not ten
+    /// thousand copies of keys and paths (which made every change allocate and free a few MB).
     fn changes(&mut self, read_now: &BTreeSet<PathBuf>, findings: &mut Vec<Finding>) -> Vec<Change> {
-        // Each key's first definition (files in path order, documents in file order): file and position.
-        let mut wanted: BTreeMap<Key, (&Path, usize)> = BTreeMap::new();
-        for (path, state) in &self.files {
-            for (position, held) in state.objects.iter().enumerate() {
-                match wanted.get(&held.key) {
-                    Some((first, used)) => {
-                        if read_now.contains(path) || read_now.contains(*first) {
-                            let used_line = self.files[*first].objects[*used].line;
-                            findings.push(duplicate(path, held.line, &held.key, first, used_line));
+        let mut deletes: Vec<Key> = Vec::new();
+        let mut upserts: Vec<(PathBuf, usize)> = Vec::new();
+        // Objects whose owner changes: the key, the new owner, and the old one if there was one.
+        let mut moves: Vec<(Key, PathBuf, Option<PathBuf>)> = Vec::new();
+        {
+            // Each key's first definition (files in path order, documents in file order): file and position.
+            let mut wanted: BTreeMap<&Key, (&Path, usize)> = BTreeMap::new();
+            for (path, state) in &self.files {
+                let fresh = read_now.contains(path);
+                for (position, held) in state.objects.iter().enumerate() {
+                    match wanted.get(&held.key) {
+                        Some((first, used)) => {
+                            if fresh || read_now.contains(*first) {
+                                let used_line = self.files[*first].objects[*used].line;
+                                findings.push(duplicate(path, held.line, &held.key, first, used_line));
+                            }
                         }
-                    }
-                    None => {
-                        wanted.insert(held.key.clone(), (path, position));
+                        None => {
+                            wanted.insert(&held.key, (path, position));
+                        }
                     }
                 }
             }
-        }
-        let mut changes: Vec<Change> = self
-            .owners
-            .keys()
-            .filter(|key| !wanted.contains_key(*key))
-            .map(|key| Change::Delete(key.clone()))
-            .collect();
-        let mut upserts: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-        let mut owners = BTreeMap::new();
-        for (key, (path, position)) in wanted {
-            if read_now.contains(path) || self.owners.get(&key).map(PathBuf::as_path) != Some(path) {
-                upserts.entry(path.to_owned()).or_default().push(position);
+            deletes.extend(self.owners.keys().filter(|key| !wanted.contains_key(*key)).cloned());
+            for (key, (path, position)) in wanted {
+                let owner = self.owners.get(key);
+                let same_owner = owner.is_some_and(|owner| owner.as_os_str() == path.as_os_str());
+                if !same_owner {
+                    moves.push((key.clone(), path.to_owned(), owner.cloned()));
+                }
+                if !same_owner || read_now.contains(path) {
+                    upserts.push((path.to_owned(), position));
+                }
             }
-            owners.insert(key, path.to_owned());
+        }
+        let mut changes: Vec<Change> = Vec::with_capacity(deletes.len() + upserts.len());
+        for key in deletes {
+            self.owners.remove(&key);
+            changes.push(Change::Delete(key));
         }
         // An object whose file is not read again and that another file now defines first goes back
         // to being held whole, from the index, which still has it as that file's.
-        let moved: Vec<(Key, PathBuf)> = self
-            .owners
-            .iter()
-            .filter(|(key, path)| owners.get(*key).is_some_and(|now| now != *path))
-            .map(|(key, path)| (key.clone(), path.clone()))
-            .collect();
+        let moved: Vec<(&Key, &PathBuf)> =
+            moves.iter().filter_map(|(key, _, old)| Some((key, old.as_ref()?))).collect();
         if !moved.is_empty() {
             let index = self.index.read();
             for (key, path) in moved {
-                let Some(state) = self.files.get_mut(&path) else { continue };
-                if let Some(held) = state.objects.iter_mut().find(|h| h.key == key && h.resource.is_none()) {
-                    held.resource = index.get(&key).map(|entry| Box::new(entry.resource.clone()));
+                let Some(state) = self.files.get_mut(path) else { continue };
+                if let Some(held) = state.objects.iter_mut().find(|h| h.key == *key && h.resource.is_none()) {
+                    held.resource = index.get(key).map(|entry| Box::new(entry.resource.clone()));
                 }
             }
         }
-        self.owners = owners;
-        for (path, positions) in upserts {
-            let Some(state) = self.files.get_mut(&path) else { continue };
-            for position in positions {
-                let held = &mut state.objects[position];
-                match held.resource.take() {
-                    Some(resource) => changes.push(Change::upsert(*resource)),
-                    // Not reachable: an object not yet in the index as this file's is held whole.
-                    None => tracing::error!(key = %held.key, file = %path.display(), "an object to index was not kept"),
-                }
+        for (key, path, _) in moves {
+            self.owners.insert(key, path);
+        }
+        // Files in path order (objects new to the index rank in the order they are indexed).
+        upserts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, position) in upserts {
+            let Some(held) = self.files.get_mut(&path).and_then(|state| state.objects.get_mut(position)) else {
+                continue;
+            };
+            match held.resource.take() {
+                Some(resource) => changes.push(Change::upsert(*resource)),
+                // Not reachable: an object not yet in the index as this file's is held whole.
+                None => tracing::error!(key = %held.key, file = %path.display(), "an object to index was not kept"),
             }
         }
         changes

@@ -61,7 +61,9 @@ pub struct Machine {
 
 impl Run {
     /// Rounds of the same setup and load as one run: outcomes combined (median percentiles), CPU and
-    /// time added up, memory as after the last round, machine load averaged over time.
+    /// time added up, memory as after the last round but with the highest peak (`VmHWM`) any round
+    /// read (the kernel's high-water mark can read lower later, after memory went back), machine load
+    /// averaged over time.
     pub fn combine(rounds: Vec<Run>) -> Option<Run> {
         let last = rounds.last()?.clone();
         let seconds: f64 = rounds.iter().map(|r| r.seconds).sum();
@@ -71,9 +73,14 @@ impl Run {
         let proxies = last.proxies.map(|(client, server)| {
             let cpu =
                 |side: fn(&(Usage, Usage)) -> f64| rounds.iter().filter_map(|r| r.proxies.as_ref().map(side)).sum();
+            let peak = |side: fn(&(Usage, Usage)) -> u64| {
+                rounds.iter().filter_map(|r| r.proxies.as_ref().map(side)).max().unwrap_or_default()
+            };
+            let client_memory = Memory { hwm_kib: peak(|p| p.0.memory.hwm_kib), ..client.memory };
+            let server_memory = Memory { hwm_kib: peak(|p| p.1.memory.hwm_kib), ..server.memory };
             (
-                Usage { cpu_seconds: cpu(|p| p.0.cpu_seconds), memory: client.memory },
-                Usage { cpu_seconds: cpu(|p| p.1.cpu_seconds), memory: server.memory },
+                Usage { cpu_seconds: cpu(|p| p.0.cpu_seconds), memory: client_memory },
+                Usage { cpu_seconds: cpu(|p| p.1.cpu_seconds), memory: server_memory },
             )
         });
         Some(Run {

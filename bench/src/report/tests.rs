@@ -134,17 +134,24 @@ fn side_by_side_sets_each_pair_next_to_its_counterpart() {
 }
 
 #[test]
-fn rounds_combine_into_one_run_with_cpu_added_and_the_last_memory() {
+fn rounds_combine_into_one_run_with_cpu_added_the_last_memory_and_the_highest_peak() {
     let mut second = run(Kind::Trellis, 3.0, 0.5, 5000);
     second.machine.busy = 1.0;
     let combined = Run::combine(vec![run(Kind::Trellis, 1.0, 0.25, 4096), second]).expect("rounds");
     let (client, _) = combined.proxies.expect("proxies");
     assert_eq!(client.cpu_seconds, 0.75);
     assert_eq!(client.memory.hwm_kib, 5000);
+    assert_eq!(client.memory.rss_kib, 2500, "resident now: as after the last round");
     assert_eq!(combined.outcome.ok, 30_000);
     assert_eq!(combined.outcome.p99_ms, 2.0);
     assert_eq!(combined.machine.busy, 0.5);
     assert_eq!(combined.rounds.len(), 2);
+    // A later round reading a lower high-water mark does not hide an earlier round's peak.
+    let lower = run(Kind::Trellis, 2.0, 0.5, 4500);
+    let combined = Run::combine(vec![run(Kind::Trellis, 1.0, 0.25, 5200), lower]).expect("rounds");
+    let (client, server) = combined.proxies.expect("proxies");
+    assert_eq!((client.memory.hwm_kib, server.memory.hwm_kib), (5200, 5200));
+    assert_eq!(client.memory.rss_kib, 2250);
 }
 
 #[test]

@@ -26,10 +26,13 @@ trap '[[ -n $vg ]] && kill "$vg" 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$out
 
 # The driver kills trellisd with SIGKILL when done, which would lose the profile: it starts this
 # wrapper instead, which runs trellisd under callgrind in the background (surviving the wrapper) and
-# waits for it; the profile is written once trellisd stops on the SIGTERM sent below.
+# waits for it; the profile is written once trellisd stops on the SIGTERM sent below. trellisd's
+# allocator setting is set here, or trellisd would exec itself to set it (leaving callgrind behind);
+# the driver's `trellisd --version` runs natively.
 cat >"$out/trellisd" <<WRAPPER
 #!/usr/bin/env bash
-bash "$PWD/bench/layout.sh" callgrind "$out/trellisd.cg" "$trellisd" "\$@" &
+[[ \${1:-} == --version ]] && exec "$trellisd" "\$@"
+MIMALLOC_PURGE_DELAY=0 bash "$PWD/bench/layout.sh" callgrind "$out/trellisd.cg" "$trellisd" "\$@" &
 echo \$! >"$out/valgrind.pid"
 wait \$!
 WRAPPER

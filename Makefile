@@ -57,6 +57,13 @@ bench-proxy:
 proxy-layout:
 	CARGO="$(CARGO)" bash bench/proxy-layout.sh
 
+## controlplane-layout: records the functions trellisd runs (callgrind over a small control-plane bench)
+## into controlplane/layout/symbol-order.txt, the code layout of the release build (see
+## controlplane/build.rs); re-run after a toolchain or dependency upgrade.
+.PHONY: controlplane-layout
+controlplane-layout:
+	CARGO="$(CARGO)" bash bench/controlplane-layout.sh
+
 ## bench-controlplane: trellisd pushing changes to 1,000 simulated proxies (1,000 services, 10,000
 ## endpoints): change-to-ack p50/p99, bytes per change, peak RSS and CPU; writes
 ## bench/results/controlplane.md (~3 minutes after the build).

@@ -34,7 +34,7 @@ pids+=($!)
 
 common() { echo --listen-ip "$1" --admin-addr "$1:15000" --readiness-addr "$1:15021" --prometheus-addr "$1:15090" --concurrency 2 --drain-deadline 1s --log warn; }
 # exec: run in the background, the function's process becomes valgrind (so its pid is the one to stop).
-callgrind() { exec valgrind --tool=callgrind --demangle=no --dump-instr=no --compress-strings=no --compress-pos=no --callgrind-out-file="$1" "${@:2}"; }
+callgrind() { exec bash bench/layout.sh callgrind "$@"; }
 
 # pair NAME CLIENT_CONFIG SERVER_CONFIG CLIENT_IP SERVER_IP [CLIENT_TLS_ARGS] [SERVER_TLS_ARGS]
 pair() {
@@ -75,8 +75,7 @@ pair plain trellis-client.json trellis-server.json 127.90.1.1 127.90.1.2
 pair mtls trellis-mtls-client.json trellis-mtls-server.json 127.90.1.5 127.90.1.6 "$(tls client)" "$(tls app)"
 pair resilient trellis-resilient-client.json trellis-resilient-server.json 127.90.1.9 127.90.1.10
 
-# Self cost per function (instructions executed in it, calls excluded), summed over all runs; names
-# as the linker sees them (callgrind marks recursion levels with 'N; unnamed code is dropped).
+# The functions the runs saw, hottest first (bench/layout.sh order).
 # Callgrind cannot name everything the proxy runs, so the list starts with:
 # - musl's assembly string functions, which carry no symbol size (their cost goes to unnamed code);
 # - the slow paths of musl's and parking_lot's locks and waits, which run only when two threads
@@ -92,11 +91,6 @@ mkdir -p "$(dirname "$ORDER")"
         __timedwait __wait __libc_start_main __vm_lock __vm_unlock sem_post sem_wait sem_timedwait getpid \
         strcmp __floattidf __floatuntidf __divti3 __udivti3 __umodti3 __powidf2
     nm "$proxy" | awk '{ print $NF }' | grep -E 'parking_lot.*(lock|unlock|park)[a-z_]*slow|compiler_builtins.*div_rem' || true
-    awk '
-    /^fn=/ { cur = substr($0, 4); sub(/\x27[0-9]+$/, "", cur); next }
-    /^(cfn|cfi|cfl|cob)=/ { next }
-    /^calls=/ { skip = 1; next }
-    /^[0-9+-]/ { if (skip) { skip = 0; next } n = split($0, f, " "); if (cur != "" && cur !~ /^(0x|\()/) cost[cur] += f[n]; next }
-    END { for (name in cost) print cost[name], name }' "$out"/*.cg | sort -k1,1nr -k2 | awk '{ print $2 }'
+    bash bench/layout.sh order "$out"/*.cg
 } | awk '!seen[$0]++' >"$ORDER"
 echo "proxy-layout: wrote $ORDER ($(wc -l <"$ORDER") functions)"

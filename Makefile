@@ -50,6 +50,19 @@ clean:
 bench-proxy:
 	CARGO="$(CARGO)" bash bench/bench-proxy.sh $(ARGS)
 
+## proxy-release: builds the proxy as it ships (static musl release build with mimalloc, the recorded code
+## layout and profile; bench/proxy-build.sh) and prints its path.
+.PHONY: proxy-release
+proxy-release:
+	@CARGO="$(CARGO)" bash -c 'set -euo pipefail; source bench/proxy-build.sh; build_shipped_proxy >&2; echo "$$proxy ($$build)"'
+
+## proxy-pgo: records the profile the shipped proxy is optimized with (an instrumented build under the bench's
+## pairs) into proxy/pgo/trellis-proxy.proftext. Needs a previous `make bench-proxy`; re-run after changes to the
+## request path or a toolchain upgrade, then `make proxy-layout`.
+.PHONY: proxy-pgo
+proxy-pgo:
+	CARGO="$(CARGO)" bash bench/proxy-pgo.sh
+
 ## proxy-layout: records the functions the proxy runs (callgrind over the bench's pairs) into
 ## proxy/layout/symbol-order.txt, the code layout of the musl release build (see proxy/build.rs). Needs a
 ## previous `make bench-proxy`; re-run after a toolchain or dependency upgrade.

@@ -23,32 +23,11 @@ if ! command -v haproxy >/dev/null; then
     apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }
 fi
 
-# The proxy is measured as it ships: a static musl binary (no shared libraries to map, so a smaller
-# resident set) with mimalloc. Without the musl target (or musl-gcc, which mimalloc's C code needs)
-# the bench falls back to the host's glibc build and says so in the report.
-MUSL=x86_64-unknown-linux-musl
-if ! command -v musl-gcc >/dev/null; then
-    apt-get install -y musl-tools >/dev/null 2>&1 || true
-fi
-if command -v musl-gcc >/dev/null && { rustup target list --installed 2>/dev/null | grep -qx $MUSL || rustup target add $MUSL; }; then
-    "$CARGO" build --release --target $MUSL -p trellis-proxy
-    proxy=target/$MUSL/release/trellis-proxy
-    build="release build, static $MUSL, mimalloc"
-    # The code layout proxy/build.rs links in (lld with proxy/layout/symbol-order.txt): how much of
-    # the recorded list the binary still has (a low count means the list is stale: make proxy-layout).
-    order=proxy/layout/symbol-order.txt
-    if [[ -f $order ]] && readelf -p .comment "$proxy" 2>/dev/null | grep -q LLD; then
-        placed=$(nm "$proxy" | awk '{ print $NF }' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
-        build="$build, code layout: $placed of $(wc -l <"$order") recorded functions first"
-    else
-        build="$build, default code layout"
-    fi
-else
-    echo "bench-proxy: no musl toolchain; measuring the glibc build"
-    "$CARGO" build --release -p trellis-proxy
-    proxy=target/release/trellis-proxy
-    build="release build, glibc (dynamic), mimalloc"
-fi
+# The proxy is measured as it ships (bench/proxy-build.sh: static musl build, mimalloc, recorded code
+# layout and profile), or as the glibc build when the musl toolchain is missing, which the report says.
+# shellcheck source=bench/proxy-build.sh
+source bench/proxy-build.sh
+build_shipped_proxy
 "$CARGO" build --release -p trellis-bench
 
 driver=

@@ -7,7 +7,7 @@
 # connections, 200 over 64, a fixed-rate load over 64, the admin, readiness and Prometheus endpoints,
 # drain. Needs valgrind and the bench's generated configs (run `make bench-proxy` once first). Re-run
 # it after a toolchain or dependency upgrade (symbol names change; `make bench-proxy` reports how much
-# of the list matched).
+# of the list matched), and after `make proxy-pgo` (the profile changes what is inlined).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +22,12 @@ APP=127.90.0.1:8080
 
 command -v valgrind >/dev/null || apt-get install -y valgrind
 [[ -f $RATES/trellis-client.json && -x $OHA ]] || { echo "proxy-layout: run 'make bench-proxy' once first (it writes $RATES and installs oha)" >&2; exit 1; }
-"$CARGO" build --release --target $MUSL -p trellis-proxy
+# The binary as it ships (with the recorded profile: profile-guided inlining decides which functions exist).
+# shellcheck source=bench/proxy-build.sh
+source bench/proxy-build.sh
+build_shipped_proxy
+[[ $proxy == */$MUSL/* ]] || { echo "proxy-layout: the layout is recorded for the musl build (install musl-tools)" >&2; exit 1; }
 "$CARGO" build --release -p trellis-bench --bin trellis-bench-app
-proxy=$TARGET_DIR/$MUSL/release/trellis-proxy
 out=$(mktemp -d)  # KEEP=1 keeps it (the callgrind profiles and the proxies' logs)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$out"' EXIT

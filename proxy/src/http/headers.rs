@@ -75,13 +75,22 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 }
 
 /// Adds an `x-request-id` (a random UUID v4) when the request has none.
+///
+/// The id, new or the client's, is marked never-indexed (`HeaderValue::set_sensitive`): every
+/// request has its own, so HPACK gains nothing from remembering one, while indexing them would fill
+/// the HTTP/2 connection's header table with ids that never come back, evicting the headers that do
+/// (each request's encoder then searched a long chain of old ids, and the peer's decoder copied
+/// every id into its table). HTTP/1 ignores the mark.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if headers.contains_key(REQUEST_ID) {
+    if let Some(id) = headers.get_mut(REQUEST_ID) {
+        id.set_sensitive(true);
         return;
     }
     let bits = fastrand::u128(..);
     let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    headers.insert(REQUEST_ID, uuid_text(bits));
+    let mut id = uuid_text(bits);
+    id.set_sensitive(true);
+    headers.insert(REQUEST_ID, id);
 }
 
 /// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery.
@@ -169,5 +178,18 @@ mod tests {
         assert_eq!(&id[14..15], "4", "version 4: {id}");
         ensure_request_id(&mut headers);
         assert_eq!(headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()), Some(id.as_str()));
+    }
+
+    #[test]
+    fn request_ids_new_or_forwarded_are_never_indexed_by_hpack() {
+        let mut generated = HeaderMap::new();
+        ensure_request_id(&mut generated);
+        assert!(generated.get(REQUEST_ID).is_some_and(HeaderValue::is_sensitive));
+        let mut forwarded = HeaderMap::new();
+        forwarded.insert(REQUEST_ID, HeaderValue::from_static("from-the-client"));
+        ensure_request_id(&mut forwarded);
+        let id = forwarded.get(REQUEST_ID);
+        assert!(id.is_some_and(HeaderValue::is_sensitive));
+        assert_eq!(id.map(HeaderValue::as_bytes), Some(&b"from-the-client"[..]), "the client's id is kept");
     }
 }

@@ -80,6 +80,9 @@ pub struct Index {
     workloads: BTreeMap<Key, Arc<Workload>>,
     /// The label maps of `workloads`, one allocation per distinct map (see [`Workload::labels`]).
     labels: BTreeSet<Arc<Labels>>,
+    /// The namespace names of the keys held, one allocation each (see [`Key`]). Never shrinks: a
+    /// mesh has few namespaces.
+    namespaces: BTreeSet<Arc<str>>,
     next_seq: u64,
     /// The mesh settings when no valid `Mesh` object is held (`trellisd --root-namespace`).
     default_mesh: Option<MeshSpec>,
@@ -97,12 +100,14 @@ impl Index {
             Change::Upsert { resource, created } => {
                 let resource = self.compact(resource);
                 let key = resource.key();
-                let age = match self.entries.get(&key) {
-                    Some(existing) if existing.resource == resource && existing.age.created == created => return false,
-                    Some(existing) => Age { created, seq: existing.age.seq },
+                let (key, age) = match self.entries.get_key_value(&key) {
+                    Some((_, existing)) if existing.resource == resource && existing.age.created == created => {
+                        return false;
+                    }
+                    Some((held, existing)) => (held.clone(), Age { created, seq: existing.age.seq }),
                     None => {
                         self.next_seq += 1;
-                        Age { created, seq: self.next_seq }
+                        (self.shared_namespace(key), Age { created, seq: self.next_seq })
                     }
                 };
                 let stale = self.forget_derived(&key);
@@ -125,6 +130,17 @@ impl Index {
         for change in changes {
             self.apply(change);
         }
+    }
+
+    /// `key` with the namespace name already held, if it is.
+    fn shared_namespace(&mut self, mut key: Key) -> Key {
+        match self.namespaces.get(&key.namespace) {
+            Some(shared) => key.namespace = shared.clone(),
+            None => {
+                self.namespaces.insert(key.namespace.clone());
+            }
+        }
+        key
     }
 
     /// [`Resource::compact`], with the labels of an equal map already held.
@@ -205,7 +221,7 @@ impl Index {
                 Vec::new()
             }
             Resource::Pod(pod) => {
-                self.add_workload(key, pod.clone());
+                self.add_workload(key, pod.as_ref().clone());
                 Vec::new()
             }
             Resource::Namespace(_) | Resource::EndpointSlice(_) => Vec::new(),
@@ -240,7 +256,7 @@ impl Index {
         let namespace = namespace.to_owned();
         self.entries
             .range(Key::new(kind, namespace.as_str(), "")..)
-            .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+            .take_while(move |(k, _)| k.kind == kind && *k.namespace == *namespace)
     }
 
     /// Every valid Istio object of `kind`, with its key and age. Valid WorkloadEntries are kept as their
@@ -255,7 +271,7 @@ impl Index {
     /// Every Istio object that failed validation, with its key.
     pub fn invalid(&self) -> impl Iterator<Item = (&Key, &Config)> {
         self.entries.iter().filter_map(|(key, entry)| match &entry.resource {
-            Resource::Config(config) if config.valid().is_none() => Some((key, config)),
+            Resource::Config(config) if config.valid().is_none() => Some((key, config.as_ref())),
             _ => None,
         })
     }
@@ -287,7 +303,7 @@ impl Index {
             let namespace = namespace.clone();
             self.workloads
                 .range(Key::new(kind, namespace.as_str(), "")..)
-                .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+                .take_while(move |(k, _)| k.kind == kind && *k.namespace == *namespace)
                 .map(|(_, w)| w.as_ref())
         })
     }
@@ -296,7 +312,7 @@ impl Index {
     pub fn endpoint_slices(&self, namespace: &str, service: &str) -> impl Iterator<Item = &EndpointSlice> + use<'_> {
         let service = service.to_owned();
         self.in_namespace(Kind::EndpointSlice, namespace).filter_map(move |(_, entry)| match &entry.resource {
-            Resource::EndpointSlice(slice) if slice.service == service => Some(slice),
+            Resource::EndpointSlice(slice) if slice.service == service => Some(slice.as_ref()),
             _ => None,
         })
     }
@@ -304,7 +320,7 @@ impl Index {
     /// The namespace of that name, if a source reported it.
     pub fn namespace(&self, name: &str) -> Option<&Namespace> {
         match self.entries.get(&Key::new(Kind::Namespace, "", name)).map(|e| &e.resource) {
-            Some(Resource::Namespace(ns)) => Some(ns),
+            Some(Resource::Namespace(ns)) => Some(ns.as_ref()),
             _ => None,
         }
     }
@@ -324,10 +340,10 @@ impl Index {
             _ => None,
         });
         let Some(first) = meshes.next() else { return self.default_mesh.as_ref() };
-        if first.0.name == DEFAULT_MESH_NAME {
+        if &*first.0.name == DEFAULT_MESH_NAME {
             return Some(first.1);
         }
-        Some(meshes.find(|(key, _)| key.name == DEFAULT_MESH_NAME).unwrap_or(first).1)
+        Some(meshes.find(|(key, _)| &*key.name == DEFAULT_MESH_NAME).unwrap_or(first).1)
     }
 }
 

@@ -83,7 +83,7 @@ mod tests {
     use crate::index::{Key, Kind, Namespace, Resource};
 
     fn namespace(name: &str) -> Change {
-        Change::upsert(Resource::Namespace(Namespace { name: name.to_owned(), labels: Default::default() }))
+        Change::upsert(Resource::Namespace(Box::new(Namespace { name: name.to_owned(), labels: Default::default() })))
     }
 
     #[test]

@@ -16,12 +16,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
-use trellis_api::proxy_config::{Cluster, Outbound, ProxyConfig, ProxyMode, Telemetry};
+use trellis_api::proxy_config::{Outbound, ProxyConfig, ProxyMode, Telemetry};
 use trellis_api::push::Hello;
 
 use crate::index::Index;
 use crate::jwks::JwksCache;
-use crate::push::{ConfigSource, Interner, View};
+use crate::push::{ConfigSource, Interner, SentCluster, View};
 use crate::sources::SharedIndex;
 use crate::translate::sharing::{SharingKey, outbound_label_keys, sharing_key};
 use crate::translate::{ProxyIdentity, Skipped, sidecar_own, sidecar_shared, translate};
@@ -76,7 +76,7 @@ struct SharedSides {
 struct SharedSide {
     outbound: Arc<Outbound>,
     /// In name order; handed to every view as is.
-    clusters: Arc<[Arc<Cluster>]>,
+    clusters: Arc<[Arc<SentCluster>]>,
     telemetry: Arc<Telemetry>,
 }
 
@@ -410,12 +410,12 @@ spec:
         assert!(source.index().apply(added.changes), "the index changed");
         let after = source.view_for(&hello, &interner).expect("a view");
         let find = |view: &View, name: &str| {
-            view.clusters.iter().find(|c| c.name == name).cloned().expect("the cluster is there")
+            view.clusters.iter().find(|c| c.name() == name).cloned().expect("the cluster is there")
         };
         let (api, backend) = ("outbound|80||api.shop.svc.cluster.local", "outbound|80||backend.shop.svc.cluster.local");
         assert!(Arc::ptr_eq(&find(&before, backend), &find(&after, backend)), "backend did not change");
-        assert_eq!(find(&before, api).endpoints.len() + 1, find(&after, api).endpoints.len());
-        let delta = trellis_api::push::diff(&before, &after).expect("something changed");
+        assert_eq!(find(&before, api).to_cluster().endpoints.len() + 1, find(&after, api).to_cluster().endpoints.len());
+        let delta = trellis_api::push::diff(&before.to_config(), &after.to_config()).expect("something changed");
         assert_eq!(delta.clusters.len(), 1, "only the api cluster is sent");
         assert!(delta.outbound.is_none() && delta.inbound.is_none());
     }

@@ -101,8 +101,8 @@ fn workload_of(kind: WorkloadKind, key: &Key, spec: &WorkloadEntrySpec) -> Workl
         .collect();
     Workload {
         kind,
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
         address: spec.address.clone().unwrap_or_default(),
         labels: Arc::new(labels),
         service_account: spec

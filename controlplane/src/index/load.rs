@@ -55,22 +55,25 @@ pub fn value(source_name: &str, line: usize, value: &Value) -> Result<Option<Cha
     let text = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or_default();
     let resource = match (text("apiVersion"), text("kind")) {
         ("v1", "Service") => {
-            Resource::Service(kubernetes::service(source_name, &typed::<core::Service>(source_name, line, value)?)?)
+            let service = kubernetes::service(source_name, &typed::<core::Service>(source_name, line, value)?)?;
+            Resource::Service(Box::new(service))
         }
-        ("v1", "Pod") => Resource::Pod(kubernetes::pod(source_name, &typed::<core::Pod>(source_name, line, value)?)?),
-        ("v1", "Namespace") => Resource::Namespace(kubernetes::namespace(
+        ("v1", "Pod") => {
+            Resource::Pod(Box::new(kubernetes::pod(source_name, &typed::<core::Pod>(source_name, line, value)?)?))
+        }
+        ("v1", "Namespace") => Resource::Namespace(Box::new(kubernetes::namespace(
             source_name,
             &typed::<core::Namespace>(source_name, line, value)?,
-        )?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Resource::EndpointSlice(kubernetes::endpoint_slice(
+        )?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Resource::EndpointSlice(Box::new(kubernetes::endpoint_slice(
             source_name,
             &typed::<discovery::EndpointSlice>(source_name, line, value)?,
-        )?),
+        )?)),
         _ => {
             let decoded = object::decode(value);
             let first_error = decoded.issues.iter().find(|i| i.severity == trellis_api::Severity::Error).cloned();
             match Config::from_decoded(decoded) {
-                Some(config) => Resource::Config(config),
+                Some(config) => Resource::Config(Box::new(config)),
                 None => {
                     return match first_error {
                         Some(issue) => Err(Error::Document {
@@ -102,7 +105,7 @@ pub fn report(report: &Report) -> Vec<Change> {
         .objects
         .iter()
         .filter_map(|located| Config::from_decoded(object::decode(&located.document.value)))
-        .map(|config| Change::upsert(Resource::Config(config)))
+        .map(|config| Change::upsert(Resource::Config(Box::new(config))))
         .collect()
 }
 

@@ -98,16 +98,20 @@ impl std::fmt::Display for Kind {
 }
 
 /// Where an object is in the index: kind, namespace (empty for cluster-scoped kinds) and name.
+///
+/// Its texts are shared: a key is kept in several maps (the index's objects, its workloads and
+/// registry, the folder source's files and owners), and a clone costs two reference counts instead
+/// of two allocations; keys of one namespace share its name ([`Index`](super::Index) interns it).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl Key {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { kind, namespace: namespace.into(), name: name.into() }
+    pub fn new(kind: Kind, namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
+        Self { kind, namespace: Arc::from(namespace.as_ref()), name: Arc::from(name.as_ref()) }
     }
 }
 
@@ -224,15 +228,19 @@ impl Config {
 }
 
 /// What a source hands to the index.
+///
+/// Every kind is behind a pointer, so a resource is two words: the index keeps ten thousand of them
+/// inline in its map (whose nodes keep room for eleven), where the largest kind held inline (a
+/// [`Config`], 264 B) made every entry that large, a WorkloadEntry's pointer too.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
-    Namespace(Namespace),
-    Service(KubeService),
-    EndpointSlice(EndpointSlice),
+    Namespace(Box<Namespace>),
+    Service(Box<KubeService>),
+    EndpointSlice(Box<EndpointSlice>),
     /// A pod, already turned into a workload.
-    Pod(Workload),
+    Pod(Box<Workload>),
     /// An Istio kind or the `Mesh`.
-    Config(Config),
+    Config(Box<Config>),
     /// A valid WorkloadEntry as the index keeps it: the workload it stands for, shared with the index's
     /// list of workloads. The typed object (its metadata, a second copy of its labels, its id) is not
     /// kept: translate reads only the workload, and ten thousand entries held whole were ~14 MB. An

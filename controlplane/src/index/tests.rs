@@ -175,3 +175,9 @@ fn a_valid_workload_entry_is_kept_as_its_workload_alone_and_handing_it_back_chan
     assert_eq!(index.workload(&key).map(|w| w.address.as_str()), Some("192.0.2.10"));
     assert_eq!(index.of_kind(Kind::WorkloadEntry).count(), 1);
 }
+
+#[test]
+fn a_resource_is_two_words_whatever_its_kind() {
+    assert_eq!(std::mem::size_of::<Resource>(), 2 * std::mem::size_of::<usize>());
+    assert!(std::mem::size_of::<Entry>() <= 48, "{} B", std::mem::size_of::<Entry>());
+}

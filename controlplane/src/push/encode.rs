@@ -4,9 +4,9 @@
 //! A line is a list of [`Bytes`] that, written one after the other, read exactly as
 //! [`trellis_api::push::encode_snapshot`] and [`trellis_api::push::encode_delta`] encode the message
 //! (the tests hold the two to byte equality). The large sections every proxy of a sharing key holds
-//! as one allocation (the outbound section and each cluster) are encoded once per allocation and kept
-//! in an [`Encoded`] cache for as long as some view holds that allocation; a line refers to those
-//! bytes instead of copying them. So a VirtualService edit sent to a thousand proxies costs one
+//! as one allocation are encoded once: each cluster is kept as its encoding ([`SentCluster`]), and the
+//! outbound section is encoded once per allocation and kept in an [`Encoded`] cache for as long as
+//! some view holds that allocation; a line refers to those bytes instead of copying them. So a VirtualService edit sent to a thousand proxies costs one
 //! encoding of the new outbound section and a thousand small heads, in CPU and in memory while the
 //! lines wait in the streams' buffers; a snapshot costs its node and inbound listeners.
 //!
@@ -14,15 +14,16 @@
 //! section is sent whole when it changed; clusters by name), comparing shared allocations by address
 //! and, only when those differ, by value, and without copying anything into a message first.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use serde::Serialize;
-use trellis_api::proxy_config::{Cluster, Outbound};
-use trellis_api::push::diff_clusters;
+use trellis_api::proxy_config::Outbound;
 
 use super::View;
+use super::view::SentCluster;
 
 /// Shared pieces shorter than this are copied into the line's own bytes (fewer, larger frames).
 pub const INLINE_PIECE_BYTES: usize = 512;
@@ -47,9 +48,6 @@ pub fn line_len(line: &[Bytes]) -> usize {
 #[derive(Debug, Default)]
 pub struct Encoded {
     outbound: Cache<Outbound>,
-    /// Each cluster encoded with a leading comma, so a list is its pieces one after the other (the
-    /// first without its comma).
-    clusters: Cache<Cluster>,
 }
 
 /// Encodings by the address of the allocation they encode. The weak reference proves the address
@@ -197,7 +195,7 @@ impl Encoded {
             line.field("gatewayListeners", view.gateway_listeners.as_slice())?;
         }
         if !view.clusters.is_empty() {
-            self.cluster_list(&mut line, &by_name(&view.clusters))?;
+            cluster_list(&mut line, &view.clusters_by_name());
         }
         line.field("telemetry", view.telemetry.as_ref())?;
         Ok(line.finish())
@@ -206,7 +204,7 @@ impl Encoded {
     /// The [`trellis_api::push::ServerMessage::Delta`] line that turns what `old` stands for into
     /// `new`, or `None` when they differ in nothing but their version.
     pub fn delta(&self, old: &View, new: &View) -> Result<Option<Line>, String> {
-        let (changed, removed) = diff_clusters(&by_name(&old.clusters), &by_name(&new.clusters));
+        let (changed, removed) = diff_clusters(&old.clusters_by_name(), &new.clusters_by_name());
         let schema = old.schema != new.schema;
         let node = old.node != new.node;
         let mode = old.mode != new.mode;
@@ -244,7 +242,7 @@ impl Encoded {
             line.field("telemetry", new.telemetry.as_ref())?;
         }
         if !changed.is_empty() {
-            self.cluster_list(&mut line, &changed)?;
+            cluster_list(&mut line, &changed);
         }
         if !removed.is_empty() {
             line.field("removedClusters", &removed)?;
@@ -252,44 +250,61 @@ impl Encoded {
         Ok(Some(line.finish()))
     }
 
-    /// `,"clusters":[...]` of `clusters`, each from the cache.
-    fn cluster_list(&self, line: &mut Writer, clusters: &[&Arc<Cluster>]) -> Result<(), String> {
-        line.name("clusters");
-        line.raw(b"[");
-        for (i, cluster) in clusters.iter().enumerate() {
-            let bytes = self.clusters.get(cluster, |c| {
-                let mut bytes = vec![b','];
-                serde_json::to_writer(&mut bytes, c).map_err(|e| format!("cannot encode a message: {e}"))?;
-                Ok(bytes)
-            })?;
-            line.shared(if i == 0 { bytes.slice(1..) } else { bytes });
-        }
-        line.raw(b"]");
-        Ok(())
-    }
-
     fn outbound(&self, outbound: &Arc<Outbound>) -> Result<Bytes, String> {
         self.outbound.get(outbound, to_json)
     }
 
-    /// How many encoded outbound sections and clusters are held for live allocations.
+    /// How many encoded outbound sections are held for live allocations.
     #[cfg(test)]
-    pub fn live(&self) -> (usize, usize) {
-        (self.outbound.live(), self.clusters.live())
+    pub fn live(&self) -> usize {
+        self.outbound.live()
     }
+}
+
+/// `,"clusters":[...]` of `clusters`, their encodings shared.
+fn cluster_list(line: &mut Writer, clusters: &[&Arc<SentCluster>]) {
+    line.name("clusters");
+    line.raw(b"[");
+    for (i, cluster) in clusters.iter().enumerate() {
+        line.shared(if i == 0 { cluster.json() } else { cluster.json_after_comma() });
+    }
+    line.raw(b"]");
+}
+
+/// The clusters of `new` to send and the names to remove, given both lists in name order: the
+/// semantics of `trellis_api::push::diff_clusters` (clusters of one name are a group, sent whole
+/// when it changed in any way), comparing shared allocations by address and only then by encoding.
+fn diff_clusters<'a>(
+    old: &[&'a Arc<SentCluster>],
+    new: &[&'a Arc<SentCluster>],
+) -> (Vec<&'a Arc<SentCluster>>, Vec<&'a str>) {
+    let group_len = |list: &[&Arc<SentCluster>], name: &str| list.iter().take_while(|c| c.name() == name).count();
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => o.name().cmp(n.name()),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let group: &'a str = if order == Ordering::Greater { new[j].name() } else { old[i].name() };
+        let old_group = if order == Ordering::Greater { 0 } else { group_len(&old[i..], group) };
+        let new_group = if order == Ordering::Less { 0 } else { group_len(&new[j..], group) };
+        let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
+        if after.is_empty() {
+            removed.push(group);
+        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !same(*b, *a)) {
+            changed.extend_from_slice(after);
+        }
+        i += old_group;
+        j += new_group;
+    }
+    (changed, removed)
 }
 
 /// Equal: one allocation, or equal values.
 fn same<T: PartialEq>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b) || a == b
-}
-
-/// References to `clusters` in name order (stable, as `ConfigView::clusters_by_name`).
-fn by_name(clusters: &[Arc<Cluster>]) -> Vec<&Arc<Cluster>> {
-    let mut sorted: Vec<&Arc<Cluster>> = clusters.iter().collect();
-    // Already sorted (what views hold) costs one pass.
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ mod stream;
 pub mod tls;
 mod view;
 
-pub use view::{Interner, View};
+pub use view::{Interner, SentCluster, View};
 
 /// Quiet time after a generation change before proxies' configs are computed, so a burst of changes
 /// (a rollout's endpoint updates) becomes one push.

@@ -119,7 +119,7 @@ impl Stream {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             decoder.push(&data);
-                            if let Err(reason) = self.answer(&mut decoder).await {
+                            if let Err(reason) = Box::pin(self.answer(&mut decoder)).await {
                                 break reason;
                             }
                         }
@@ -131,9 +131,11 @@ impl Stream {
                         following = false;
                         continue;
                     }
-                    self.debounce(&mut generations).await;
+                    // Boxed, as the futures below: the task of a stream is as large as the largest
+                    // future it may await, and it lives as long as the stream, idle nearly always.
+                    Box::pin(self.debounce(&mut generations)).await;
                     let generation = *generations.borrow_and_update();
-                    if let Err(reason) = self.push(generation).await {
+                    if let Err(reason) = Box::pin(self.push(generation)).await {
                         break reason;
                     }
                 },

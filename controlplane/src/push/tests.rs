@@ -2,9 +2,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use trellis_api::proxy_config::{Cluster, Endpoint, LoadBalancer, Node, Protocol, ProxyConfig, ProxyMode, UpstreamTls};
-use trellis_api::push::{ConfigView, apply, diff, normalize};
+use trellis_api::push::{apply, diff, normalize};
 
-use super::{Interner, View};
+use super::{Interner, SentCluster, View};
 
 fn cluster(service: usize, endpoints: usize) -> Cluster {
     let fqdn = format!("svc-{service:03}.shop.svc.cluster.local");
@@ -60,8 +60,8 @@ fn a_changed_config_shares_unchanged_clusters_with_the_last_view_and_the_changed
         next.clusters.retain(|c| !c.name.contains("svc-003"));
         next.clusters.iter_mut().filter(|c| c.name.contains("svc-007")).for_each(|c| c.endpoints.truncate(1));
         let next_view = View::new(next.clone(), &interner);
-        let delta = diff(view, &next_view).expect("a delta");
-        assert_eq!(Some(&delta), diff(&view.to_config(), &next).as_ref(), "views and configs diff alike");
+        let delta = diff(&view.to_config(), &next_view.to_config()).expect("a delta");
+        assert_eq!(Some(&delta), diff(&view.to_config(), &next).as_ref(), "a view stands for its config");
         let names: Vec<&str> = delta.clusters.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
@@ -82,14 +82,26 @@ fn a_changed_config_shares_unchanged_clusters_with_the_last_view_and_the_changed
     assert_eq!(interner.live_clusters(), 22, "the old views still hold the two replaced clusters");
     drop(old);
     assert_eq!(interner.live_clusters(), 20, "only what views hold stays alive");
-    assert_eq!(new[0].version(), "2");
+    assert_eq!(new[0].version, "2");
 }
 
 #[test]
 fn a_view_of_the_same_config_has_no_delta() {
     let interner = Interner::default();
     let view = View::new(config("a.shop", "1", 10), &interner);
-    assert!(diff(&view, &config("a.shop", "2", 10)).is_none());
+    assert!(diff(&view.to_config(), &config("a.shop", "2", 10)).is_none());
+}
+
+#[test]
+fn a_cluster_is_kept_as_its_encoding_and_decodes_to_itself() {
+    let mut labelled = cluster(7, 3);
+    labelled.endpoints[0].labels.insert("app".to_owned(), "svc-007".to_owned());
+    let sent = SentCluster::new(&labelled);
+    assert_eq!(sent.name(), labelled.name);
+    assert_eq!(sent.json(), serde_json::to_vec(&labelled).expect("encodes"));
+    assert_eq!(&sent.json_after_comma()[1..], &sent.json()[..], "the same bytes after a comma");
+    assert_eq!(sent.to_cluster(), labelled);
+    assert_ne!(SentCluster::new(&cluster(7, 2)), sent, "another value is another encoding");
 }
 
 #[test]

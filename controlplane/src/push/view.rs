@@ -3,15 +3,20 @@
 //! A [`View`] holds one proxy's config as shared sections: equal clusters and sections of different
 //! proxies are one allocation, found through the [`Interner`] when a config becomes a view. The memory
 //! held per proxy is its node and pointers to shared sections and lists. Comparing two views
-//! ([`trellis_api::push::diff`]) skips whatever they share.
+//! (`super::encode`) skips whatever they share.
+//!
+//! Clusters are kept as their encoding ([`SentCluster`]), not as [`Cluster`]s: the encoding is what
+//! goes out, equal encodings are equal clusters, and a cluster's value is several times its JSON (each
+//! endpoint's label map is a B-tree node with room for eleven labels: ~7 KB for ten endpoints, 7 MB for
+//! the thousand clusters of the control-plane bench, against 1.6 MB of JSON).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use trellis_api::proxy_config::{
     Cluster, GatewayListener, InboundListener, Node, Outbound, ProxyConfig, ProxyMode, Telemetry,
 };
-use trellis_api::push::ConfigView;
 
 /// How many distinct recent values of one section the interner remembers for sharing.
 pub const SECTION_POOL_SIZE: usize = 64;
@@ -39,7 +44,45 @@ pub struct View {
     /// Best kept in name order (stable); views sort references to them when they are not. The list
     /// itself is shared too: every sidecar of one sharing key holds the same one (a pointer per
     /// cluster, ~1.5 KB per proxy in the control-plane bench, held once instead of per proxy).
-    pub clusters: Arc<[Arc<Cluster>]>,
+    pub clusters: Arc<[Arc<SentCluster>]>,
+}
+
+/// A cluster as the push server keeps it: its name and its JSON, the bytes messages carry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SentCluster {
+    name: String,
+    /// The encoding with a leading comma, so a list is its clusters one after the other (the first
+    /// without its comma).
+    json: Bytes,
+}
+
+impl SentCluster {
+    /// `cluster` encoded.
+    pub fn new(cluster: &Cluster) -> Self {
+        let mut json = vec![b','];
+        // A cluster is plain data (string-keyed maps, no fallible serializer), so it always encodes.
+        serde_json::to_writer(&mut json, cluster).expect("a cluster encodes as JSON");
+        Self { name: cluster.name.clone(), json: Bytes::from(json) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The JSON with a leading comma (shared, not copied).
+    pub fn json_after_comma(&self) -> Bytes {
+        self.json.clone()
+    }
+
+    /// The JSON (shared, not copied).
+    pub fn json(&self) -> Bytes {
+        self.json.slice(1..)
+    }
+
+    /// The cluster again, decoded from its JSON (for `GET /v1/config` and tests).
+    pub fn to_cluster(&self) -> Cluster {
+        serde_json::from_slice(&self.json[1..]).expect("a cluster decodes from its own encoding")
+    }
 }
 
 impl View {
@@ -87,39 +130,14 @@ impl View {
             inbound: self.inbound.as_ref().clone(),
             outbound: self.outbound.as_ref().clone(),
             gateway_listeners: self.gateway_listeners.as_ref().clone(),
-            clusters: self.clusters_by_name().into_iter().cloned().collect(),
+            clusters: self.clusters_by_name().into_iter().map(|c| c.to_cluster()).collect(),
             telemetry: self.telemetry.as_ref().clone(),
         }
     }
-}
 
-impl ConfigView for View {
-    fn version(&self) -> &str {
-        &self.version
-    }
-    fn schema(&self) -> &str {
-        &self.schema
-    }
-    fn node(&self) -> &Node {
-        &self.node
-    }
-    fn mode(&self) -> ProxyMode {
-        self.mode
-    }
-    fn inbound(&self) -> &[InboundListener] {
-        &self.inbound
-    }
-    fn outbound(&self) -> &Outbound {
-        &self.outbound
-    }
-    fn gateway_listeners(&self) -> &[GatewayListener] {
-        &self.gateway_listeners
-    }
-    fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
-    }
-    fn clusters_by_name(&self) -> Vec<&Cluster> {
-        let mut clusters: Vec<&Cluster> = self.clusters.iter().map(Arc::as_ref).collect();
+    /// The clusters in name order (stable, as `ConfigView::clusters_by_name`).
+    pub fn clusters_by_name(&self) -> Vec<&Arc<SentCluster>> {
+        let mut clusters: Vec<&Arc<SentCluster>> = self.clusters.iter().collect();
         // Already sorted (what `View::new` makes) costs one pass.
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
         clusters
@@ -140,13 +158,14 @@ pub struct Interner {
 
 #[derive(Debug, Default)]
 struct ClusterPool {
-    by_name: HashMap<String, Vec<Weak<Cluster>>>,
+    by_name: HashMap<String, Vec<Weak<SentCluster>>>,
     interned: usize,
 }
 
 impl Interner {
-    /// The shared allocation of `cluster`.
-    pub fn cluster(&self, cluster: Cluster) -> Arc<Cluster> {
+    /// The shared allocation of `cluster`, encoded.
+    pub fn cluster(&self, cluster: Cluster) -> Arc<SentCluster> {
+        let cluster = SentCluster::new(&cluster);
         let mut pool = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         pool.interned += 1;
         if pool.interned.is_multiple_of(SWEEP_EVERY) {

@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use trellis_api::analyze::Finding;
@@ -153,9 +154,10 @@ impl Scan {
 pub struct FolderSource {
     root: PathBuf,
     index: SharedIndex,
-    files: BTreeMap<PathBuf, FileState>,
-    /// The file each object in the index came from.
-    owners: BTreeMap<Key, PathBuf>,
+    files: BTreeMap<Arc<Path>, FileState>,
+    /// The file each object in the index came from: one allocation of its path per file, shared by
+    /// the file's objects (ten thousand objects from a thousand files hold a thousand paths).
+    owners: BTreeMap<Key, Arc<Path>>,
 }
 
 impl FolderSource {
@@ -175,19 +177,22 @@ impl FolderSource {
     pub fn scan(&mut self) -> Result<Scan, FolderError> {
         let listing = list(&self.root)?;
         let mut scan = Scan::default();
-        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !listing.contains_key(*p)).cloned().collect();
+        let gone: Vec<Arc<Path>> = self.files.keys().filter(|p| !listing.contains_key(p.as_ref())).cloned().collect();
         for path in gone {
             self.files.remove(&path);
-            scan.removed.push(path);
+            scan.removed.push(path.to_path_buf());
         }
-        let mut read_now = BTreeSet::new();
+        let mut read_now: BTreeSet<Arc<Path>> = BTreeSet::new();
         for (path, stamp) in &listing {
-            if self.files.get(path).is_some_and(|state| state.stamp == *stamp) {
+            let held = self.files.get_key_value(path.as_path());
+            if held.is_some_and(|(_, state)| state.stamp == *stamp) {
                 continue;
             }
-            let Some(outcome) = read_settled(path, *stamp) else { continue };
+            // The file's one allocation of its path, kept while the file is there.
+            let path: Arc<Path> = held.map_or_else(|| Arc::from(path.as_path()), |(shared, _)| shared.clone());
+            let Some(outcome) = read_settled(&path, *stamp) else { continue };
             let name = path.display().to_string();
-            scan.read.push(path.clone());
+            scan.read.push(path.to_path_buf());
             read_now.insert(path.clone());
             match outcome.map_err(|message| vec![whole_file(&name, 1, message)]).and_then(|b| parse(&name, &b)) {
                 Ok(parsed) => {
@@ -202,7 +207,7 @@ impl FolderSource {
                     let state =
                         self.files.entry(path.clone()).or_insert(FileState { stamp: *stamp, objects: Vec::new() });
                     state.stamp = *stamp;
-                    scan.kept.push((path.clone(), state.objects.len()));
+                    scan.kept.push((path.to_path_buf(), state.objects.len()));
                 }
             }
         }
@@ -222,14 +227,14 @@ impl FolderSource {
     /// Every object's first definition is looked up again, but nothing is copied for the objects whose
     /// owner stays: a change of one file among a thousand costs a pass over borrowed keys, not ten
     /// thousand copies of keys and paths (which made every change allocate and free a few MB).
-    fn changes(&mut self, read_now: &BTreeSet<PathBuf>, findings: &mut Vec<Finding>) -> Vec<Change> {
+    fn changes(&mut self, read_now: &BTreeSet<Arc<Path>>, findings: &mut Vec<Finding>) -> Vec<Change> {
         let mut deletes: Vec<Key> = Vec::new();
-        let mut upserts: Vec<(PathBuf, usize)> = Vec::new();
+        let mut upserts: Vec<(Arc<Path>, usize)> = Vec::new();
         // Objects whose owner changes: the key, the new owner, and the old one if there was one.
-        let mut moves: Vec<(Key, PathBuf, Option<PathBuf>)> = Vec::new();
+        let mut moves: Vec<(Key, Arc<Path>, Option<Arc<Path>>)> = Vec::new();
         {
             // Each key's first definition (files in path order, documents in file order): file and position.
-            let mut wanted: BTreeMap<&Key, (&Path, usize)> = BTreeMap::new();
+            let mut wanted: BTreeMap<&Key, (&Arc<Path>, usize)> = BTreeMap::new();
             for (path, state) in &self.files {
                 let fresh = read_now.contains(path);
                 for (position, held) in state.objects.iter().enumerate() {
@@ -249,12 +254,12 @@ impl FolderSource {
             deletes.extend(self.owners.keys().filter(|key| !wanted.contains_key(*key)).cloned());
             for (key, (path, position)) in wanted {
                 let owner = self.owners.get(key);
-                let same_owner = owner.is_some_and(|owner| owner.as_os_str() == path.as_os_str());
+                let same_owner = owner.is_some_and(|owner| owner == path);
                 if !same_owner {
-                    moves.push((key.clone(), path.to_owned(), owner.cloned()));
+                    moves.push((key.clone(), path.clone(), owner.cloned()));
                 }
                 if !same_owner || read_now.contains(path) {
-                    upserts.push((path.to_owned(), position));
+                    upserts.push((path.clone(), position));
                 }
             }
         }
@@ -265,7 +270,7 @@ impl FolderSource {
         }
         // An object whose file is not read again and that another file now defines first goes back
         // to being held whole, from the index, which still has it as that file's.
-        let moved: Vec<(&Key, &PathBuf)> =
+        let moved: Vec<(&Key, &Arc<Path>)> =
             moves.iter().filter_map(|(key, _, old)| Some((key, old.as_ref()?))).collect();
         if !moved.is_empty() {
             let index = self.index.read();

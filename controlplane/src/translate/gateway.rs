@@ -105,7 +105,7 @@ fn bind<'a>(
         let mut domains = BTreeSet::new();
         for vs_host in vs.hosts() {
             for (ns, server_host) in &server_hosts {
-                if ns.as_deref().is_some_and(|ns| ns != vs.key.namespace) {
+                if ns.as_deref().is_some_and(|ns| ns != &*vs.key.namespace) {
                     continue;
                 }
                 if let Some(domain) = hosts::intersect(server_host, &vs_host) {

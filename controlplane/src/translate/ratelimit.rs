@@ -26,7 +26,7 @@ pub fn rate_limits(cx: &mut Context<'_>) -> Vec<RateLimit> {
         })
         .filter(|(key, _, spec)| security::applies(cx, key, spec.selector.as_ref()))
         .map(|(key, age, spec)| {
-            let elsewhere = key.namespace != cx.proxy.namespace;
+            let elsewhere = *key.namespace != *cx.proxy.namespace;
             ((elsewhere, !security::has_labels(spec.selector.as_ref()), age), key, spec)
         })
         .collect();

@@ -59,7 +59,7 @@ pub struct Precedence {
 
 impl Precedence {
     pub fn new(key: &Key, age: Age, proxy_ns: &str) -> Self {
-        Self { elsewhere: key.namespace != proxy_ns, age, key: key.clone() }
+        Self { elsewhere: &*key.namespace != proxy_ns, age, key: key.clone() }
     }
 
     /// Why the first of two conflicting objects wins over the second.

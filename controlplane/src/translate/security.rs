@@ -71,9 +71,9 @@ pub fn workload_mtls(cx: &Context<'_>, namespace: &str, labels: &crate::index::L
         policies.iter().find(|(_, key, spec)| wanted(key, spec)).map(|(_, _, spec)| *spec)
     };
     let mesh_wide = oldest(&|key, spec| cx.is_root(&key.namespace) && !has_labels(spec.selector.as_ref()));
-    let namespace_wide = oldest(&|key, spec| key.namespace == namespace && !has_labels(spec.selector.as_ref()));
+    let namespace_wide = oldest(&|key, spec| &*key.namespace == namespace && !has_labels(spec.selector.as_ref()));
     let workload = oldest(&|key, spec| {
-        key.namespace == namespace
+        &*key.namespace == namespace
             && has_labels(spec.selector.as_ref())
             && spec.selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|l| scope::selects(l, labels))
     });
@@ -98,7 +98,7 @@ pub fn workload_mtls(cx: &Context<'_>, namespace: &str, labels: &crate::index::L
 
 /// Whether a policy of `key`'s namespace with `selector` applies to the proxy's workload.
 pub(super) fn applies(cx: &Context<'_>, key: &Key, selector: Option<&WorkloadSelector>) -> bool {
-    if key.namespace != cx.proxy.namespace && !cx.is_root(&key.namespace) {
+    if *key.namespace != *cx.proxy.namespace && !cx.is_root(&key.namespace) {
         return false;
     }
     selector.and_then(|s| s.match_labels.as_ref()).is_none_or(|labels| scope::selects(labels, &cx.proxy.labels))

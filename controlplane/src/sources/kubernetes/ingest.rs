@@ -114,23 +114,31 @@ fn kube_item(kind: Kind, meta: &ObjectMeta, resource: Result<Resource, Error>) -
 
 /// A Kubernetes Service as an item.
 pub fn service_item(source: &str, object: &core::Service) -> Item {
-    kube_item(Kind::Service, &object.metadata, kubernetes::service(source, object).map(Resource::Service))
+    kube_item(
+        Kind::Service,
+        &object.metadata,
+        kubernetes::service(source, object).map(|s| Resource::Service(Box::new(s))),
+    )
 }
 
 /// An EndpointSlice as an item.
 pub fn endpoint_slice_item(source: &str, object: &discovery::EndpointSlice) -> Item {
-    let resource = kubernetes::endpoint_slice(source, object).map(Resource::EndpointSlice);
+    let resource = kubernetes::endpoint_slice(source, object).map(|s| Resource::EndpointSlice(Box::new(s)));
     kube_item(Kind::EndpointSlice, &object.metadata, resource)
 }
 
 /// A Pod as an item.
 pub fn pod_item(source: &str, object: &core::Pod) -> Item {
-    kube_item(Kind::Pod, &object.metadata, kubernetes::pod(source, object).map(Resource::Pod))
+    kube_item(Kind::Pod, &object.metadata, kubernetes::pod(source, object).map(|p| Resource::Pod(Box::new(p))))
 }
 
 /// A Namespace as an item.
 pub fn namespace_item(source: &str, object: &core::Namespace) -> Item {
-    kube_item(Kind::Namespace, &object.metadata, kubernetes::namespace(source, object).map(Resource::Namespace))
+    kube_item(
+        Kind::Namespace,
+        &object.metadata,
+        kubernetes::namespace(source, object).map(|n| Resource::Namespace(Box::new(n))),
+    )
 }
 
 /// An Istio object (or the `Mesh`), read without a type so that one that does not decode is still seen:
@@ -167,7 +175,7 @@ pub fn config_item(source: &str, kind: Kind, resource: &ApiResource, object: &Dy
                 None => Verdict::Valid,
             };
             let created = kubernetes::created(&object.metadata);
-            (Ok(Change::Upsert { resource: Resource::Config(config), created }), desired)
+            (Ok(Change::Upsert { resource: Resource::Config(Box::new(config)), created }), desired)
         }
         None => {
             let message = first_error.map_or_else(

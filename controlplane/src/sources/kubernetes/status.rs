@@ -23,9 +23,9 @@ use crate::index::Key;
 /// `Accepted=False` with the errors for a rejected object, no Trellis condition for a valid one.
 /// `since` is the condition's `lastTransitionTime`.
 pub fn apply_body(key: &Key, resource: &ApiResource, verdict: &Verdict, since: Time) -> Value {
-    let mut metadata = json!({ "name": key.name });
+    let mut metadata = json!({ "name": &*key.name });
     if !key.namespace.is_empty() {
-        metadata["namespace"] = json!(key.namespace);
+        metadata["namespace"] = json!(&*key.namespace);
     }
     let status = match verdict {
         Verdict::Valid => Status::default(),

@@ -156,7 +156,7 @@ fn a_relist_replaces_the_kind_at_its_end_and_deletes_what_it_no_longer_holds() {
     ingest.handle(&mut index, SourceEvent::InitApply(item("a")));
     assert_eq!(index.of_kind(Kind::Service).count(), 2, "the old picture stays until the list ends");
     assert!(ingest.handle(&mut index, SourceEvent::InitDone(Kind::Service)));
-    let names: Vec<&str> = index.of_kind(Kind::Service).map(|(k, _)| k.name.as_str()).collect();
+    let names: Vec<&str> = index.of_kind(Kind::Service).map(|(k, _)| &*k.name).collect();
     assert_eq!(names, ["a"]);
     assert!(!ingest.handle(&mut index, SourceEvent::Init(Kind::Pod)));
     assert!(!ingest.handle(&mut index, SourceEvent::InitDone(Kind::Pod)), "an empty list of another kind");

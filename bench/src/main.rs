@@ -315,8 +315,10 @@ impl<'a> Bench<'a> {
         Ok(ticks)
     }
 
-    fn cpu_seconds(&self, pid: u32) -> Result<f64> {
-        Ok(procstat::cpu_ticks(pid)? as f64 / self.ticks_per_second)
+    /// User plus system and system CPU seconds of a process so far.
+    fn cpu_seconds(&self, pid: u32) -> Result<(f64, f64)> {
+        let ticks = procstat::process_ticks(pid)?;
+        Ok((ticks.total() as f64 / self.ticks_per_second, ticks.system as f64 / self.ticks_per_second))
     }
 
     /// Every setup under one load, `seconds` in all per setup, in `rounds` interleaved rounds.
@@ -390,14 +392,16 @@ impl<'a> Bench<'a> {
         let seconds = started.elapsed().as_secs_f64();
         let proxies = match (pair, before) {
             (Some(pair), Some((client_before, server_before))) => {
-                let client = Usage {
-                    cpu_seconds: self.cpu_seconds(pair.client.pid())? - client_before,
-                    memory: procstat::memory(pair.client.pid())?,
+                let usage = |pid: u32, (cpu_before, system_before): (f64, f64)| -> Result<Usage> {
+                    let (cpu, system) = self.cpu_seconds(pid)?;
+                    Ok(Usage {
+                        cpu_seconds: cpu - cpu_before,
+                        system_seconds: system - system_before,
+                        memory: procstat::memory(pid)?,
+                    })
                 };
-                let server = Usage {
-                    cpu_seconds: self.cpu_seconds(pair.server.pid())? - server_before,
-                    memory: procstat::memory(pair.server.pid())?,
-                };
+                let client = usage(pair.client.pid(), client_before)?;
+                let server = usage(pair.server.pid(), server_before)?;
                 pair.check_running()?;
                 Some((client, server))
             }

@@ -17,24 +17,43 @@ pub fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
+/// CPU time of a process, in clock ticks: in user space (`utime`) and in the kernel on its behalf
+/// (`stime`: system calls, and the network stack work they do).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessTicks {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl ProcessTicks {
+    pub fn total(&self) -> u64 {
+        self.user + self.system
+    }
+}
+
 /// User plus system CPU time of all the process's threads so far, in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    Ok(process_ticks(pid)?.total())
+}
+
+/// User and system CPU time of all the process's threads so far.
+pub fn process_ticks(pid: u32) -> Result<ProcessTicks> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_stat_ticks(&text).with_context(|| format!("parsing {path}"))
 }
 
-/// `utime + stime` from the text of `/proc/PID/stat`. The command name (field 2) may hold spaces and
-/// parentheses, so fields are counted from the last `)`: field 3 (state) is the first after it, and
-/// utime and stime are fields 14 and 15.
-pub fn parse_stat_ticks(text: &str) -> Result<u64> {
+/// `utime` and `stime` from the text of `/proc/PID/stat`. The command name (field 2) may hold spaces
+/// and parentheses, so fields are counted from the last `)`: field 3 (state) is the first after it,
+/// and utime and stime are fields 14 and 15.
+pub fn parse_stat_ticks(text: &str) -> Result<ProcessTicks> {
     let Some((_, rest)) = text.rsplit_once(')') else { bail!("no `)` after the command name") };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| -> Result<u64> {
         let value = fields.get(n - 3).with_context(|| format!("field {n} missing"))?;
         value.parse().with_context(|| format!("field {n} is {value:?}"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok(ProcessTicks { user: field(14)?, system: field(15)? })
 }
 
 /// User plus system CPU time of this process and of the children it has waited for (`oha` runs), in
@@ -115,7 +134,9 @@ mod tests {
     #[test]
     fn stat_ticks_are_counted_after_a_command_name_with_spaces_and_parentheses() {
         let stat = "4242 (trellis (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 3 0 100 0 0";
-        assert_eq!(parse_stat_ticks(stat).expect("parse"), 1234 + 567);
+        let ticks = parse_stat_ticks(stat).expect("parse");
+        assert_eq!(ticks, ProcessTicks { user: 1234, system: 567 });
+        assert_eq!(ticks.total(), 1234 + 567);
     }
 
     #[test]

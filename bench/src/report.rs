@@ -24,6 +24,9 @@ pub const TARGET_RESILIENCE_P99_GROWTH_PERCENT: f64 = 10.0;
 pub struct Usage {
     /// utime + stime spent during the run.
     pub cpu_seconds: f64,
+    /// Of which stime: the kernel's work for the process (system calls, the loopback network stack),
+    /// which a proxy can only lower by making fewer calls.
+    pub system_seconds: f64,
     /// Memory read right after the run.
     pub memory: Memory,
 }
@@ -79,8 +82,16 @@ impl Run {
             let client_memory = Memory { hwm_kib: peak(|p| p.0.memory.hwm_kib), ..client.memory };
             let server_memory = Memory { hwm_kib: peak(|p| p.1.memory.hwm_kib), ..server.memory };
             (
-                Usage { cpu_seconds: cpu(|p| p.0.cpu_seconds), memory: client_memory },
-                Usage { cpu_seconds: cpu(|p| p.1.cpu_seconds), memory: server_memory },
+                Usage {
+                    cpu_seconds: cpu(|p| p.0.cpu_seconds),
+                    system_seconds: cpu(|p| p.0.system_seconds),
+                    memory: client_memory,
+                },
+                Usage {
+                    cpu_seconds: cpu(|p| p.1.cpu_seconds),
+                    system_seconds: cpu(|p| p.1.system_seconds),
+                    memory: server_memory,
+                },
             )
         });
         Some(Run {
@@ -100,6 +111,13 @@ impl Run {
         let (client, server) = self.proxies?;
         let thousands = self.outcome.ok as f64 / 1000.0;
         Some((client.cpu_seconds / thousands, server.cpu_seconds / thousands))
+    }
+
+    /// Of [`Run::cpu_per_1000`], the kernel's part (system time) of the client and the server proxy.
+    pub fn system_per_1000(&self) -> Option<(f64, f64)> {
+        let (client, server) = self.proxies?;
+        let thousands = self.outcome.ok as f64 / 1000.0;
+        Some((client.system_seconds / thousands, server.system_seconds / thousands))
     }
 
     /// Successful requests per CPU second of the client and of the server proxy.

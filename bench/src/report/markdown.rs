@@ -151,20 +151,26 @@ impl Results {
         writeln!(md, "## CPU and memory per proxy at fixed rates\n")?;
         writeln!(
             md,
-            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps), and the peak RSS (`VmHWM`, so far in the \
-             process's life: the proxies run through all rates in order) after the run.\n"
+            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps), of which system time (`stime`: the kernel's \
+             work for the proxy, its system calls and the loopback network stack under them; the rest is the \
+             proxy's own code), and the peak RSS (`VmHWM`, so far in the process's life: the proxies run through \
+             all rates in order) after the run.\n"
         )?;
         writeln!(
             md,
-            "| rate | setup | CPU client / 1k req | CPU server / 1k req | vCPU client | vCPU server | peak RSS client | peak RSS server |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|"
+            "| rate | setup | CPU client / 1k req | CPU server / 1k req | of which system: client / server | vCPU client | vCPU server | peak RSS client | peak RSS server |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for point in &self.rates {
             for run in point.runs.iter().filter(|r| r.kind != Kind::Direct) {
-                let (Some((c, sv)), Some((uc, us))) = (run.cpu_per_1000(), run.proxies) else { continue };
+                let (Some((c, sv)), Some((sc, ss)), Some((uc, us))) =
+                    (run.cpu_per_1000(), run.system_per_1000(), run.proxies)
+                else {
+                    continue;
+                };
                 writeln!(
                     md,
-                    "| {} | {} | {c:.4} s | {sv:.4} s | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB |",
+                    "| {} | {} | {c:.4} s | {sv:.4} s | {sc:.4} / {ss:.4} s | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB |",
                     point.rate,
                     run.kind.label(),
                     uc.cpu_seconds / run.seconds,

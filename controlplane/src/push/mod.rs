@@ -31,11 +31,13 @@ mod body;
 mod encode;
 mod listen;
 mod registry;
+mod sent;
 mod stream;
 pub mod tls;
 mod view;
 
-pub use view::{Interner, SentCluster, View};
+pub use sent::{SentCluster, SentOutbound};
+pub use view::{Interner, View};
 
 /// Quiet time after a generation change before proxies' configs are computed, so a burst of changes
 /// (a rollout's endpoint updates) becomes one push.
@@ -161,8 +163,6 @@ struct Shared {
     options: Options,
     registry: Arc<registry::Registry>,
     interner: Interner,
-    /// The encodings of the sections proxies share, so each is encoded once.
-    encoded: encode::Encoded,
     computations: Semaphore,
     shutdown: watch::Sender<bool>,
 }
@@ -172,15 +172,8 @@ impl PushServer {
     pub fn new(source: Arc<dyn ConfigSource>, options: Options) -> Self {
         let computations = Semaphore::new(options.concurrent_computations.max(1));
         let (shutdown, _) = watch::channel(false);
-        let shared = Shared {
-            source,
-            options,
-            registry: Arc::default(),
-            interner: Interner::default(),
-            encoded: encode::Encoded::default(),
-            computations,
-            shutdown,
-        };
+        let shared =
+            Shared { source, options, registry: Arc::default(), interner: Interner::default(), computations, shutdown };
         Self { shared: Arc::new(shared) }
     }
 

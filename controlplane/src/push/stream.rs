@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use trellis_api::push::{CONTENT_TYPE, ClientMessage, Hello, LineDecoder, decode};
 
 use super::body::{Body, Pieces};
-use super::encode::{Line, line_len};
+use super::encode::{self, Line, line_len};
 use super::registry::Registered;
 use super::{MAX_CLIENT_MESSAGE_BYTES, Shared, View};
 
@@ -55,7 +55,7 @@ pub(super) async fn open(shared: Arc<Shared>, peer: SocketAddr, request: Request
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("no config for proxy {:?}: {err}", hello.node.id));
         }
     };
-    let snapshot = match shared.encoded.snapshot(&view) {
+    let snapshot = match encode::snapshot(&view) {
         Ok(line) => line,
         Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
@@ -170,7 +170,7 @@ impl Stream {
             }
         };
         // Nothing changed for this proxy: it keeps its version (and the view its allocations).
-        let Some(line) = self.shared.encoded.delta(self.view.as_ref(), &view)? else { return Ok(()) };
+        let Some(line) = encode::delta(self.view.as_ref(), &view)? else { return Ok(()) };
         view.keep_unchanged(&self.view);
         self.view = Arc::new(view);
         self.send(line).await
@@ -195,7 +195,7 @@ impl Stream {
                 }
                 ClientMessage::Resync { version, error } => {
                     tracing::info!(proxy = %self.hello.node.id, %version, %error, "proxy asked for a snapshot");
-                    let line = self.shared.encoded.snapshot(self.view.as_ref())?;
+                    let line = encode::snapshot(self.view.as_ref())?;
                     self.send(line).await?;
                 }
                 ClientMessage::Hello(_) => return Err("a second hello on one stream".into()),

@@ -16,12 +16,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
-use trellis_api::proxy_config::{Outbound, ProxyConfig, ProxyMode, Telemetry};
+use trellis_api::proxy_config::{ProxyConfig, ProxyMode, Telemetry};
 use trellis_api::push::Hello;
 
 use crate::index::Index;
 use crate::jwks::JwksCache;
-use crate::push::{ConfigSource, Interner, SentCluster, View};
+use crate::push::{ConfigSource, Interner, SentCluster, SentOutbound, View};
 use crate::sources::SharedIndex;
 use crate::translate::sharing::{SharingKey, outbound_label_keys, sharing_key};
 use crate::translate::{ProxyIdentity, Skipped, sidecar_own, sidecar_shared, translate};
@@ -74,7 +74,7 @@ struct SharedSides {
 /// A sidecar outbound side as the shared sections of views.
 #[derive(Debug)]
 struct SharedSide {
-    outbound: Arc<Outbound>,
+    outbound: Arc<SentOutbound>,
     /// In name order; handed to every view as is.
     clusters: Arc<[Arc<SentCluster>]>,
     telemetry: Arc<Telemetry>,

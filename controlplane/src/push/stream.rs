@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use trellis_api::push::{CONTENT_TYPE, ClientMessage, Hello, LineDecoder, decode};
 
 use super::body::{Body, Pieces};
-use super::encode::{Line, line_len};
+use super::encode::{self, Line, line_len};
 use super::registry::Registered;
 use super::{MAX_CLIENT_MESSAGE_BYTES, Shared, View};
 
@@ -48,14 +48,18 @@ pub(super) async fn open(shared: Arc<Shared>, peer: SocketAddr, request: Request
     };
     let mut generations = shared.source.subscribe();
     let generation = *generations.borrow_and_update();
-    let view = match shared.view_for(&hello, generation).await {
-        Ok(view) => view,
+    let computed = shared.compute(&hello, generation, |view| {
+        let snapshot = encode::snapshot(&view);
+        (view, snapshot)
+    });
+    let (view, snapshot) = match computed.await {
+        Ok(computed) => computed,
         Err(err) => {
             tracing::warn!(proxy = %hello.node.id, error = %err, "no config for a connecting proxy");
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("no config for proxy {:?}: {err}", hello.node.id));
         }
     };
-    let snapshot = match shared.encoded.snapshot(&view) {
+    let snapshot = match snapshot {
         Ok(line) => line,
         Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err),
     };
@@ -161,8 +165,16 @@ impl Stream {
 
     /// Computes the proxy's config at `generation` and sends what changed, if anything did.
     async fn push(&mut self, generation: u64) -> Result<(), String> {
-        let mut view = match self.shared.view_for(&self.hello, generation).await {
-            Ok(view) => view,
+        let old = self.view.clone();
+        let computed = self.shared.compute(&self.hello, generation, move |mut view| {
+            let line = encode::delta(&old, &view);
+            if let Ok(Some(_)) = line {
+                view.keep_unchanged(&old);
+            }
+            (view, line)
+        });
+        let (view, line) = match computed.await {
+            Ok(computed) => computed,
             Err(err) => {
                 tracing::warn!(proxy = %self.hello.node.id, error = %err, "cannot compute a proxy's config");
                 self.registered.entry.failed(format!("computing its config: {err}"));
@@ -170,8 +182,7 @@ impl Stream {
             }
         };
         // Nothing changed for this proxy: it keeps its version (and the view its allocations).
-        let Some(line) = self.shared.encoded.delta(self.view.as_ref(), &view)? else { return Ok(()) };
-        view.keep_unchanged(&self.view);
+        let Some(line) = line? else { return Ok(()) };
         self.view = Arc::new(view);
         self.send(line).await
     }
@@ -195,7 +206,7 @@ impl Stream {
                 }
                 ClientMessage::Resync { version, error } => {
                     tracing::info!(proxy = %self.hello.node.id, %version, %error, "proxy asked for a snapshot");
-                    let line = self.shared.encoded.snapshot(self.view.as_ref())?;
+                    let line = encode::snapshot(self.view.as_ref())?;
                     self.send(line).await?;
                 }
                 ClientMessage::Hello(_) => return Err("a second hello on one stream".into()),

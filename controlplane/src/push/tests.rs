@@ -4,7 +4,7 @@ use std::sync::Arc;
 use trellis_api::proxy_config::{Cluster, Endpoint, LoadBalancer, Node, Protocol, ProxyConfig, ProxyMode, UpstreamTls};
 use trellis_api::push::{apply, diff, normalize};
 
-use super::{Interner, SentCluster, View};
+use super::{Interner, View};
 
 fn cluster(service: usize, endpoints: usize) -> Cluster {
     let fqdn = format!("svc-{service:03}.shop.svc.cluster.local");
@@ -90,18 +90,6 @@ fn a_view_of_the_same_config_has_no_delta() {
     let interner = Interner::default();
     let view = View::new(config("a.shop", "1", 10), &interner);
     assert!(diff(&view.to_config(), &config("a.shop", "2", 10)).is_none());
-}
-
-#[test]
-fn a_cluster_is_kept_as_its_encoding_and_decodes_to_itself() {
-    let mut labelled = cluster(7, 3);
-    labelled.endpoints[0].labels.insert("app".to_owned(), "svc-007".to_owned());
-    let sent = SentCluster::new(&labelled);
-    assert_eq!(sent.name(), labelled.name);
-    assert_eq!(sent.json(), serde_json::to_vec(&labelled).expect("encodes"));
-    assert_eq!(&sent.json_after_comma()[1..], &sent.json()[..], "the same bytes after a comma");
-    assert_eq!(sent.to_cluster(), labelled);
-    assert_ne!(SentCluster::new(&cluster(7, 2)), sent, "another value is another encoding");
 }
 
 #[test]

@@ -5,18 +5,16 @@
 //! held per proxy is its node and pointers to shared sections and lists. Comparing two views
 //! (`super::encode`) skips whatever they share.
 //!
-//! Clusters are kept as their encoding ([`SentCluster`]), not as [`Cluster`]s: the encoding is what
-//! goes out, equal encodings are equal clusters, and a cluster's value is several times its JSON (each
-//! endpoint's label map is a B-tree node with room for eleven labels: ~7 KB for ten endpoints, 7 MB for
-//! the thousand clusters of the control-plane bench, against 1.6 MB of JSON).
+//! Clusters and outbound sections are kept as their encodings ([`super::sent`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
-use bytes::Bytes;
 use trellis_api::proxy_config::{
     Cluster, GatewayListener, InboundListener, Node, Outbound, ProxyConfig, ProxyMode, Telemetry,
 };
+
+use super::sent::{SentCluster, SentOutbound};
 
 /// How many distinct recent values of one section the interner remembers for sharing.
 pub const SECTION_POOL_SIZE: usize = 64;
@@ -38,51 +36,13 @@ pub struct View {
     pub node: Arc<Node>,
     pub mode: ProxyMode,
     pub inbound: Arc<Vec<InboundListener>>,
-    pub outbound: Arc<Outbound>,
+    pub outbound: Arc<SentOutbound>,
     pub gateway_listeners: Arc<Vec<GatewayListener>>,
     pub telemetry: Arc<Telemetry>,
     /// Best kept in name order (stable); views sort references to them when they are not. The list
     /// itself is shared too: every sidecar of one sharing key holds the same one (a pointer per
     /// cluster, ~1.5 KB per proxy in the control-plane bench, held once instead of per proxy).
     pub clusters: Arc<[Arc<SentCluster>]>,
-}
-
-/// A cluster as the push server keeps it: its name and its JSON, the bytes messages carry.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SentCluster {
-    name: String,
-    /// The encoding with a leading comma, so a list is its clusters one after the other (the first
-    /// without its comma).
-    json: Bytes,
-}
-
-impl SentCluster {
-    /// `cluster` encoded.
-    pub fn new(cluster: &Cluster) -> Self {
-        let mut json = vec![b','];
-        // A cluster is plain data (string-keyed maps, no fallible serializer), so it always encodes.
-        serde_json::to_writer(&mut json, cluster).expect("a cluster encodes as JSON");
-        Self { name: cluster.name.clone(), json: Bytes::from(json) }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The JSON with a leading comma (shared, not copied).
-    pub fn json_after_comma(&self) -> Bytes {
-        self.json.clone()
-    }
-
-    /// The JSON (shared, not copied).
-    pub fn json(&self) -> Bytes {
-        self.json.slice(1..)
-    }
-
-    /// The cluster again, decoded from its JSON (for `GET /v1/config` and tests).
-    pub fn to_cluster(&self) -> Cluster {
-        serde_json::from_slice(&self.json[1..]).expect("a cluster decodes from its own encoding")
-    }
 }
 
 impl View {
@@ -96,7 +56,7 @@ impl View {
             node: Arc::new(config.node),
             mode: config.mode,
             inbound: interner.inbound.intern(config.inbound),
-            outbound: interner.outbound.intern(config.outbound),
+            outbound: interner.outbound(config.outbound),
             gateway_listeners: interner.gateway_listeners.intern(config.gateway_listeners),
             telemetry: interner.telemetry.intern(config.telemetry),
             clusters: clusters.into_iter().map(|c| interner.cluster(c)).collect(),
@@ -128,7 +88,7 @@ impl View {
             node: self.node.as_ref().clone(),
             mode: self.mode,
             inbound: self.inbound.as_ref().clone(),
-            outbound: self.outbound.as_ref().clone(),
+            outbound: self.outbound.to_outbound(),
             gateway_listeners: self.gateway_listeners.as_ref().clone(),
             clusters: self.clusters_by_name().into_iter().map(|c| c.to_cluster()).collect(),
             telemetry: self.telemetry.as_ref().clone(),
@@ -139,7 +99,7 @@ impl View {
     pub fn clusters_by_name(&self) -> Vec<&Arc<SentCluster>> {
         let mut clusters: Vec<&Arc<SentCluster>> = self.clusters.iter().collect();
         // Already sorted (what `View::new` makes) costs one pass.
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        clusters.sort_by(|a, b| a.name().cmp(b.name()));
         clusters
     }
 }
@@ -150,7 +110,7 @@ impl View {
 #[derive(Debug, Default)]
 pub struct Interner {
     inbound: Pool<Vec<InboundListener>>,
-    outbound: Pool<Outbound>,
+    outbound: Pool<SentOutbound>,
     gateway_listeners: Pool<Vec<GatewayListener>>,
     telemetry: Pool<Telemetry>,
     clusters: Mutex<ClusterPool>,
@@ -171,7 +131,7 @@ impl Interner {
         if pool.interned.is_multiple_of(SWEEP_EVERY) {
             pool.by_name.retain(|_, versions| versions.iter().any(|w| w.strong_count() > 0));
         }
-        if let Some(versions) = pool.by_name.get_mut(&cluster.name) {
+        if let Some(versions) = pool.by_name.get_mut(cluster.name()) {
             versions.retain(|w| w.strong_count() > 0);
             if let Some(found) = versions.iter().rev().find_map(|w| w.upgrade().filter(|c| **c == cluster)) {
                 return found;
@@ -181,13 +141,13 @@ impl Interner {
             return shared;
         }
         let shared = Arc::new(cluster);
-        pool.by_name.insert(shared.name.clone(), vec![Arc::downgrade(&shared)]);
+        pool.by_name.insert(shared.name().to_owned(), vec![Arc::downgrade(&shared)]);
         shared
     }
 
-    /// The shared allocation of an outbound section.
-    pub fn outbound(&self, outbound: Outbound) -> Arc<Outbound> {
-        self.outbound.intern(outbound)
+    /// The shared allocation of an outbound section, encoded.
+    pub fn outbound(&self, outbound: Outbound) -> Arc<SentOutbound> {
+        self.outbound.intern(SentOutbound::new(&outbound))
     }
 
     /// The shared allocation of an inbound section.

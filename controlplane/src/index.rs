@@ -236,6 +236,11 @@ impl Index {
         self.entries.get(key)
     }
 
+    /// The index's own copy of `key` (whose texts a source can share instead of holding its own).
+    pub fn key(&self, key: &Key) -> Option<&Key> {
+        self.entries.get_key_value(key).map(|(held, _)| held)
+    }
+
     /// How many objects the index holds.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -214,6 +214,7 @@ impl FolderSource {
         if !scan.removed.is_empty() || !read_now.is_empty() {
             let changes = self.changes(&read_now, &mut scan.findings);
             scan.changed = self.index.apply(changes);
+            self.share_keys(&read_now);
         }
         scan.files = self.files.len();
         scan.objects = self.owners.len();
@@ -297,6 +298,22 @@ impl FolderSource {
             }
         }
         changes
+    }
+
+    /// Makes the keys of the objects of the files just read the index's own (one allocation of each
+    /// key's texts for the index, the files and the owners, not three).
+    fn share_keys(&mut self, read_now: &BTreeSet<Arc<Path>>) {
+        let index = self.index.read();
+        for path in read_now {
+            let Some(state) = self.files.get_mut(path) else { continue };
+            for held in &mut state.objects {
+                let Some(key) = index.key(&held.key) else { continue };
+                if let Some(owner) = self.owners.remove(&held.key) {
+                    self.owners.insert(key.clone(), owner);
+                }
+                held.key = key.clone();
+            }
+        }
     }
 
     /// Scans every `interval` until the task is dropped, logging what each scan found. A folder that

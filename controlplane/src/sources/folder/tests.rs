@@ -252,3 +252,20 @@ async fn a_running_source_picks_up_a_new_file() {
     assert!(has(&index, Kind::WorkloadEntry, "backend-1"));
     running.abort();
 }
+
+#[test]
+fn the_source_and_the_index_share_one_copy_of_each_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "services.yaml", &format!("{SERVICE_ENTRY}---\n{}", workload_entry("backend-1", "10.0.0.1")));
+    let (mut source, index) = open(dir.path());
+    source.scan().expect("scan");
+    let index = index.read();
+    for state in source.files.values() {
+        for held in &state.objects {
+            let key = index.key(&held.key).expect("indexed");
+            assert!(Arc::ptr_eq(&key.name, &held.key.name), "{}", held.key);
+            let (owned, _) = source.owners.get_key_value(&held.key).expect("owned");
+            assert!(Arc::ptr_eq(&key.namespace, &owned.namespace), "{}", held.key);
+        }
+    }
+}

@@ -152,6 +152,15 @@ pub struct SharedPart {
     pub skipped: Vec<Skipped>,
 }
 
+/// [`SharedPart`] but its clusters (which [`sidecar_shared_into`] hands out one by one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSections {
+    pub outbound: Outbound,
+    pub telemetry: Telemetry,
+    /// What was left out (invalid objects included), sorted and without duplicates.
+    pub skipped: Vec<Skipped>,
+}
+
 /// The part of a sidecar's config that is its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnPart {
@@ -165,16 +174,21 @@ pub struct OwnPart {
 /// proxy's namespace and the labels [`sharing::outbound_label_keys`] names, so it is equal for every
 /// sidecar with the same [`sharing::SharingKey`].
 pub fn sidecar_shared(index: &Index, proxy: &ProxyIdentity) -> SharedPart {
+    let mut clusters = Vec::new();
+    let sections = sidecar_shared_into(index, proxy, &mut |cluster| clusters.push(cluster));
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    SharedPart { outbound: sections.outbound, clusters, telemetry: sections.telemetry, skipped: sections.skipped }
+}
+
+/// [`sidecar_shared`] with each cluster handed to `sink` as soon as it is built (each once, in no
+/// particular order) instead of collected: a caller that keeps clusters in another form (the push's
+/// encoded, shared ones) never holds all of them as values at once.
+pub fn sidecar_shared_into(index: &Index, proxy: &ProxyIdentity, sink: &mut dyn FnMut(Cluster)) -> SharedSections {
     let mut cx = Context::new(index, proxy, Parts::Shared);
     cx.report_invalid();
-    let mut clusters = clusters::Clusters::default();
+    let mut clusters = clusters::Clusters::handing_to(sink);
     let outbound = outbound::build(&mut cx, &mut clusters);
-    SharedPart {
-        outbound,
-        clusters: clusters.into_vec(),
-        telemetry: telemetry(cx.mesh),
-        skipped: sorted(std::mem::take(&mut cx.skipped)),
-    }
+    SharedSections { outbound, telemetry: telemetry(cx.mesh), skipped: sorted(std::mem::take(&mut cx.skipped)) }
 }
 
 /// A sidecar's node and inbound listeners (found through its own workload, by address).

@@ -24,7 +24,7 @@ use crate::jwks::JwksCache;
 use crate::push::{ConfigSource, Interner, SentCluster, SentOutbound, View};
 use crate::sources::SharedIndex;
 use crate::translate::sharing::{SharingKey, outbound_label_keys, sharing_key};
-use crate::translate::{ProxyIdentity, Skipped, sidecar_own, sidecar_shared, translate};
+use crate::translate::{ProxyIdentity, Skipped, sidecar_own, sidecar_shared_into, translate};
 
 /// The identity translate computes a proxy's config for, from its hello; an error names the field
 /// that is missing.
@@ -149,11 +149,15 @@ impl TranslatedSource {
             }
         };
         let compute = || {
-            let part = sidecar_shared(index, identity);
+            // Each cluster is encoded and shared as it is built, so the values of a side's clusters
+            // are never all held at once (two sides are computed at a time at every change).
+            let mut clusters = Vec::new();
+            let part = sidecar_shared_into(index, identity, &mut |cluster| clusters.push(interner.cluster(cluster)));
             self.log_skipped(generation, &part.skipped);
+            clusters.sort_by(|a, b| a.name().cmp(b.name()));
             Arc::new(SharedSide {
                 outbound: interner.outbound(part.outbound),
-                clusters: part.clusters.into_iter().map(|c| interner.cluster(c)).collect(),
+                clusters: clusters.into(),
                 telemetry: interner.telemetry(part.telemetry),
             })
         };

@@ -290,3 +290,22 @@ fn the_version_changes_exactly_when_the_config_does() {
         "Services select WorkloadEntries too"
     );
 }
+
+#[test]
+fn a_sidecars_shared_side_hands_each_cluster_to_a_sink_once_and_they_are_the_clusters_translate_collects() {
+    let index = index(&["kubernetes-shop.yaml", "dangling.yaml"]);
+    let proxy = sidecar(&index, "shop", "productpage-v1");
+    let whole = run(&index, &proxy);
+    let mut handed = Vec::new();
+    let sections =
+        trellis_controlplane::translate::sidecar_shared_into(&index, &proxy, &mut |cluster| handed.push(cluster));
+    let mut names: Vec<&str> = handed.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "a cluster went to the sink twice: {names:?}");
+    handed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(handed.iter().any(|c| c.endpoints.is_empty()), "the dangling destination's empty cluster is handed on too");
+    assert_eq!(handed, whole.config.clusters);
+    assert_eq!(sections.outbound, whole.config.outbound);
+}

@@ -49,7 +49,10 @@ impl BuildFolder {
     pub fn from_bin_dir(bin_dir: PathBuf) -> BuildFolder {
         let profile = bin_dir.file_name().and_then(|name| name.to_str()).expect("a profile folder").to_owned();
         let above = bin_dir.parent().expect("the profile folder is in a target folder");
-        let (target_dir, triple) = if above.join("CACHEDIR.TAG").exists() {
+        // Cargo writes both files at the root of a target folder, never in a triple's folder; either
+        // may have been removed by hand.
+        let is_target_dir = ["CACHEDIR.TAG", ".rustc_info.json"].iter().any(|file| above.join(file).exists());
+        let (target_dir, triple) = if is_target_dir {
             (above.to_owned(), None)
         } else {
             let triple = above.file_name().and_then(|name| name.to_str()).map(str::to_owned);

@@ -70,8 +70,14 @@ proxy-pgo:
 proxy-layout:
 	CARGO="$(CARGO)" bash bench/proxy-layout.sh
 
+## controlplane-release: builds trellisd as it ships (static musl release build with mimalloc and the
+## recorded code layout; bench/controlplane-build.sh) and prints its path.
+.PHONY: controlplane-release
+controlplane-release:
+	@CARGO="$(CARGO)" bash -c 'set -euo pipefail; source bench/controlplane-build.sh; build_shipped_trellisd >&2; echo "$$trellisd ($$trellisd_build)"'
+
 ## controlplane-layout: records the functions trellisd runs (callgrind over a small control-plane bench)
-## into controlplane/layout/symbol-order.txt, the code layout of the release build (see
+## into controlplane/layout/symbol-order.txt, the code layout of the musl release build (see
 ## controlplane/build.rs); re-run after a toolchain or dependency upgrade.
 .PHONY: controlplane-layout
 controlplane-layout:

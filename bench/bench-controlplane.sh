@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench-controlplane`: builds trellisd and the bench driver in release mode and runs the driver
+# `make bench-controlplane`: builds trellisd as it ships and the bench driver in release mode and runs the driver
 # (target/release/trellis-bench-controlplane), which generates a folder of YAML (1,000 ServiceEntries,
 # 10,000 WorkloadEntries, VirtualServices), starts trellisd on it, connects 1,000 simulated proxies
 # over the push API, makes changes in the folder and writes bench/results/controlplane.md. Extra
@@ -11,7 +11,11 @@ cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 started=$(date +%s)
 
-"$CARGO" build --release -p trellis-controlplane --bin trellisd
+# trellisd is measured as it ships (bench/controlplane-build.sh: static musl build, mimalloc, recorded
+# code layout).
+# shellcheck source=bench/controlplane-build.sh
+source bench/controlplane-build.sh
+build_shipped_trellisd
 "$CARGO" build --release -p trellis-bench --bin trellis-bench-controlplane
 
 driver=
@@ -26,7 +30,7 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM HUP
 
 target=${CARGO_TARGET_DIR:-target}
-setsid "$target/release/trellis-bench-controlplane" --trellisd "$target/release/trellisd" "$@" &
+setsid "$target/release/trellis-bench-controlplane" --trellisd "$trellisd" --trellisd-build "$trellisd_build" "$@" &
 driver=$!
 status=0
 wait "$driver" || status=$?

@@ -17,9 +17,13 @@ ORDER=controlplane/layout/symbol-order.txt
 SCALE=(--proxies 40 --services 40 --namespaces 4 --endpoints 3 --shared-every 5 --rounds 2)
 
 command -v valgrind >/dev/null || apt-get install -y valgrind
-"$CARGO" build --release -p trellis-controlplane --bin trellisd
+# The binary as it ships (the layout is recorded for the static musl build: symbol names differ per target).
+# shellcheck source=bench/controlplane-build.sh
+source bench/controlplane-build.sh
+build_shipped_trellisd
+[[ $trellisd == */$MUSL/* ]] || { echo "controlplane-layout: the layout is recorded for the musl build (install musl-tools)" >&2; exit 1; }
 "$CARGO" build --release -p trellis-bench --bin trellis-bench-controlplane
-trellisd=$(realpath "$TARGET_DIR/release/trellisd")
+trellisd=$(realpath "$trellisd")
 out=$(mktemp -d)  # KEEP=1 keeps it (the callgrind profile, trellisd's log, the driver's report)
 vg=
 trap '[[ -n $vg ]] && kill "$vg" 2>/dev/null; [[ -n ${KEEP:-} ]] || rm -rf "$out"' EXIT
@@ -50,7 +54,7 @@ vg=
 # The functions the run saw, hottest first (bench/layout.sh order), after what callgrind cannot name
 # or sees too rarely: the program's entry, the slow paths of parking_lot's locks (valgrind runs one
 # thread at a time, so they rarely contend) and the compiler's 128-bit arithmetic helpers. (The C
-# library is a shared library here, so its functions are not in this binary's layout.) A function
+# library is linked in statically, so the functions of it that run are in the layout too.) A function
 # left out costs a fault-around window (up to 64 KiB) of resident code, so a cheap guess is better
 # than a miss.
 mkdir -p "$(dirname "$ORDER")"

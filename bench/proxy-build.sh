@@ -12,7 +12,8 @@
 #
 # Expects: CARGO, and the working directory at the repository's root.
 
-MUSL=x86_64-unknown-linux-musl
+# shellcheck source=bench/musl.sh
+source "$(dirname "${BASH_SOURCE[0]}")/musl.sh"
 # The recorded profile, as text (stable across LLVM versions and readable in a diff); the build
 # converts it to LLVM's indexed form under the target folder.
 PGO_PROFILE=proxy/pgo/trellis-proxy.proftext
@@ -43,10 +44,7 @@ pgo_flags() {
 }
 
 build_shipped_proxy() {
-    if ! command -v musl-gcc >/dev/null; then
-        apt-get install -y musl-tools >/dev/null 2>&1 || true
-    fi
-    if command -v musl-gcc >/dev/null && { rustup target list --installed 2>/dev/null | grep -qx $MUSL || rustup target add $MUSL; }; then
+    if have_musl; then
         local flags
         flags=$(pgo_flags)
         # RUSTFLAGS reach only the target's crates (with --target), not build scripts or proc macros.
@@ -58,15 +56,8 @@ build_shipped_proxy() {
         else
             build="$build, no profile-guided optimization"
         fi
-        # The code layout proxy/build.rs links in (lld with proxy/layout/symbol-order.txt): how much of
-        # the recorded list the binary still has (a low count means the list is stale: make proxy-layout).
-        local order=proxy/layout/symbol-order.txt placed
-        if [[ -f $order ]] && readelf -p .comment "$proxy" 2>/dev/null | grep -q LLD; then
-            placed=$(nm "$proxy" | awk '{ print $NF }' | sort -u | comm -12 - <(sort -u "$order") | wc -l)
-            build="$build, code layout: $placed of $(wc -l <"$order") recorded functions first"
-        else
-            build="$build, default code layout"
-        fi
+        # The code layout proxy/build.rs links in (lld with proxy/layout/symbol-order.txt).
+        build="$build$(layout_note "$proxy" proxy/layout/symbol-order.txt)"
     else
         echo "proxy-build: no musl toolchain; using the glibc build"
         "$CARGO" build --release -p trellis-proxy

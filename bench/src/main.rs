@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use trellis_bench::machine::{command_line, cpu_model, memory};
+use trellis_bench::machine::{command_line, cpu_model, memory, shell_join};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
@@ -493,7 +493,7 @@ fn tls_libraries(haproxy: &Path) -> String {
 
 fn reproduce_command() -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect::<Vec<_>>().join(" ")
+    shell_join(&args)
 }
 
 /// Warning and error lines in the logs of every process the bench started (colours stripped).

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use trellis_bench::machine::{command_line, cpu_model, memory};
+use trellis_bench::machine::{command_line, cpu_model, memory, own_command_line};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
@@ -333,10 +333,6 @@ fn environment(args: &Args) -> Environment {
     let dirty =
         command_line("git", &["status", "--porcelain", "--", "controlplane", "api"]).is_some_and(|l| !l.is_empty());
     let trellisd = args.trellisd.display().to_string();
-    let mut command: Vec<String> = std::env::args().collect();
-    if let Some(first) = command.first_mut() {
-        *first = "trellis-bench-controlplane".into();
-    }
     Environment {
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(unknown),
         cpu_model,
@@ -350,6 +346,6 @@ fn environment(args: &Args) -> Environment {
             if dirty { " with uncommitted changes in controlplane/ or api/" } else { "" }
         ),
         rustc: command_line("rustc", &["--version"]).unwrap_or_else(unknown),
-        command: command.join(" "),
+        command: own_command_line("trellis-bench-controlplane"),
     }
 }

@@ -23,7 +23,7 @@ use crate::proxy_config::{
 mod delta;
 mod framing;
 
-pub use delta::{ConfigView, Delta, apply, diff, diff_clusters, normalize};
+pub use delta::{ClusterEntry, ConfigView, Delta, apply, diff, diff_clusters, normalize};
 pub use framing::{LineDecoder, decode, encode};
 
 /// Port of `trellisd`'s config stream (TLS arrives with the mesh CA; plain HTTP/2 until then).

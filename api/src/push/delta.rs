@@ -6,8 +6,8 @@
 //! Applying a delta leaves clusters in name order (stable, so clusters sharing a name keep their order),
 //! which is the order [`normalize`] gives the configs the control plane sends.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,27 +153,52 @@ fn same<T: PartialEq + ?Sized>(a: &T, b: &T) -> bool {
     std::ptr::eq(a, b) || a == b
 }
 
-/// Merges two name-ordered cluster lists (of `Cluster`s or `Arc<Cluster>`s): the clusters of each
-/// name group that is new or differs (compared one by one, shared first, then by value), and the
-/// names that are gone. Used for deltas here and by the control plane's encoder.
-pub fn diff_clusters<'a, C: Borrow<Cluster>>(old: &[&'a C], new: &[&'a C]) -> (Vec<&'a C>, Vec<&'a str>) {
+/// What [`diff_clusters`] reads of a cluster, whatever form a side keeps it in (a value, a shared
+/// allocation, the control plane's encoding): its name, and whether two are equal.
+pub trait ClusterEntry {
+    fn cluster_name(&self) -> &str;
+    /// Equal: the same allocation, or equal contents.
+    fn same_cluster(&self, other: &Self) -> bool;
+}
+
+impl ClusterEntry for Cluster {
+    fn cluster_name(&self) -> &str {
+        &self.name
+    }
+    fn same_cluster(&self, other: &Self) -> bool {
+        same(self, other)
+    }
+}
+
+/// A shared cluster: one allocation is equal without a look inside.
+impl<T: ClusterEntry + ?Sized> ClusterEntry for Arc<T> {
+    fn cluster_name(&self) -> &str {
+        (**self).cluster_name()
+    }
+    fn same_cluster(&self, other: &Self) -> bool {
+        Arc::ptr_eq(self, other) || (**self).same_cluster(other)
+    }
+}
+
+/// Merges two name-ordered cluster lists: the clusters of each name group that is new or differs
+/// (compared one by one, shared first, then by value), and the names that are gone. Used for deltas
+/// here and by the control plane's encoder (over its encoded clusters).
+pub fn diff_clusters<'a, C: ClusterEntry + ?Sized>(old: &[&'a C], new: &[&'a C]) -> (Vec<&'a C>, Vec<&'a str>) {
     let (mut changed, mut removed) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
         let order = match (old.get(i), new.get(j)) {
-            (Some(o), Some(n)) => name(*o).cmp(name(*n)),
+            (Some(o), Some(n)) => o.cluster_name().cmp(n.cluster_name()),
             (Some(_), None) => Ordering::Less,
             _ => Ordering::Greater,
         };
-        let group: &'a str = if order == Ordering::Greater { name(new[j]) } else { name(old[i]) };
+        let group: &'a str = if order == Ordering::Greater { new[j].cluster_name() } else { old[i].cluster_name() };
         let old_group = group_len(&old[i..], group, order != Ordering::Greater);
         let new_group = group_len(&new[j..], group, order != Ordering::Less);
         let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
         if after.is_empty() {
             removed.push(group);
-        } else if before.len() != after.len()
-            || before.iter().zip(after).any(|(b, a)| !same((*b).borrow(), (*a).borrow()))
-        {
+        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !b.same_cluster(a)) {
             changed.extend_from_slice(after);
         }
         i += old_group;
@@ -182,17 +207,12 @@ pub fn diff_clusters<'a, C: Borrow<Cluster>>(old: &[&'a C], new: &[&'a C]) -> (V
     (changed, removed)
 }
 
-/// A cluster's name, for as long as the cluster is borrowed.
-fn name<C: Borrow<Cluster>>(cluster: &C) -> &str {
-    &cluster.borrow().name
-}
-
 /// How many clusters at the start of `clusters` are named `group` (none when `present` is false).
-fn group_len<C: Borrow<Cluster>>(clusters: &[&C], group: &str, present: bool) -> usize {
+fn group_len<C: ClusterEntry + ?Sized>(clusters: &[&C], group: &str, present: bool) -> usize {
     if !present {
         return 0;
     }
-    clusters.iter().take_while(|c| name(**c) == group).count()
+    clusters.iter().take_while(|c| c.cluster_name() == group).count()
 }
 
 /// The config `delta` turns `base` into, clusters in name order.

@@ -14,11 +14,11 @@
 //! section is sent whole when it changed; clusters by name), comparing shared allocations by address
 //! and, only when those differ, by value, and without copying anything into a message first.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
+use trellis_api::push::diff_clusters;
 
 use super::View;
 use super::sent::SentCluster;
@@ -110,6 +110,8 @@ pub fn snapshot(view: &View) -> Result<Line, String> {
 /// The [`trellis_api::push::ServerMessage::Delta`] line that turns what `old` stands for into `new`,
 /// or `None` when they differ in nothing but their version.
 pub fn delta(old: &View, new: &View) -> Result<Option<Line>, String> {
+    // Clusters of one name are a group, sent whole when it changed in any way; shared allocations
+    // are compared by address, and only then by encoding.
     let (changed, removed) = diff_clusters(&old.clusters_by_name(), &new.clusters_by_name());
     let schema = old.schema != new.schema;
     let node = old.node != new.node;
@@ -164,37 +166,6 @@ fn cluster_list(line: &mut Writer, clusters: &[&Arc<SentCluster>]) {
         line.shared(if i == 0 { cluster.json() } else { cluster.json_after_comma() });
     }
     line.raw(b"]");
-}
-
-/// The clusters of `new` to send and the names to remove, given both lists in name order: the
-/// semantics of `trellis_api::push::diff_clusters` (clusters of one name are a group, sent whole
-/// when it changed in any way), comparing shared allocations by address and only then by encoding.
-fn diff_clusters<'a>(
-    old: &[&'a Arc<SentCluster>],
-    new: &[&'a Arc<SentCluster>],
-) -> (Vec<&'a Arc<SentCluster>>, Vec<&'a str>) {
-    let group_len = |list: &[&Arc<SentCluster>], name: &str| list.iter().take_while(|c| c.name() == name).count();
-    let (mut changed, mut removed) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
-            (Some(o), Some(n)) => o.name().cmp(n.name()),
-            (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
-        };
-        let group: &'a str = if order == Ordering::Greater { new[j].name() } else { old[i].name() };
-        let old_group = if order == Ordering::Greater { 0 } else { group_len(&old[i..], group) };
-        let new_group = if order == Ordering::Less { 0 } else { group_len(&new[j..], group) };
-        let (before, after) = (&old[i..i + old_group], &new[j..j + new_group]);
-        if after.is_empty() {
-            removed.push(group);
-        } else if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| !same(*b, *a)) {
-            changed.extend_from_slice(after);
-        }
-        i += old_group;
-        j += new_group;
-    }
-    (changed, removed)
 }
 
 /// Equal: one allocation, or equal values.

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis_api::proxy_config::{Cluster, Outbound};
+use trellis_api::push::ClusterEntry;
 
 /// `value` as compact JSON after `prefix`, in an allocation of its own size. Sections are plain data
 /// (string-keyed maps, no fallible serializer), so they always encode.
@@ -33,6 +34,16 @@ pub struct SentCluster {
     /// The encoding with a leading comma, so a list is its clusters one after the other (the first
     /// without its comma).
     json: Bytes,
+}
+
+/// Clusters the push diffs as they were sent: equal encodings are equal clusters.
+impl ClusterEntry for SentCluster {
+    fn cluster_name(&self) -> &str {
+        &self.name
+    }
+    fn same_cluster(&self, other: &Self) -> bool {
+        self == other
+    }
 }
 
 impl SentCluster {

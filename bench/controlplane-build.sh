@@ -4,10 +4,9 @@
 #   trellisd        the binary's path;
 #   trellisd_build  how it was built, for reports.
 # The shipped build is the static musl release build with mimalloc, linked in the recorded code layout
-# (controlplane/build.rs). Static, it maps no shared libraries: the glibc build's C library, libm and
-# loader added ~1.9 MiB of resident code to trellisd's peak in the control-plane bench, and its
-# relocated read-only data (~0.5 MiB) was copied on write at every start. Without the musl target (or
-# musl-gcc) it falls back to the host's glibc build and says so.
+# (controlplane/build.rs). Static, it maps no shared libraries: the glibc build's C library, libm,
+# loader and libgcc_s were ~2.1 MiB of trellisd's resident set in the control-plane bench. Without the
+# musl target (or musl-gcc) it falls back to the host's glibc build and says so.
 #
 # Expects: CARGO, and the working directory at the repository's root.
 

@@ -27,6 +27,10 @@ use trellis_proxy::{discovery, identity, init, wait};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// The static musl build takes its `memcpy`, `memmove`, `memset` and `memcmp` from trellis-fastmem:
+// musl's copy every moved future and header with `rep movsq` and compare byte by byte.
+use trellis_fastmem as _;
+
 /// The Trellis proxy.
 #[derive(Debug, Parser)]
 #[command(name = "trellis-proxy", version, about)]

@@ -8,6 +8,7 @@
 mod failure;
 mod fault;
 mod forward;
+pub mod h1pool;
 mod headers;
 mod inbound;
 mod mirror;
@@ -24,9 +25,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use failure::UpstreamFailure;
 pub use fault::{Faults, SHARE_SCALE, share_of};
@@ -53,8 +51,6 @@ pub const PASSTHROUGH_SOURCE_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(12
 pub const PASSTHROUGH_SOURCE_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 /// How long connecting to an upstream may take before the request fails with 503.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle pooled connections kept per upstream.
-pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
 /// Header sent with every response the proxy itself generates (no route, no upstream...).
 pub const PROXY_ERROR_HEADER: &str = "x-trellis-error";
 /// [`PROXY_ERROR_HEADER`] as a header name (looked for on every response: no parsing).
@@ -65,9 +61,6 @@ pub const OVERLOADED_HEADER: &str = "x-trellis-overloaded";
 /// Idle timeout of a cluster's own HTTP/1.1 pool when its rule sets a connect timeout but no idle one
 /// (the proxy's default, `--pool-idle-timeout`).
 pub const CLUSTER_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Hyper's pooled HTTP/1.1 client.
-pub type H1Client = Client<HttpConnector, Body>;
 
 /// What every connection handler shares: config, metrics, clients, settings, mesh TLS, drain.
 #[derive(Debug, Clone)]
@@ -80,37 +73,21 @@ pub struct Shared {
     pub drain: drain::Watch,
 }
 
-/// Pooled upstream clients of one worker: HTTP/1.1 keep-alive connections, and multiplexed HTTP/2
-/// connections ([`pool::H2Pool`]). Connections to the application behind the inbound listener come
-/// from the passthrough source address, so the interception rules let them through instead of
-/// capturing them again.
+/// Pooled upstream connections of one worker: HTTP/1.1 keep-alive connections ([`h1pool::H1Pool`]),
+/// and multiplexed HTTP/2 connections ([`pool::H2Pool`]). Connections to the application behind the
+/// inbound listener come from the passthrough source address, so the interception rules let them
+/// through instead of capturing them again (the pools keep them apart by source address).
 #[derive(Debug, Clone)]
 pub struct Clients {
-    pub h1: Client<HttpConnector, Body>,
-    pub inbound_h1: Client<HttpConnector, Body>,
+    pub h1: Arc<h1pool::H1Pool>,
     pub h2: Arc<pool::H2Pool>,
 }
 
 impl Clients {
-    /// Clients whose idle connections close after `idle` (HTTP/2 ones once [`pool::H2Pool::sweep`] runs).
+    /// Pools whose idle connections close after `idle` (HTTP/2 ones once [`pool::H2Pool::sweep`] runs).
     pub fn new(idle: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let mut passthrough = connector.clone();
-        passthrough.set_local_addresses(PASSTHROUGH_SOURCE_V4, PASSTHROUGH_SOURCE_V6);
-        let build = |connector: &HttpConnector| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(idle)
-                .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(connector.clone())
-        };
         Self {
-            h1: build(&connector),
-            inbound_h1: build(&passthrough),
+            h1: Arc::new(h1pool::H1Pool::new(UPSTREAM_CONNECT_TIMEOUT, idle)),
             h2: Arc::new(pool::H2Pool::new(UPSTREAM_CONNECT_TIMEOUT)),
         }
     }
@@ -118,17 +95,9 @@ impl Clients {
 
 /// The HTTP/1.1 pool of a cluster whose connection-pool settings give it its own connect or idle
 /// timeout. Shared by every worker, like the cluster.
-pub fn cluster_h1_client(options: &pool::ConnOptions) -> H1Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(options.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(options.idle_timeout.unwrap_or(CLUSTER_POOL_IDLE_TIMEOUT))
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
+pub fn cluster_h1_pool(options: &pool::ConnOptions) -> Arc<h1pool::H1Pool> {
+    let idle = options.idle_timeout.unwrap_or(CLUSTER_POOL_IDLE_TIMEOUT);
+    Arc::new(h1pool::H1Pool::new(options.connect_timeout, idle))
 }
 
 /// The 503 of a request a cluster's circuit breaker rejected.

@@ -22,7 +22,7 @@ use crate::access_log::AccessLog;
 use crate::authz::AuthzPolicies;
 use crate::balance::Balancer;
 use crate::breaker::Breaker;
-use crate::http::H1Client;
+use crate::http::h1pool::H1Pool;
 use crate::http::pool::ConnOptions;
 use crate::jwt::JwtAuthenticator;
 use crate::metrics::{ClusterMetrics, Direction, Metrics};
@@ -53,7 +53,7 @@ pub struct ClusterState {
     /// How connections to the endpoints are made and kept (timeouts, requests per connection).
     pub connections: ConnOptions,
     /// The cluster's own HTTP/1.1 pool when its connect or idle timeout differs from the proxy's.
-    pub h1: Option<H1Client>,
+    pub h1: Option<Arc<H1Pool>>,
     /// Outlier detection, when the cluster has it.
     pub outlier: Option<Detector>,
     /// Caps on retries in flight (`maxRetries`, retry budget) and their counters.
@@ -314,7 +314,7 @@ pub fn compile(config: ProxyConfig, previous: Option<&Compiled>, metrics: &Metri
                 },
                 h1: match same_pool {
                     Some(previous) => previous.h1.clone(),
-                    None => connections.needs_own_h1_pool().then(|| crate::http::cluster_h1_client(&connections)),
+                    None => connections.needs_own_h1_pool().then(|| crate::http::cluster_h1_pool(&connections)),
                 },
                 connections,
                 outlier: cluster.outlier_detection.as_ref().map(Detector::new),

@@ -31,11 +31,6 @@ impl UpstreamFailure {
         }
     }
 
-    /// The failure of an error of hyper's pooled HTTP/1 client.
-    pub fn of_client(err: &hyper_util::client::legacy::Error) -> Self {
-        if err.is_connect() { Self::Connect } else { Self::Reset }
-    }
-
     /// The failure recorded on a response, if the proxy made it after a failed exchange.
     pub fn on<B>(response: &Response<B>) -> Option<Self> {
         response.extensions().get::<Self>().copied()

@@ -15,10 +15,11 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
+use super::h1pool::H1Pool;
 use super::headers::{ORIG_PROTO, ensure_request_id, is_upgrade, strip_hop_by_hop};
 use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
-use super::{Body, H1Client, Shared, Side, full, local_response, upgrade};
+use super::{Body, Shared, Side, full, local_response, upgrade};
 use crate::access_log;
 use crate::balance::hash_bytes;
 use crate::breaker::{Guarded, Overflow, Permit};
@@ -389,15 +390,15 @@ async fn to_cluster(
 /// pool, and the circuit-breaker permit the response body holds until it ends.
 pub(super) struct ClusterConn<'a> {
     options: &'a ConnOptions,
-    h1: Option<&'a H1Client>,
+    h1: Option<&'a Arc<H1Pool>>,
     permit: Option<Permit>,
 }
 
-/// `body` boxed, holding `permit` (if any) until it ends.
-fn guarded(body: Incoming, permit: Option<Permit>) -> Body {
+/// `body`, holding `permit` (if any) until it ends.
+fn guarded(body: Body, permit: Option<Permit>) -> Body {
     match permit {
         Some(permit) => Guarded::new(body, permit).boxed(),
-        None => body.boxed(),
+        None => body,
     }
 }
 
@@ -508,6 +509,7 @@ pub(super) async fn send(
         let request = Request::from_parts(parts, body);
         Box::pin(super::pool::send_http1_once(addr, mtls, request))
             .await
+            .map(|response| response.map(BodyExt::boxed))
             .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
@@ -532,6 +534,7 @@ pub(super) async fn send(
             }
             None => shared.clients.h2.send(addr, source, mtls.as_ref(), request).await,
         }
+        .map(|response| response.map(BodyExt::boxed))
         .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
         parts.version = Version::HTTP_11;
@@ -543,25 +546,18 @@ pub(super) async fn send(
             let request = Request::from_parts(parts, body);
             Box::pin(super::pool::send_http1_fresh(addr, source, options.connect_timeout, request, permit.as_mut()))
                 .await
+                .map(|response| response.map(BodyExt::boxed))
                 .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
         } else {
-            // The HTTP/1 pool is keyed by the URI's authority: the endpoint. `Host` keeps the name.
-            let uri = Authority::try_from(addr.to_string()).ok().and_then(|authority| {
-                Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build().ok()
-            });
-            match uri {
-                Some(uri) => parts.uri = uri,
-                None => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
-            }
-            let client = match cluster_h1 {
-                Some(client) => client,
-                None if app => &shared.clients.inbound_h1,
+            parts.uri = Uri::from(path);
+            let pool = match cluster_h1 {
+                Some(pool) => pool,
                 None => &shared.clients.h1,
             };
-            client
-                .request(Request::from_parts(parts, body))
+            pool.send(addr, source, Request::from_parts(parts, body))
                 .await
-                .map_err(|e| (UpstreamFailure::of_client(&e), e.to_string()))
+                .map(|response| response.map(BodyExt::boxed))
+                .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
         }
     };
     // Paths that do not report their connection (pooled HTTP/1.1, upgrades) have one by now.

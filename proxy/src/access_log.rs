@@ -323,7 +323,7 @@ impl Logged {
 
 impl http_body::Body for Logged {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::http::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,

@@ -15,6 +15,9 @@ pub enum Error {
     /// An HTTP exchange with an upstream failed; `context` says which and with whom.
     #[error("{context}: {source}")]
     Http { context: String, source: hyper::Error },
+    /// An HTTP/2 exchange with an upstream failed; `context` says which and with whom.
+    #[error("{context}: {source}")]
+    H2 { context: String, source: h2::Error },
     /// A certificate, key or TLS setting is unusable; the message names which and why.
     #[error("tls: {0}")]
     Tls(String),

@@ -9,6 +9,7 @@ mod failure;
 mod fault;
 mod forward;
 pub mod h1pool;
+mod h2stream;
 mod headers;
 mod inbound;
 mod mirror;
@@ -42,7 +43,20 @@ use crate::state::Store;
 use crate::tls::MeshTls;
 
 /// Body type of every request and response the proxy produces.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// Error of a [`Body`]: hyper's (a downstream or HTTP/1.1 upstream connection), h2's (an HTTP/2
+/// upstream stream), or none.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `body` as a [`Body`] (one allocation; not for a body that already is one).
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
+    body.map_err(Into::into).boxed()
+}
 
 /// Source address of inbound connections to the application (IPv4); the interception rules exempt
 /// it, as Istio's do for 127.0.0.6.

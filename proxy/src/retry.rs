@@ -178,7 +178,7 @@ pub async fn forward<B, U>(
     req: Request<B>,
 ) -> Response<Body>
 where
-    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error = crate::http::BodyError> + Send + Sync + Unpin + 'static,
     U: Upstream + Sync,
 {
     let _active = cluster.limits.request();
@@ -212,7 +212,7 @@ async fn attempts<B, U>(
     propagate: Option<Instant>,
 ) -> Result<Response<Body>, RouteTimedOut>
 where
-    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error = crate::http::BodyError> + Send + Sync + Unpin + 'static,
     U: Upstream + Sync,
 {
     let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);

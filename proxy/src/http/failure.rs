@@ -27,6 +27,8 @@ impl UpstreamFailure {
         match err {
             Error::Http { source, .. } if refused_stream(source) => Self::RefusedStream,
             Error::Http { .. } => Self::Reset,
+            Error::H2 { source, .. } if unprocessed(source) => Self::RefusedStream,
+            Error::H2 { .. } => Self::Reset,
             _ => Self::Connect,
         }
     }
@@ -35,6 +37,13 @@ impl UpstreamFailure {
     pub fn on<B>(response: &Response<B>) -> Option<Self> {
         response.extensions().get::<Self>().copied()
     }
+}
+
+/// Whether an HTTP/2 stream error says the upstream did not process the request: its
+/// `REFUSED_STREAM` reset, or a graceful `GOAWAY` whose last stream id came before the stream.
+fn unprocessed(err: &h2::Error) -> bool {
+    err.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (err.is_go_away() && err.is_remote() && err.reason() == Some(h2::Reason::NO_ERROR))
 }
 
 /// Whether an HTTP error is the upstream's HTTP/2 `REFUSED_STREAM` reset.

@@ -203,7 +203,7 @@ async fn forward_routed(
             // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
             route.request_headers.apply(req.headers_mut());
-            let mut req = req.map(BodyExt::boxed);
+            let mut req = req.map(super::boxed);
             if !route.mirrors.is_empty() {
                 req = mirror_request(shared, compiled, &route.mirrors, req);
             }
@@ -434,7 +434,7 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let h2 = req.version() == Version::HTTP_2;
-    let req = req.map(BodyExt::boxed);
+    let req = req.map(super::boxed);
     let mut response =
         send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough, None)
             .await;
@@ -509,7 +509,7 @@ pub(super) async fn send(
         let request = Request::from_parts(parts, body);
         Box::pin(super::pool::send_http1_once(addr, mtls, request))
             .await
-            .map(|response| response.map(BodyExt::boxed))
+            .map(|response| response.map(super::boxed))
             .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
@@ -534,7 +534,6 @@ pub(super) async fn send(
             }
             None => shared.clients.h2.send(addr, source, mtls.as_ref(), request).await,
         }
-        .map(|response| response.map(BodyExt::boxed))
         .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
         parts.version = Version::HTTP_11;
@@ -546,7 +545,7 @@ pub(super) async fn send(
             let request = Request::from_parts(parts, body);
             Box::pin(super::pool::send_http1_fresh(addr, source, options.connect_timeout, request, permit.as_mut()))
                 .await
-                .map(|response| response.map(BodyExt::boxed))
+                .map(|response| response.map(super::boxed))
                 .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
         } else {
             parts.uri = Uri::from(path);
@@ -556,7 +555,7 @@ pub(super) async fn send(
             };
             pool.send(addr, source, Request::from_parts(parts, body))
                 .await
-                .map(|response| response.map(BodyExt::boxed))
+                .map(|response| response.map(super::boxed))
                 .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
         }
     };

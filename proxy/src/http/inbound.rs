@@ -5,7 +5,6 @@
 
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::failure::UpstreamFailure;
@@ -94,7 +93,7 @@ pub(super) async fn inbound(
         Upstream::App { h2 }
     };
     let mut response =
-        send(shared, req.map(BodyExt::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
+        send(shared, req.map(super::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
     if let Some(quota) = quota {
         quota.write_headers(response.headers_mut());
     }

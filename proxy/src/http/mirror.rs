@@ -128,9 +128,12 @@ impl Tee {
 
 impl http_body::Body for Tee {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, super::BodyError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -179,9 +182,12 @@ struct CopyBody {
 
 impl http_body::Body for CopyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, super::BodyError>>> {
         match self.receiver.poll_recv(cx) {
             Poll::Ready(Some(frame)) => Poll::Ready(Some(Ok(frame))),
             // Cut off: never end (the sender drops the request on the lost signal).

@@ -12,17 +12,20 @@
 //! are kept apart.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use h2::client::SendRequest;
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{Body, MeshTarget};
+use super::{Body, MeshTarget, h2stream};
 use crate::Error;
 use crate::breaker::Permit;
 use crate::state::FastMap;
@@ -75,12 +78,20 @@ impl ConnOptions {
 
 #[derive(Debug)]
 struct Entry {
-    sender: SendRequest<Body>,
+    sender: SendRequest<Bytes>,
+    /// Set when the connection's task ended (closed, failed, or its keep-alive ping went unanswered).
+    closed: Arc<AtomicBool>,
     last_used: Instant,
     /// Requests sent on the connection so far.
     sent: u32,
     /// The cluster's idle timeout, when it has its own.
     idle: Option<Duration>,
+}
+
+impl Entry {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
 }
 
 /// Pool key: the endpoint, the source address, whether the connection is mesh TLS, and the request
@@ -94,7 +105,7 @@ pub struct H2Pool {
     connect_timeout: Duration,
     /// The shortest cluster idle timeout seen, in milliseconds (`u64::MAX`: none), so sweeps run
     /// often enough for it.
-    shortest_idle_ms: std::sync::atomic::AtomicU64,
+    shortest_idle_ms: AtomicU64,
     /// Told when a shorter cluster idle timeout appears, so the sweeper need not finish a long sleep.
     idle_shortened: tokio::sync::Notify,
 }
@@ -105,7 +116,7 @@ impl H2Pool {
         Self {
             connections: Mutex::new(FastMap::default()),
             connect_timeout,
-            shortest_idle_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            shortest_idle_ms: AtomicU64::new(u64::MAX),
             idle_shortened: tokio::sync::Notify::new(),
         }
     }
@@ -118,7 +129,7 @@ impl H2Pool {
         source: Option<SocketAddr>,
         mtls: Option<&MeshTarget<'_>>,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<Body>, Error> {
         let options = ConnOptions { connect_timeout: self.connect_timeout, ..ConnOptions::default() };
         self.send_with(addr, source, mtls, req, &options, None).await
     }
@@ -133,63 +144,96 @@ impl H2Pool {
         req: Request<Body>,
         options: &ConnOptions,
         permit: Option<&mut Permit>,
-    ) -> Result<Response<Incoming>, Error> {
-        let limit = options.max_requests_per_connection;
-        let key = (addr, source, mtls.is_some(), limit);
-        let reusable = {
-            let mut connections = self.lock();
-            let reused = connections.get_mut(&key).filter(|e| !e.sender.is_closed()).map(|e| {
-                e.last_used = Instant::now();
-                e.sent = e.sent.saturating_add(1);
-                (e.sender.clone(), limit.is_some_and(|limit| e.sent >= limit))
-            });
-            match reused {
-                // The connection carried its last request: it leaves the pool and closes when done.
-                Some((sender, true)) => {
-                    connections.remove(&key);
-                    Some(sender)
+    ) -> Result<Response<Body>, Error> {
+        let key = (addr, source, mtls.is_some(), options.max_requests_per_connection);
+        let failed = |source| Error::H2 { context: format!("request to {addr}"), source };
+        let ready = match self.reuse(&key) {
+            // A pooled connection that cannot take a stream (it closed, or the peer is going away)
+            // leaves the pool, and the request goes out on a new one: nothing was sent yet.
+            Some(sender) => match sender.ready().await {
+                Ok(ready) => Some(ready),
+                Err(err) => {
+                    tracing::debug!(error = %err, upstream = %addr, "pooled HTTP/2 connection unusable; opening another");
+                    self.forget(&key);
+                    None
                 }
-                Some((sender, false)) => Some(sender),
-                None => None,
-            }
+            },
+            None => None,
         };
-        let mut sender = match reusable {
+        let mut sender = match ready {
             Some(sender) => sender,
             None => {
                 // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-                let sender = Box::pin(self.connect(addr, source, mtls, options.connect_timeout)).await?;
-                if limit != Some(1) {
-                    if let Some(idle) = options.idle_timeout {
-                        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-                        let before = self.shortest_idle_ms.fetch_min(idle_ms, std::sync::atomic::Ordering::Relaxed);
-                        if idle_ms < before {
-                            self.idle_shortened.notify_one();
-                        }
-                    }
-                    let entry = Entry {
-                        sender: sender.clone(),
-                        last_used: Instant::now(),
-                        sent: 1,
-                        idle: options.idle_timeout,
-                    };
-                    self.lock().insert(key, entry);
-                }
-                sender
+                let sender = Box::pin(self.connect_pooled(key, mtls, options)).await?;
+                sender.ready().await.map_err(failed)?
             }
         };
-        let failed = |source| Error::Http { context: format!("request to {addr}"), source };
-        sender.ready().await.map_err(failed)?;
         if let Some(permit) = permit {
             permit.connected();
         }
-        sender.send_request(req).await.map_err(failed)
+        let (parts, body) = req.into_parts();
+        let end = body.is_end_stream();
+        let (response, stream) = sender.send_request(Request::from_parts(parts, ()), end).map_err(failed)?;
+        if !end {
+            tokio::spawn(h2stream::pipe(body, stream));
+        }
+        let response = response.await.map_err(failed)?;
+        Ok(response.map(|stream| super::boxed(h2stream::H2Body::new(stream))))
+    }
+
+    /// A handle on the pooled connection for `key`, counting the request against its limit (a
+    /// connection that reached it leaves the pool and closes once its streams end).
+    fn reuse(&self, key: &Key) -> Option<SendRequest<Bytes>> {
+        let limit = key.3;
+        let mut connections = self.lock();
+        let entry = connections.get_mut(key).filter(|e| !e.is_closed())?;
+        entry.last_used = Instant::now();
+        entry.sent = entry.sent.saturating_add(1);
+        let sender = entry.sender.clone();
+        if limit.is_some_and(|limit| entry.sent >= limit) {
+            connections.remove(key);
+        }
+        Some(sender)
+    }
+
+    fn forget(&self, key: &Key) {
+        self.lock().remove(key);
+    }
+
+    /// Opens a connection for `key` and pools it (unless it carries a single request).
+    async fn connect_pooled(
+        &self,
+        key: Key,
+        mtls: Option<&MeshTarget<'_>>,
+        options: &ConnOptions,
+    ) -> Result<SendRequest<Bytes>, Error> {
+        let (addr, source, _, limit) = key;
+        let (sender, closed) = self.connect(addr, source, mtls, options.connect_timeout).await?;
+        if limit != Some(1) {
+            if let Some(idle) = options.idle_timeout {
+                let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+                let before = self.shortest_idle_ms.fetch_min(idle_ms, Ordering::Relaxed);
+                if idle_ms < before {
+                    self.idle_shortened.notify_one();
+                }
+            }
+            let entry = Entry {
+                sender: sender.clone(),
+                closed,
+                last_used: Instant::now(),
+                sent: 1,
+                idle: options.idle_timeout,
+            };
+            self.lock().insert(key, entry);
+        }
+        Ok(sender)
     }
 
     /// Drops connections unused for `idle` or their cluster's own idle timeout (and closed ones);
     /// their connection tasks then end.
     pub fn sweep(&self, idle: Duration) {
         let now = Instant::now();
-        self.lock().retain(|_, e| !e.sender.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle));
+        self.lock().retain(|_, e| !e.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle));
     }
 
     /// Waits until a cluster with a shorter idle timeout than any before puts a connection in the pool.
@@ -199,7 +243,7 @@ impl H2Pool {
 
     /// The shortest idle timeout of any cluster whose connections the pool held, if any.
     pub fn shortest_cluster_idle(&self) -> Option<Duration> {
-        let ms = self.shortest_idle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let ms = self.shortest_idle_ms.load(Ordering::Relaxed);
         (ms != u64::MAX).then(|| Duration::from_millis(ms))
     }
 
@@ -224,7 +268,7 @@ impl H2Pool {
         source: Option<SocketAddr>,
         mtls: Option<&MeshTarget<'_>>,
         timeout: Duration,
-    ) -> Result<SendRequest<Body>, Error> {
+    ) -> Result<(SendRequest<Bytes>, Arc<AtomicBool>), Error> {
         let stream = connect_within(timeout, addr, source).await?;
         match mtls {
             Some(mtls) => {
@@ -235,26 +279,43 @@ impl H2Pool {
         }
     }
 
-    /// The HTTP/2 handshake on a connected stream; the connection then runs on its own task.
-    async fn handshake<S>(addr: SocketAddr, stream: S) -> Result<SendRequest<Body>, Error>
+    /// The HTTP/2 handshake on a connected stream; the connection then runs on its own task, which
+    /// pings the peer every [`H2_KEEPALIVE_INTERVAL`] and closes the connection when a ping goes
+    /// unanswered for [`H2_KEEPALIVE_TIMEOUT`].
+    async fn handshake<S>(addr: SocketAddr, stream: S) -> Result<(SendRequest<Bytes>, Arc<AtomicBool>), Error>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(H2_STREAM_WINDOW)
+        let (sender, mut connection) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-            .handshake(TokioIo::new(stream))
+            .handshake::<_, Bytes>(stream)
             .await
-            .map_err(|source| Error::Http { context: format!("HTTP/2 handshake with {addr}"), source })?;
+            .map_err(|source| Error::H2 { context: format!("HTTP/2 handshake with {addr}"), source })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let mark = closed.clone();
+        let ping_pong = connection.ping_pong();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/2 connection ended with an error");
+            let keepalive = async move {
+                let Some(mut ping_pong) = ping_pong else { return std::future::pending().await };
+                loop {
+                    tokio::time::sleep(H2_KEEPALIVE_INTERVAL).await;
+                    let pong = tokio::time::timeout(H2_KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                result = &mut connection => if let Err(err) = result {
+                    tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/2 connection ended with an error");
+                },
+                () = keepalive => tracing::debug!(upstream = %addr, "upstream HTTP/2 keep-alive ping unanswered; closing"),
             }
+            mark.store(true, Ordering::Relaxed);
         });
-        Ok(sender)
+        Ok((sender, closed))
     }
 }
 

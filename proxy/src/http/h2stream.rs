@@ -1,0 +1,119 @@
+//! One request's HTTP/2 stream to an upstream, driven with `h2` directly: the request body piped
+//! into the stream under HTTP/2 flow control, and the response body read from it ([`H2Body`]).
+//!
+//! The request's own task sends the request and awaits the response: no channel to a connection
+//! task and no task per request between them, as hyper's HTTP/2 client has. A request body that is
+//! not empty is piped by a task of its own (it may stream long after the response began, as a
+//! gRPC call's does).
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+
+use super::{Body, BodyError};
+
+/// Streams `body` into `stream`, its trailers last, waiting for flow-control capacity as the peer
+/// grants it; stops when the peer resets the stream, and resets it when the body fails.
+pub async fn pipe(mut body: Body, mut stream: SendStream<Bytes>) {
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            // The upstream answered and no longer wants the body (or the connection went away).
+            _ = poll_fn(|cx| stream.poll_reset(cx)) => return,
+        };
+        match frame {
+            None => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "request body failed; resetting the upstream stream");
+                stream.send_reset(h2::Reason::CANCEL);
+                return;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    if send_data(&mut stream, data, end).await.is_err() || end {
+                        return;
+                    }
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        let _ = stream.send_trailers(trailers);
+                    }
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Sends `data` in the pieces the peer's flow-control window allows, `end` on the last.
+async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return stream.send_data(data, end);
+    }
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| stream.poll_capacity(cx)).await {
+            Some(granted) => granted?,
+            // The stream closed (reset by the peer).
+            None => return Err(h2::Error::from(h2::Reason::CANCEL)),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let piece = data.split_to(granted.min(data.len()));
+        stream.send_data(piece, end && data.is_empty())?;
+    }
+    Ok(())
+}
+
+/// An upstream HTTP/2 response's body: its data, giving the flow-control window back as it is read,
+/// then its trailers. Dropped before its end, it resets the stream (`CANCEL`).
+#[derive(Debug)]
+pub struct H2Body {
+    stream: RecvStream,
+    data_done: bool,
+}
+
+impl H2Body {
+    pub fn new(stream: RecvStream) -> Self {
+        Self { stream, data_done: false }
+    }
+}
+
+impl HttpBody for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Read: the peer may send as much again.
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.stream.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(err) => Poll::Ready(Some(Err(err.into()))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+}

@@ -150,11 +150,12 @@ impl H2Pool {
         let ready = match self.reuse(&key) {
             // A pooled connection that cannot take a stream (it closed, or the peer is going away)
             // leaves the pool, and the request goes out on a new one: nothing was sent yet.
-            Some(sender) => match sender.ready().await {
+            Some((sender, closed)) => match sender.ready().await {
                 Ok(ready) => Some(ready),
                 Err(err) => {
                     tracing::debug!(error = %err, upstream = %addr, "pooled HTTP/2 connection unusable; opening another");
-                    self.forget(&key);
+                    closed.store(true, Ordering::Relaxed);
+                    self.forget(&key, &closed);
                     None
                 }
             },
@@ -183,21 +184,25 @@ impl H2Pool {
 
     /// A handle on the pooled connection for `key`, counting the request against its limit (a
     /// connection that reached it leaves the pool and closes once its streams end).
-    fn reuse(&self, key: &Key) -> Option<SendRequest<Bytes>> {
+    fn reuse(&self, key: &Key) -> Option<(SendRequest<Bytes>, Arc<AtomicBool>)> {
         let limit = key.3;
         let mut connections = self.lock();
         let entry = connections.get_mut(key).filter(|e| !e.is_closed())?;
         entry.last_used = Instant::now();
         entry.sent = entry.sent.saturating_add(1);
-        let sender = entry.sender.clone();
+        let reused = (entry.sender.clone(), entry.closed.clone());
         if limit.is_some_and(|limit| entry.sent >= limit) {
             connections.remove(key);
         }
-        Some(sender)
+        Some(reused)
     }
 
-    fn forget(&self, key: &Key) {
-        self.lock().remove(key);
+    /// Removes the connection whose closed flag is `closed` (not one opened since in its place).
+    fn forget(&self, key: &Key, closed: &Arc<AtomicBool>) {
+        let mut connections = self.lock();
+        if connections.get(key).is_some_and(|e| Arc::ptr_eq(&e.closed, closed)) {
+            connections.remove(key);
+        }
     }
 
     /// Opens a connection for `key` and pools it (unless it carries a single request).
@@ -385,3 +390,6 @@ pub async fn connect(target: SocketAddr, source: Option<SocketAddr>) -> std::io:
     socket.bind(source)?;
     socket.connect(target).await
 }
+
+#[cfg(test)]
+mod tests;

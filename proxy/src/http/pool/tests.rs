@@ -1,0 +1,127 @@
+//! The HTTP/2 pool against an `h2` server on a real socket that counts its connections and can
+//! send a graceful `GOAWAY` after its first response (as an upstream restarting).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+
+use super::H2Pool;
+use crate::http::{Body, full};
+
+/// An upstream answering each request with its own body (an echo), over HTTP/2 with prior knowledge.
+struct Upstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    async fn start(goaway_after_first: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(socket).await else { return };
+                    let mut answered = 0;
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        tokio::spawn(async move {
+                            let mut body = request.into_body();
+                            let mut echoed = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                echoed.extend_from_slice(&chunk);
+                            }
+                            if echoed == b"slow" {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
+                            let Ok(mut stream) = respond.send_response(Response::new(()), false) else { return };
+                            let _ = stream.send_data(Bytes::from(echoed), true);
+                        });
+                        answered += 1;
+                        if goaway_after_first && answered == 1 {
+                            connection.graceful_shutdown();
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn post(text: &'static str) -> Request<Body> {
+    Request::builder().uri("http://upstream/echo").method("POST").body(full(text)).expect("request")
+}
+
+async fn exchange(pool: &H2Pool, addr: SocketAddr, text: &'static str) -> String {
+    let response = pool.send(addr, None, None, post(text)).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8(body.to_vec()).expect("text")
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_an_endpoint_share_one_connection_and_each_gets_its_own_answer() {
+    let upstream = Upstream::start(false).await;
+    let pool = Arc::new(H2Pool::new(Duration::from_secs(5)));
+    // The first request opens the connection; the others ride it at once.
+    assert_eq!(exchange(&pool, upstream.addr, "first").await, "first");
+    let texts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg", "hhhhhhhh"];
+    let answers = futures_util::future::join_all(texts.iter().map(|t| exchange(&pool, upstream.addr, t))).await;
+    assert_eq!(answers, texts);
+    assert_eq!(upstream.accepted(), 1);
+    assert_eq!(pool.len(), 1);
+}
+
+#[tokio::test]
+async fn after_the_upstream_went_away_the_next_request_opens_a_new_connection_instead_of_failing() {
+    let upstream = Upstream::start(true).await;
+    let pool = H2Pool::new(Duration::from_secs(5));
+    assert_eq!(exchange(&pool, upstream.addr, "before").await, "before");
+    // The GOAWAY arrives; the pooled connection is then no use for a new stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(exchange(&pool, upstream.addr, "after").await, "after");
+    assert_eq!(upstream.accepted(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_going_away_with_a_stream_in_flight_finishes_it_and_new_requests_open_another() {
+    let upstream = Upstream::start(true).await;
+    let pool = Arc::new(H2Pool::new(Duration::from_secs(5)));
+    let slow = tokio::spawn({
+        let pool = pool.clone();
+        async move { exchange(&pool, upstream.addr, "slow").await }
+    });
+    // The GOAWAY arrives while the slow stream is still open: the connection stays up for it, but
+    // takes no new stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(exchange(&pool, upstream.addr, "meanwhile").await, "meanwhile");
+    assert_eq!(slow.await.expect("task"), "slow");
+    assert_eq!(upstream.accepted(), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_leave_the_pool_when_swept_after_the_idle_timeout() {
+    let upstream = Upstream::start(false).await;
+    let pool = H2Pool::new(Duration::from_secs(5));
+    assert_eq!(exchange(&pool, upstream.addr, "once").await, "once");
+    pool.sweep(Duration::from_secs(60));
+    assert_eq!(pool.len(), 1, "used just now");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    pool.sweep(Duration::from_millis(50));
+    assert!(pool.is_empty(), "unused for longer than the idle timeout");
+}

@@ -301,7 +301,17 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Vec<Answer>> + Send + 'static,
 {
-    let tasks: Vec<_> = (0..2).map(|_| tokio::spawn(caller())).collect();
+    // Both start together: one must not be through its requests before the other began.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (start, calls) = (start.clone(), caller());
+            tokio::spawn(async move {
+                start.wait().await;
+                calls.await
+            })
+        })
+        .collect();
     let mut answers = Vec::new();
     for task in tasks {
         answers.extend(task.await.expect("caller task"));

@@ -2,8 +2,8 @@
 //! pool makes, kept per (endpoint, source address) and reused most-recently-used first.
 //!
 //! A connection goes back to the pool when its response body has been read to the end, by the body
-//! itself ([`PooledBody`]), so no task waits for it; a body dropped before its end takes the
-//! connection with it (hyper closes a connection whose response was not read). A request that a
+//! itself ([`PooledBody`]), so no task waits for it (unless the request body is still going out: the
+//! upstream answered early); a body dropped before its end takes the connection with it (hyper closes a connection whose response was not read). A request that a
 //! reused connection closed before taking (the upstream's keep-alive timeout raced it) goes out on
 //! the next connection. Idle connections close after the pool's idle timeout: a sweeper task, started
 //! with the first idle connection, drops them and ends with the pool.
@@ -111,14 +111,38 @@ impl H1Pool {
         });
     }
 
+    /// The most recently used idle connection to `key` that has not outlived the idle timeout
+    /// (older ones are dropped on the way).
     fn take_idle(&self, key: &Key) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
         let list = idle.get_mut(key)?;
-        let taken = list.pop().map(|c| c.sender);
+        let now = Instant::now();
+        let mut taken = None;
+        while let Some(c) = list.pop() {
+            if now.duration_since(c.since) < self.idle_timeout {
+                taken = Some(c.sender);
+                break;
+            }
+        }
         if list.is_empty() {
             idle.remove(key);
         }
         taken
+    }
+
+    /// Pools `sender` once its connection can take a request: at once when the response ended after
+    /// the request was sent in full (the usual case), else when the request body is through (an
+    /// upstream may answer before reading the whole upload).
+    fn release(self: &Arc<Self>, key: Key, mut sender: SendRequest<Body>) {
+        if sender.is_ready() {
+            return self.put(key, sender);
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(key, sender);
+            }
+        });
     }
 
     fn put(self: &Arc<Self>, key: Key, sender: SendRequest<Body>) {
@@ -212,7 +236,7 @@ pub struct PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some(Back { pool, key, sender }) = self.back.take() {
-            pool.put(key, sender);
+            pool.release(key, sender);
         }
     }
 }

@@ -8,18 +8,65 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
+use tokio::sync::oneshot;
 
 use super::{Body, BodyError};
 
+/// One open stream of a connection, from its request until its response body ends or is dropped:
+/// counted in the connection's open streams (keep-alive pings go only to connections with some), and
+/// holding the request body's pipe, which resets the stream once this is dropped with the upload
+/// unfinished (the response was abandoned: a timeout, the client went away).
+#[derive(Debug)]
+pub struct StreamGuard {
+    open: Arc<AtomicUsize>,
+    _pipe: Option<oneshot::Sender<()>>,
+}
+
+impl StreamGuard {
+    /// Counts a stream just opened on the connection whose open streams are `open`.
+    pub fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self { open, _pipe: None }
+    }
+
+    /// Starts the task that streams `body` into `stream`; it stops, resetting the stream, when this
+    /// guard is dropped first.
+    pub fn pipe(&mut self, body: Body, stream: SendStream<Bytes>) {
+        let (keep, dropped) = oneshot::channel();
+        self._pipe = Some(keep);
+        tokio::spawn(pipe(body, stream, dropped));
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Streams `body` into `stream` until it ends, or resets the stream when the response is abandoned
+/// first (`abandoned` resolves).
+async fn pipe(body: Body, mut stream: SendStream<Bytes>, abandoned: oneshot::Receiver<()>) {
+    let abandoned = tokio::select! {
+        () = pump(body, &mut stream) => false,
+        _ = abandoned => true,
+    };
+    if abandoned {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+}
+
 /// Streams `body` into `stream`, its trailers last, waiting for flow-control capacity as the peer
 /// grants it; stops when the peer resets the stream, and resets it when the body fails.
-pub async fn pipe(mut body: Body, mut stream: SendStream<Bytes>) {
+async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
@@ -39,15 +86,16 @@ pub async fn pipe(mut body: Body, mut stream: SendStream<Bytes>) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     let end = body.is_end_stream();
-                    if send_data(&mut stream, data, end).await.is_err() || end {
+                    if send_data(stream, data, end).await.is_err() || end {
                         return;
                     }
                 }
                 Err(frame) => {
+                    // Frames other than data and trailers have no HTTP/2 form: skipped.
                     if let Ok(trailers) = frame.into_trailers() {
                         let _ = stream.send_trailers(trailers);
+                        return;
                     }
-                    return;
                 }
             },
         }
@@ -76,16 +124,18 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -
 }
 
 /// An upstream HTTP/2 response's body: its data, giving the flow-control window back as it is read,
-/// then its trailers. Dropped before its end, it resets the stream (`CANCEL`).
+/// then its trailers. Dropped before its end, it resets the stream (`CANCEL`): h2 does when the
+/// last handle on a stream goes, and the guard stops the request body's pipe, which holds one.
 #[derive(Debug)]
 pub struct H2Body {
     stream: RecvStream,
     data_done: bool,
+    _guard: StreamGuard,
 }
 
 impl H2Body {
-    pub fn new(stream: RecvStream) -> Self {
-        Self { stream, data_done: false }
+    pub fn new(stream: RecvStream, guard: StreamGuard) -> Self {
+        Self { stream, data_done: false, _guard: guard }
     }
 }
 

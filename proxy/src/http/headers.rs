@@ -58,7 +58,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let trailers_only = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !trailers_only {
+    if trailers_only {
+        // HTTP/2 allows `te` only as exactly `trailers` (RFC 9113 8.2.2).
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    } else {
         headers.remove(TE);
     }
 }
@@ -126,6 +129,14 @@ mod tests {
         strip_hop_by_hop(&mut headers, false);
         let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-app"]);
+    }
+
+    #[test]
+    fn te_trailers_in_any_case_goes_on_as_lower_case_trailers_which_http2_requires() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("Trailers"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.get(TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! are kept apart.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,13 @@ pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keep-alive ping may go unanswered before the connection is closed.
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams a new upstream HTTP/2 connection opens at most before the peer's SETTINGS say how many it
+/// takes (hyper's default).
+pub const H2_INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// Largest response header list accepted from an upstream (hyper's default).
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Request data buffered per stream before waiting for the peer's window (hyper's default).
+pub const H2_MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
 
 /// How a cluster's connections are made and kept (its DestinationRule `connectionPool`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +83,19 @@ impl ConnOptions {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
+/// An upstream HTTP/2 connection as the pool holds it.
+#[derive(Debug, Clone)]
+struct Conn {
     sender: SendRequest<Bytes>,
     /// Set when the connection's task ended (closed, failed, or its keep-alive ping went unanswered).
     closed: Arc<AtomicBool>,
+    /// Streams open on it ([`h2stream::StreamGuard`]s).
+    open: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    conn: Conn,
     last_used: Instant,
     /// Requests sent on the connection so far.
     sent: u32,
@@ -90,7 +105,7 @@ struct Entry {
 
 impl Entry {
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.conn.closed.load(Ordering::Relaxed)
     }
 }
 
@@ -150,23 +165,23 @@ impl H2Pool {
         let ready = match self.reuse(&key) {
             // A pooled connection that cannot take a stream (it closed, or the peer is going away)
             // leaves the pool, and the request goes out on a new one: nothing was sent yet.
-            Some((sender, closed)) => match sender.ready().await {
-                Ok(ready) => Some(ready),
+            Some(conn) => match conn.sender.clone().ready().await {
+                Ok(sender) => Some((sender, conn.open)),
                 Err(err) => {
                     tracing::debug!(error = %err, upstream = %addr, "pooled HTTP/2 connection unusable; opening another");
-                    closed.store(true, Ordering::Relaxed);
-                    self.forget(&key, &closed);
+                    conn.closed.store(true, Ordering::Relaxed);
+                    self.forget(&key, &conn.closed);
                     None
                 }
             },
             None => None,
         };
-        let mut sender = match ready {
-            Some(sender) => sender,
+        let (mut sender, open) = match ready {
+            Some(ready) => ready,
             None => {
                 // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-                let sender = Box::pin(self.connect_pooled(key, mtls, options)).await?;
-                sender.ready().await.map_err(failed)?
+                let conn = Box::pin(self.connect_pooled(key, mtls, options)).await?;
+                (conn.sender.ready().await.map_err(failed)?, conn.open)
             }
         };
         if let Some(permit) = permit {
@@ -175,22 +190,23 @@ impl H2Pool {
         let (parts, body) = req.into_parts();
         let end = body.is_end_stream();
         let (response, stream) = sender.send_request(Request::from_parts(parts, ()), end).map_err(failed)?;
+        let mut guard = h2stream::StreamGuard::new(open);
         if !end {
-            tokio::spawn(h2stream::pipe(body, stream));
+            guard.pipe(body, stream);
         }
         let response = response.await.map_err(failed)?;
-        Ok(response.map(|stream| super::boxed(h2stream::H2Body::new(stream))))
+        Ok(response.map(|stream| super::boxed(h2stream::H2Body::new(stream, guard))))
     }
 
     /// A handle on the pooled connection for `key`, counting the request against its limit (a
     /// connection that reached it leaves the pool and closes once its streams end).
-    fn reuse(&self, key: &Key) -> Option<(SendRequest<Bytes>, Arc<AtomicBool>)> {
+    fn reuse(&self, key: &Key) -> Option<Conn> {
         let limit = key.3;
         let mut connections = self.lock();
         let entry = connections.get_mut(key).filter(|e| !e.is_closed())?;
         entry.last_used = Instant::now();
         entry.sent = entry.sent.saturating_add(1);
-        let reused = (entry.sender.clone(), entry.closed.clone());
+        let reused = entry.conn.clone();
         if limit.is_some_and(|limit| entry.sent >= limit) {
             connections.remove(key);
         }
@@ -200,7 +216,7 @@ impl H2Pool {
     /// Removes the connection whose closed flag is `closed` (not one opened since in its place).
     fn forget(&self, key: &Key, closed: &Arc<AtomicBool>) {
         let mut connections = self.lock();
-        if connections.get(key).is_some_and(|e| Arc::ptr_eq(&e.closed, closed)) {
+        if connections.get(key).is_some_and(|e| Arc::ptr_eq(&e.conn.closed, closed)) {
             connections.remove(key);
         }
     }
@@ -211,9 +227,9 @@ impl H2Pool {
         key: Key,
         mtls: Option<&MeshTarget<'_>>,
         options: &ConnOptions,
-    ) -> Result<SendRequest<Bytes>, Error> {
+    ) -> Result<Conn, Error> {
         let (addr, source, _, limit) = key;
-        let (sender, closed) = self.connect(addr, source, mtls, options.connect_timeout).await?;
+        let conn = self.connect(addr, source, mtls, options.connect_timeout).await?;
         if limit != Some(1) {
             if let Some(idle) = options.idle_timeout {
                 let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
@@ -222,16 +238,10 @@ impl H2Pool {
                     self.idle_shortened.notify_one();
                 }
             }
-            let entry = Entry {
-                sender: sender.clone(),
-                closed,
-                last_used: Instant::now(),
-                sent: 1,
-                idle: options.idle_timeout,
-            };
+            let entry = Entry { conn: conn.clone(), last_used: Instant::now(), sent: 1, idle: options.idle_timeout };
             self.lock().insert(key, entry);
         }
-        Ok(sender)
+        Ok(conn)
     }
 
     /// Drops connections unused for `idle` or their cluster's own idle timeout (and closed ones);
@@ -273,7 +283,7 @@ impl H2Pool {
         source: Option<SocketAddr>,
         mtls: Option<&MeshTarget<'_>>,
         timeout: Duration,
-    ) -> Result<(SendRequest<Bytes>, Arc<AtomicBool>), Error> {
+    ) -> Result<Conn, Error> {
         let stream = connect_within(timeout, addr, source).await?;
         match mtls {
             Some(mtls) => {
@@ -285,27 +295,35 @@ impl H2Pool {
     }
 
     /// The HTTP/2 handshake on a connected stream; the connection then runs on its own task, which
-    /// pings the peer every [`H2_KEEPALIVE_INTERVAL`] and closes the connection when a ping goes
-    /// unanswered for [`H2_KEEPALIVE_TIMEOUT`].
-    async fn handshake<S>(addr: SocketAddr, stream: S) -> Result<(SendRequest<Bytes>, Arc<AtomicBool>), Error>
+    /// pings the peer every [`H2_KEEPALIVE_INTERVAL`] while streams are open (as hyper did: servers
+    /// such as gRPC's answer pings on idle connections with `GOAWAY`) and closes the connection when
+    /// a ping goes unanswered for [`H2_KEEPALIVE_TIMEOUT`].
+    async fn handshake<S>(addr: SocketAddr, stream: S) -> Result<Conn, Error>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, mut connection) = h2::client::Builder::new()
             .enable_push(false)
+            .initial_max_send_streams(H2_INITIAL_MAX_SEND_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(H2_MAX_SEND_BUFFER_SIZE)
             .initial_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .handshake::<_, Bytes>(stream)
             .await
             .map_err(|source| Error::H2 { context: format!("HTTP/2 handshake with {addr}"), source })?;
         let closed = Arc::new(AtomicBool::new(false));
-        let mark = closed.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (mark, streams) = (closed.clone(), open.clone());
         let ping_pong = connection.ping_pong();
         tokio::spawn(async move {
             let keepalive = async move {
                 let Some(mut ping_pong) = ping_pong else { return std::future::pending().await };
                 loop {
                     tokio::time::sleep(H2_KEEPALIVE_INTERVAL).await;
+                    if streams.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
                     let pong = tokio::time::timeout(H2_KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         return;
@@ -320,7 +338,7 @@ impl H2Pool {
             }
             mark.store(true, Ordering::Relaxed);
         });
-        Ok((sender, closed))
+        Ok(Conn { sender, closed, open })
     }
 }
 

@@ -125,3 +125,48 @@ async fn idle_connections_leave_the_pool_when_swept_after_the_idle_timeout() {
     pool.sweep(Duration::from_millis(50));
     assert!(pool.is_empty(), "unused for longer than the idle timeout");
 }
+
+#[tokio::test]
+async fn a_response_abandoned_while_its_request_body_still_streams_resets_the_upstream_stream() {
+    // An upstream that answers at once and then reads the request body until it ends or is reset.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (told, outcome) = tokio::sync::oneshot::channel::<Result<(), h2::Error>>();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        let mut connection = h2::server::handshake(socket).await.expect("handshake");
+        let (request, mut respond) = connection.accept().await.expect("a request").expect("no error");
+        tokio::spawn(async move { while connection.accept().await.is_some() {} });
+        let _stream = respond.send_response(Response::new(()), false).expect("response head");
+        let mut body = request.into_body();
+        let ended = loop {
+            match body.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(err)) => break Err(err),
+                None => break Ok(()),
+            }
+        };
+        let _ = told.send(ended);
+    });
+    // A request body that never ends.
+    let (sender, frames) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, crate::http::BodyError>>(1);
+    sender.send(Ok(http_body::Frame::data(Bytes::from_static(b"first")))).await.expect("queued");
+    let body = crate::http::boxed(http_body_util::StreamBody::new(tokio_stream_from(frames)));
+    let request = Request::builder().uri("http://upstream/upload").method("POST").body(body).expect("request");
+    let pool = H2Pool::new(Duration::from_secs(5));
+    let response = pool.send(addr, None, None, request).await.expect("response head");
+    drop(response);
+    let ended = tokio::time::timeout(Duration::from_secs(5), outcome).await.expect("the upstream hears").expect("told");
+    let err = ended.expect_err("the request body was reset, not ended");
+    assert_eq!(err.reason(), Some(h2::Reason::CANCEL));
+    drop(sender);
+}
+
+/// An mpsc receiver as a stream of frames.
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + Sync {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}

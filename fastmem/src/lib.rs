@@ -1,5 +1,5 @@
-//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` for the static musl builds of `trellis-proxy`
-//! and `trellisd`, in place of musl's.
+//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` for the static musl build of `trellis-proxy`,
+//! in place of musl's (`trellisd`, also static musl, does not link it yet).
 //!
 //! musl's x86_64 `memcpy` copies with `rep movsq` whatever the length, and its `memcmp` compares one
 //! byte at a time. A request through the proxy makes about 140 copies (futures, `http` requests and

@@ -3,10 +3,11 @@
 //!
 //! A connection goes back to the pool when its response body has been read to the end, by the body
 //! itself ([`PooledBody`]), so no task waits for it (unless the request body is still going out: the
-//! upstream answered early); a body dropped before its end takes the connection with it (hyper closes a connection whose response was not read). A request that a
-//! reused connection closed before taking (the upstream's keep-alive timeout raced it) goes out on
-//! the next connection. Idle connections close after the pool's idle timeout: a sweeper task, started
-//! with the first idle connection, drops them and ends with the pool.
+//! upstream answered early); a body dropped before its end takes the connection with it (hyper
+//! closes a connection whose response was not read). A request that a reused connection closed
+//! before taking (the upstream's keep-alive timeout raced it) goes out on the next connection. Idle
+//! connections close after the pool's idle timeout: a sweeper task, started with the first idle
+//! connection, drops them and ends with the pool.
 //!
 //! This replaces hyper-util's pooled client, which on every request built an absolute URI (the
 //! endpoint as text) to key its pool, checked the connection out through a shared pool with waiters,
@@ -23,11 +24,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 
 use super::Body;
-use super::pool::connect_within;
+use super::pool::{connect_within, http1_connection};
 use crate::Error;
 use crate::state::FastMap;
 
@@ -200,15 +200,9 @@ impl H1Pool {
 
     async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<SendRequest<Body>, Error> {
         let stream = connect_within(self.connect_timeout, addr, source).await?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        http1_connection(addr, stream)
             .await
-            .map_err(|source| Error::Http { context: format!("HTTP/1.1 handshake with {addr}"), source })?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.with_upgrades().await {
-                tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
-            }
-        });
-        Ok(sender)
+            .map_err(|source| Error::Http { context: format!("HTTP/1.1 handshake with {addr}"), source })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Key, Vec<Idle>>> {

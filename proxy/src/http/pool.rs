@@ -22,6 +22,8 @@ use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+/// hyper's HTTP/1.1 sender (this module's `SendRequest` is h2's).
+type SendRequest1 = http1::SendRequest<Body>;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -367,12 +369,7 @@ pub async fn send_http1_once(
     let stream = connect_within(super::UPSTREAM_CONNECT_TIMEOUT, addr, None).await?;
     let tls = mtls.configs.connect(stream, addr, MeshProtocol::Http1, Some(mtls.expected)).await?;
     let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr} over mesh TLS"), source };
-    let (mut sender, connection) = http1::handshake(TokioIo::new(tls)).await.map_err(failed)?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            tracing::debug!(error = %err, upstream = %addr, "upstream mesh HTTP/1.1 connection ended with an error");
-        }
-    });
+    let mut sender = http1_connection(addr, tls).await.map_err(failed)?;
     sender.send_request(req).await.map_err(failed)
 }
 
@@ -389,16 +386,26 @@ pub async fn send_http1_fresh(
 ) -> Result<Response<Incoming>, Error> {
     let stream = connect_within(connect_timeout, addr, source).await?;
     let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr}"), source };
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(failed)?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
-        }
-    });
+    let mut sender = http1_connection(addr, stream).await.map_err(failed)?;
     if let Some(permit) = permit {
         permit.connected();
     }
     sender.send_request(req).await.map_err(failed)
+}
+
+/// The HTTP/1.1 client side of a connection to `addr` (plain or mesh TLS); the connection then runs on
+/// its own task (upgrades allowed) until it closes.
+pub(super) async fn http1_connection<S>(addr: SocketAddr, io: S) -> Result<SendRequest1, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Connects to `target`, from `source` when given (the passthrough address towards the application).

@@ -39,6 +39,9 @@ pub const DEFAULT_DRAIN_DEADLINE: &str = "5s";
 pub const DEFAULT_CONFIG_POLL: &str = "200ms";
 /// Idle time after which a pooled upstream connection is closed.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "90s";
+/// Time without a request after which a client's HTTP connection is closed (Envoy's default
+/// `idle_timeout`); the proxy checks once per period, so it closes after one to two.
+pub const DEFAULT_IDLE_TIMEOUT: &str = "1h";
 /// Log filter at start (`tracing` env-filter syntax); `/logging?level=` changes it at runtime.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Environment variable of `--discovery-ca`.
@@ -133,6 +136,9 @@ pub struct ServeArgs {
     pub config_poll: Duration,
     #[arg(long, env = "TRELLIS_POOL_IDLE_TIMEOUT", default_value = DEFAULT_POOL_IDLE_TIMEOUT, value_parser = parse_duration)]
     pub pool_idle_timeout: Duration,
+    /// Time without a request after which a client's HTTP connection is closed.
+    #[arg(long, env = "TRELLIS_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     #[arg(long, env = "TRELLIS_LOG", default_value = DEFAULT_LOG_LEVEL)]
     pub log: String,
     /// Bearer token for the mesh CA (re-read on each request): in Kubernetes the projected
@@ -195,6 +201,8 @@ pub struct Settings {
     pub config_poll: Duration,
     #[serde(serialize_with = "go_duration")]
     pub pool_idle_timeout: Duration,
+    #[serde(serialize_with = "go_duration")]
+    pub idle_timeout: Duration,
     pub ca_token_file: PathBuf,
     #[serde(serialize_with = "optional_go_duration")]
     pub cert_ttl: Option<Duration>,
@@ -306,6 +314,7 @@ impl ServeArgs {
             drain_deadline: self.drain_deadline,
             config_poll: self.config_poll,
             pool_idle_timeout: self.pool_idle_timeout,
+            idle_timeout: self.idle_timeout,
             ca_token_file: self.ca_token_file.clone(),
             cert_ttl: self.cert_ttl,
             tls_cert: self.tls_cert.clone(),

@@ -1,6 +1,7 @@
 //! Long-lived streams through the real proxy, TCP connections and upgraded (WebSocket) ones: their
 //! bytes show in the metrics while they live and however they end, and a draining proxy waits for
-//! an open tunnel instead of cutting it.
+//! an open tunnel instead of cutting it. Keep-alive client connections stay open while they carry
+//! requests and close after `--idle-timeout` without one.
 
 mod support;
 
@@ -75,13 +76,18 @@ async fn tcp_bytes_show_while_a_connection_lives_and_stay_when_it_ends_in_a_rese
 
 /// A gateway sending host `chat` to an echo server that accepts upgrades.
 async fn chat_gateway() -> Proxy {
+    chat_gateway_with(&[]).await
+}
+
+/// [`chat_gateway`] with more flags.
+async fn chat_gateway_with(flags: &[&str]) -> Proxy {
     let app = http_echo(SocketAddr::new(unique_ip(), 0), "chat").await;
     let config = gateway_config(
         GATEWAY_PORT,
         vec![vhost("chat", GATEWAY_PORT, &["chat"], vec![route("all", vec![], forward(vec![to("chat", 1)]))])],
         vec![cluster("chat", &[app])],
     );
-    Proxy::start("gateway", &config, &[])
+    Proxy::start("gateway", &config, flags)
 }
 
 /// Opens a WebSocket-style upgraded connection through `gateway`.
@@ -138,4 +144,73 @@ async fn a_draining_proxy_keeps_an_open_websocket_until_it_closes() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     // The drain deadline is 2 s: the proxy left as soon as its last tunnel closed.
     assert!(closing.elapsed() < Duration::from_millis(1500), "exited {:?} after the tunnel closed", closing.elapsed());
+}
+
+/// Sends a keep-alive GET on `stream` and reads the echo server's answer (its length is known).
+async fn keep_alive_get(stream: &mut TcpStream) -> Result<(), String> {
+    stream.write_all(b"GET /ping HTTP/1.1\r\nHost: chat\r\n\r\n").await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read_head = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                Ok(_) => return Err("closed before the response".to_owned()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), read_head)
+        .await
+        .map_err(|_| "no response within 2 s".to_owned())??;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(head);
+    }
+    if let Some(length) = head.lines().find_map(|line| line.strip_prefix("content-length:")) {
+        let mut body = vec![0u8; length.trim().parse().map_err(|_| format!("bad length in {head}"))?];
+        return stream.read_exact(&mut body).await.map(|_| ()).map_err(|e| e.to_string());
+    }
+    // Chunked (the echo streams the request's empty body back): read to the last chunk.
+    let mut body = Vec::new();
+    while !body.ends_with(b"0\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => body.push(byte[0]),
+            _ => return Err("closed in the body".to_owned()),
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_without_requests_for_the_idle_timeout_is_closed() {
+    let proxy = chat_gateway_with(&["--idle-timeout", "200ms"]).await;
+    let mut stream = TcpStream::connect(proxy.addr(GATEWAY_PORT)).await.expect("connect");
+    keep_alive_get(&mut stream).await.expect("first request");
+    let started = Instant::now();
+    let mut rest = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "the proxy closed the idle connection: {read:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(150), "closed after {waited:?}, before an idle period");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_carrying_requests_outlives_many_idle_timeouts() {
+    let proxy = chat_gateway_with(&["--idle-timeout", "200ms"]).await;
+    let mut stream = TcpStream::connect(proxy.addr(GATEWAY_PORT)).await.expect("connect");
+    for round in 0..12 {
+        keep_alive_get(&mut stream).await.unwrap_or_else(|e| panic!("request {round} on the same connection: {e}"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_is_not_an_idle_connection() {
+    let proxy = chat_gateway_with(&["--idle-timeout", "200ms"]).await;
+    let mut stream = upgraded(proxy.addr(GATEWAY_PORT)).await;
+    echo_once(&mut stream, b"hello").await.expect("echo");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    echo_once(&mut stream, b"still here").await.expect("echo after three idle periods");
 }

@@ -67,8 +67,8 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Res
     // The forwarding future is several KiB: boxed, it is allocated per request while the request is
     // in flight instead of being reserved in every idle keep-alive connection.
     match cx.side {
-        Side::Inbound => Box::pin(super::inbound::inbound(shared, &compiled, req, cx)).await,
-        Side::Outbound | Side::Gateway => Box::pin(routed(shared, &compiled, req, cx)).await,
+        Side::Inbound => super::in_box(|| super::inbound::inbound(shared, &compiled, req, cx)).await,
+        Side::Outbound | Side::Gateway => super::in_box(|| routed(shared, &compiled, req, cx)).await,
     }
 }
 

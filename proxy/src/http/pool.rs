@@ -27,6 +27,7 @@ type SendRequest1 = http1::SendRequest<Body>;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::batch::Batched;
 use super::{Body, MeshTarget, h2stream};
 use crate::Error;
 use crate::breaker::Permit;
@@ -311,7 +312,7 @@ impl H2Pool {
             .max_send_buffer_size(H2_MAX_SEND_BUFFER_SIZE)
             .initial_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(stream)
+            .handshake::<_, Bytes>(Batched::new(stream))
             .await
             .map_err(|source| Error::H2 { context: format!("HTTP/2 handshake with {addr}"), source })?;
         let closed = Arc::new(AtomicBool::new(false));

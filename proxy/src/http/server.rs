@@ -7,19 +7,27 @@
 //! (`hyper_util`'s auto server) hands the HTTP/1 parser a 24-byte prefix, and the read buffer then
 //! doubles to 16 KiB for the connection's life; the server state it keeps is also the larger of the
 //! HTTP/1 and HTTP/2 ones.
+//!
+//! A connection on which no request started for `--idle-timeout` (Envoy's default: one hour) is
+//! closed as a drain closes it: in-flight responses finish first. A counter the requests bump tells
+//! it, checked once per idle period, so a connection is closed after one to two idle periods; no
+//! request reads the clock or arms a timer for it (hyper's own header read timeout did both for every
+//! request, and closed keep-alive connections after 30 idle seconds).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::batch::Batched;
 use super::{Context, Shared, logged, pool};
 use crate::detect::{self, Protocol};
 use crate::drain;
@@ -52,6 +60,7 @@ where
             let sniffed = tokio::select! {
                 sniffed = Box::pin(detect::detect(io, Duration::ZERO)) => sniffed,
                 () = shared.drain.signaled() => return,
+                () = tokio::time::sleep(shared.settings.idle_timeout) => return,
             };
             return match sniffed {
                 Ok((detection, io)) => {
@@ -81,33 +90,33 @@ where
     // One Arc per connection, so each request clones a single pointer.
     let service_shared = Arc::new(shared.clone());
     let service_context = context.clone();
+    let activity = Activity::new(shared.settings.idle_timeout);
+    let started = activity.counter();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        started.fetch_add(1, Ordering::Relaxed);
         let shared = service_shared.clone();
         let context = service_context.clone();
         // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
         // the connection's whole life; boxed, the request path's state exists only while a request does.
-        Box::pin(async move { Ok::<_, Infallible>(logged(&shared, req, context).await) })
+        super::in_box(|| async move { Ok::<_, Infallible>(logged(&shared, req, context).await) })
     });
-    let io = TokioIo::new(io);
     let result = match version {
         Known::Http1 => {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .with_upgrades();
-            until_drained(connection, http1::UpgradeableConnection::graceful_shutdown, &shared.drain).await
+            let io = TokioIo::new(io);
+            // No timer: hyper would arm its header read timeout for every request.
+            let connection = http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades();
+            until_closed(connection, http1::UpgradeableConnection::graceful_shutdown, &shared.drain, activity).await
         }
         // Boxed: HTTP/2 connections are few (pooled between proxies) and their state is the larger.
         Known::Http2 => {
             Box::pin(async {
+                let io = TokioIo::new(Batched::new(io));
                 let connection = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
                     .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
                     .initial_stream_window_size(pool::H2_STREAM_WINDOW)
                     .initial_connection_window_size(pool::H2_CONNECTION_WINDOW)
                     .serve_connection(io, service);
-                until_drained(connection, http2::Connection::graceful_shutdown, &shared.drain).await
+                until_closed(connection, http2::Connection::graceful_shutdown, &shared.drain, activity).await
             })
             .await
         }
@@ -117,18 +126,52 @@ where
     }
 }
 
-/// Runs `connection` to its end; once the proxy drains, asks it to finish its in-flight requests and
-/// close (`shutdown`: its `graceful_shutdown`).
-async fn until_drained<C>(connection: C, shutdown: fn(Pin<&mut C>), drain: &drain::Watch) -> Result<(), hyper::Error>
+/// How many requests started on a connection, and how long it may go without one.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    started: Arc<AtomicU64>,
+    idle_timeout: Duration,
+}
+
+impl Activity {
+    pub(crate) fn new(idle_timeout: Duration) -> Self {
+        Self { started: Arc::new(AtomicU64::new(0)), idle_timeout }
+    }
+
+    /// The counter the connection's service adds 1 to for each request.
+    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
+        self.started.clone()
+    }
+}
+
+/// Runs `connection` to its end; once the proxy drains, or when no request started on it for an idle
+/// period, asks it to finish its in-flight requests and close (`shutdown`: its `graceful_shutdown`).
+pub(crate) async fn until_closed<C, E>(
+    connection: C,
+    shutdown: fn(Pin<&mut C>),
+    drain: &drain::Watch,
+    activity: Activity,
+) -> Result<(), E>
 where
-    C: Future<Output = Result<(), hyper::Error>>,
+    C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => result,
-        () = drain.signaled() => {
-            shutdown(connection.as_mut());
-            connection.await
+    let mut seen = activity.started.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return result,
+            () = drain.signaled() => break,
+            () = tokio::time::sleep(activity.idle_timeout) => {
+                let started = activity.started.load(Ordering::Relaxed);
+                if started == seen {
+                    tracing::debug!(idle_timeout = ?activity.idle_timeout, "closing an idle connection");
+                    break;
+                }
+                seen = started;
+            }
         }
     }
+    shutdown(connection.as_mut());
+    connection.await
 }

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::UpgradeableConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use trellis_api::proxy_config::{Protocol as Declared, UnknownDestinations};
 
 use crate::detect::{self, Protocol};
-use crate::http::{Body, Context, Shared, Side, full, local_response};
+use crate::http::{Activity, Body, Context, Shared, Side, full, local_response, until_closed};
 use crate::settings::Settings;
 
 /// How long the accept loop pauses after a failed `accept` (out of file descriptors, say), so it
@@ -61,28 +62,20 @@ pub async fn serve_explicit(shared: Shared, listener: TcpListener) {
 /// in-flight requests are answered.
 async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     let service_shared = shared.clone();
+    let activity = Activity::new(shared.settings.idle_timeout);
+    let started = activity.counter();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shared = service_shared.clone();
         // Boxed, as in `http::serve`: no per-connection slot the size of the request path's state.
         Box::pin(async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder.http1().keep_alive(true);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, %peer, "explicit proxy connection ended with an error");
-            }
-        }
-        () = shared.drain.signaled() => {
-            connection.as_mut().graceful_shutdown();
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %peer, "explicit proxy connection ended with an error while draining");
-            }
-        }
+    if let Err(err) = until_closed(connection, UpgradeableConnection::graceful_shutdown, &shared.drain, activity).await
+    {
+        tracing::debug!(error = %err, %peer, "explicit proxy connection ended with an error");
     }
 }
 

@@ -424,7 +424,12 @@ impl Pick {
 
     /// Feeds the endpoint's latency estimate with one round trip (request sent to response headers).
     pub fn record_latency(&self, rtt: Duration) {
-        self.slot.load.rtt.observe(rtt, Instant::now());
+        self.record_latency_at(rtt, Instant::now());
+    }
+
+    /// [`Pick::record_latency`] for a round trip that ended at `now` (a clock the caller already read).
+    pub fn record_latency_at(&self, rtt: Duration, now: Instant) {
+        self.slot.load.rtt.observe(rtt, now);
     }
 }
 

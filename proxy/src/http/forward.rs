@@ -127,14 +127,12 @@ async fn forward_routed(
     cx: Context,
     host: &str,
 ) -> Response<Body> {
-    let scheme = req.uri().scheme_str().unwrap_or("http").to_owned();
-    let (path, query) = (req.uri().path().to_owned(), req.uri().query().map(str::to_owned));
     let parts = RequestParts {
         method: req.method(),
-        path: &path,
-        query: query.as_deref(),
+        path: req.uri().path(),
+        query: req.uri().query(),
         authority: host,
-        scheme: &scheme,
+        scheme: req.uri().scheme_str().unwrap_or("http"),
         headers: req.headers(),
         port: vhost.port,
         source_labels: compiled.node_labels(),
@@ -181,14 +179,13 @@ async fn forward_routed(
                 return local_response(StatusCode::SERVICE_UNAVAILABLE, "route has no destination");
             };
             let cluster = compiled.cluster(target.cluster);
-            let new_path = route.rewritten_path(&parts);
+            let new_path = route.rewritten_path(&parts).map(|path| match parts.query {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            });
             let hash = request_hash(cluster, &req, cx.peer);
             let mut req = req;
-            if let Some(path) = new_path {
-                let path_and_query = match &query {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path,
-                };
+            if let Some(path_and_query) = new_path {
                 if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
                     let mut uri_parts = req.uri().clone().into_parts();
                     uri_parts.path_and_query = Some(pq);
@@ -375,7 +372,9 @@ async fn to_cluster(
     }
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR);
-    pick.record_latency(if failed { FAILURE_PENALTY.max(started.elapsed()) } else { started.elapsed() });
+    let finished = Instant::now();
+    let rtt = finished.duration_since(started);
+    pick.record_latency_at(if failed { FAILURE_PENALTY.max(rtt) } else { rtt }, finished);
     if let Some(detector) = &cluster.outlier {
         let outcome = match UpstreamFailure::on(&response) {
             Some(_) => Outcome::LocalFailure,

@@ -185,13 +185,13 @@ async fn forward_routed(
             });
             let hash = request_hash(cluster, &req, cx.peer);
             let mut req = req;
-            if let Some(path_and_query) = new_path {
-                if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
-                    let mut uri_parts = req.uri().clone().into_parts();
-                    uri_parts.path_and_query = Some(pq);
-                    if let Ok(uri) = Uri::from_parts(uri_parts) {
-                        *req.uri_mut() = uri;
-                    }
+            if let Some(path_and_query) = new_path
+                && let Ok(pq) = PathAndQuery::try_from(path_and_query)
+            {
+                let mut uri_parts = req.uri().clone().into_parts();
+                uri_parts.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(uri_parts) {
+                    *req.uri_mut() = uri;
                 }
             }
             if let Some(authority) = rewrite.as_ref().and_then(|r| r.authority.clone()) {

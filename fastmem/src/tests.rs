@@ -2,7 +2,7 @@
 //! and every alignment of a 16-byte vector, with bytes that differ from position to position (so a
 //! piece written to the wrong offset shows).
 
-use super::{REP_THRESHOLD, boxed_in_place, compare, copy, fill, move_bytes};
+use super::{REP_THRESHOLD, compare, copy, fill, move_bytes};
 
 /// Lengths around every size class: the short pieces, the loop, `rep movsb`.
 fn lengths() -> impl Iterator<Item = usize> {
@@ -100,37 +100,4 @@ fn a_comparison_agrees_with_slice_ordering_on_unaligned_inputs() {
             assert_eq!(got.signum(), left.cmp(right) as i32, "length {n}, offsets {ao}/{bo}");
         }
     }
-}
-
-/// A large value whose variants use few of its bytes, as a future just made does.
-#[allow(clippy::large_enum_variant, reason = "the size difference is what is tested")]
-enum Large {
-    Small(#[allow(dead_code, reason = "held for its drop")] std::rc::Rc<()>, u64),
-    Full([u8; 8192]),
-}
-
-#[test]
-fn a_value_boxed_in_place_is_the_one_made_and_is_dropped_once() {
-    let alive = std::rc::Rc::new(());
-    let boxed = boxed_in_place(|| Large::Small(alive.clone(), 42));
-    assert!(matches!(*boxed, Large::Small(_, 42)));
-    assert_eq!(std::rc::Rc::strong_count(&alive), 2);
-    drop(boxed);
-    assert_eq!(std::rc::Rc::strong_count(&alive), 1, "dropping the box dropped the value");
-    let full = boxed_in_place(|| Large::Full([7; 8192]));
-    assert!(matches!(&*full, Large::Full(bytes) if bytes.iter().all(|b| *b == 7)));
-}
-
-#[test]
-fn a_future_boxed_in_place_runs_to_its_output() {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let input = String::from("made");
-    let mut future = Box::into_pin(boxed_in_place(|| async move {
-        let padding = [1u8; 4096];
-        std::future::ready(()).await;
-        format!("{input} {}", padding.iter().map(|b| usize::from(*b)).sum::<usize>())
-    }));
-    let mut cx = Context::from_waker(Waker::noop());
-    assert_eq!(future.as_mut().poll(&mut cx), Poll::Ready("made 4096".to_owned()));
 }

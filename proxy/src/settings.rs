@@ -40,7 +40,7 @@ pub const DEFAULT_CONFIG_POLL: &str = "200ms";
 /// Idle time after which a pooled upstream connection is closed.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "90s";
 /// Time without a request after which a client's HTTP connection is closed (Envoy's default
-/// `idle_timeout`); the proxy checks once per period, so it closes after one to two.
+/// `idle_timeout`); the proxy checks once per period, so it closes after one to two. Zero: never.
 pub const DEFAULT_IDLE_TIMEOUT: &str = "1h";
 /// Log filter at start (`tracing` env-filter syntax); `/logging?level=` changes it at runtime.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -136,7 +136,7 @@ pub struct ServeArgs {
     pub config_poll: Duration,
     #[arg(long, env = "TRELLIS_POOL_IDLE_TIMEOUT", default_value = DEFAULT_POOL_IDLE_TIMEOUT, value_parser = parse_duration)]
     pub pool_idle_timeout: Duration,
-    /// Time without a request after which a client's HTTP connection is closed.
+    /// Time without a request after which a client's HTTP connection is closed (0: never).
     #[arg(long, env = "TRELLIS_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = parse_duration)]
     pub idle_timeout: Duration,
     #[arg(long, env = "TRELLIS_LOG", default_value = DEFAULT_LOG_LEVEL)]

@@ -198,12 +198,21 @@ async fn a_keep_alive_connection_without_requests_for_the_idle_timeout_is_closed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_carrying_requests_outlives_many_idle_timeouts() {
-    let proxy = chat_gateway_with(&["--idle-timeout", "200ms"]).await;
+    let proxy = chat_gateway_with(&["--idle-timeout", "400ms"]).await;
     let mut stream = TcpStream::connect(proxy.addr(GATEWAY_PORT)).await.expect("connect");
-    for round in 0..12 {
+    for round in 0..20 {
         keep_alive_get(&mut stream).await.unwrap_or_else(|e| panic!("request {round} on the same connection: {e}"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_of_zero_keeps_idle_connections_open() {
+    let proxy = chat_gateway_with(&["--idle-timeout", "0s"]).await;
+    let mut stream = TcpStream::connect(proxy.addr(GATEWAY_PORT)).await.expect("connect");
+    keep_alive_get(&mut stream).await.expect("first request");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    keep_alive_get(&mut stream).await.expect("a request on the same connection after a pause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@
 //! and flushes only copy into its buffer, and the buffer goes out when the connection's task runs
 //! next, which it does at once (a write schedules it) but after the tasks already queued, whose
 //! responses then join the same write. The connection task reads before anything else when it
-//! runs, so [`Batched`] sends in `poll_read`; it also sends when the buffer reaches
-//! [`BATCH_LIMIT`] (back-pressure as a socket would give) and before a shutdown.
+//! runs, so [`Batched`] sends in `poll_read`; it also sends when a write would take the buffer past
+//! [`BATCH_LIMIT`] (back-pressure as a socket would give; a single larger write goes straight to the
+//! socket) and before a shutdown.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes [`Batched`] holds before a write waits for the socket; a larger single write goes to
 /// the socket directly.
 pub const BATCH_LIMIT: usize = 64 * 1024;
+/// Buffer capacity [`Batched`] keeps between batches (a connection's whole life): a large batch's
+/// buffer shrinks back to this once sent.
+pub const BATCH_KEEP: usize = 16 * 1024;
 
 /// An I/O stream whose writes are sent in batches (see the module comment).
 #[derive(Debug)]
@@ -51,8 +55,8 @@ impl<T: AsyncWrite + Unpin> Batched<T> {
         }
         self.buf.clear();
         self.sent = 0;
-        if self.buf.capacity() > BATCH_LIMIT {
-            self.buf.shrink_to(BATCH_LIMIT);
+        if self.buf.capacity() > BATCH_KEEP {
+            self.buf.shrink_to(BATCH_KEEP);
         }
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -122,7 +126,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Batched<T> {
         true
     }
 
-    /// Ready at once: what is held goes out on the task's next run, which holding it scheduled.
+    /// Ready at once: what is held goes out on the task's next run, which the batch's first write
+    /// scheduled (or, behind a full socket, the socket's readiness).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.held() > 0 {

@@ -8,11 +8,14 @@
 //! doubles to 16 KiB for the connection's life; the server state it keeps is also the larger of the
 //! HTTP/1 and HTTP/2 ones.
 //!
-//! A connection on which no request started for `--idle-timeout` (Envoy's default: one hour) is
-//! closed as a drain closes it: in-flight responses finish first. A counter the requests bump tells
-//! it, checked once per idle period, so a connection is closed after one to two idle periods; no
-//! request reads the clock or arms a timer for it (hyper's own header read timeout did both for every
-//! request, and closed keep-alive connections after 30 idle seconds).
+//! A connection on which no request started for `--idle-timeout` (Envoy's default: one hour; zero
+//! turns it off) is closed as a drain closes it: in-flight responses finish first, and an HTTP/2
+//! client gets `GOAWAY` while its open streams go on (Envoy waits for no stream to be active). A
+//! counter the requests bump tells it, checked once per idle period, so a connection is closed after
+//! one to two idle periods; no request reads the clock or arms a timer for it (hyper's own header
+//! read timeout did both for every request, and closed keep-alive connections after 30 idle seconds).
+//! Slow request headers are therefore bounded by the idle timeout only, as in Envoy, whose
+//! `request_headers_timeout` is off by default.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -55,12 +58,13 @@ where
         Version::Http1 => Known::Http1,
         Version::Http2 => Known::Http2,
         Version::Sniff => {
-            // No timeout, as hyper's own sniffing has none: a keep-alive client may connect early.
+            // No detection timeout, as hyper's own sniffing has none: a keep-alive client may connect
+            // early. A client silent for an idle period is closed, as an idle connection is.
             // Boxed, so the connection's state does not keep it after the first bytes.
             let sniffed = tokio::select! {
                 sniffed = Box::pin(detect::detect(io, Duration::ZERO)) => sniffed,
                 () = shared.drain.signaled() => return,
-                () = tokio::time::sleep(shared.settings.idle_timeout) => return,
+                () = idle_period(shared.settings.idle_timeout) => return,
             };
             return match sniffed {
                 Ok((detection, io)) => {
@@ -91,9 +95,9 @@ where
     let service_shared = Arc::new(shared.clone());
     let service_context = context.clone();
     let activity = Activity::new(shared.settings.idle_timeout);
-    let started = activity.counter();
+    let requests = activity.counter();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        started.fetch_add(1, Ordering::Relaxed);
+        requests.started();
         let shared = service_shared.clone();
         let context = service_context.clone();
         // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
@@ -126,26 +130,56 @@ where
     }
 }
 
-/// How many requests started on a connection, and how long it may go without one.
+/// How a connection shows it is in use (requests starting), and how long it may go without a new
+/// one: `--idle-timeout`, where zero turns the check off (as Envoy's `idle_timeout: 0s` does).
 #[derive(Debug)]
 pub(crate) struct Activity {
-    started: Arc<AtomicU64>,
-    idle_timeout: Duration,
+    started: RequestCounter,
+    idle_timeout: Option<Duration>,
+}
+
+/// What a connection's service bumps for each request it starts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestCounter(Arc<AtomicU64>);
+
+impl RequestCounter {
+    pub(crate) fn started(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Activity {
     pub(crate) fn new(idle_timeout: Duration) -> Self {
-        Self { started: Arc::new(AtomicU64::new(0)), idle_timeout }
+        Self { started: RequestCounter::default(), idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout) }
     }
 
-    /// The counter the connection's service adds 1 to for each request.
-    pub(crate) fn counter(&self) -> Arc<AtomicU64> {
+    /// The counter the connection's service bumps.
+    pub(crate) fn counter(&self) -> RequestCounter {
         self.started.clone()
     }
+
+    /// One idle period; never over when the check is off.
+    async fn period(&self) {
+        idle_period(self.idle_timeout.unwrap_or_default()).await;
+    }
+}
+
+/// Waits `idle_timeout`, or forever when it is zero (the idle check off).
+pub(crate) async fn idle_period(idle_timeout: Duration) {
+    if idle_timeout.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(idle_timeout).await;
 }
 
 /// Runs `connection` to its end; once the proxy drains, or when no request started on it for an idle
 /// period, asks it to finish its in-flight requests and close (`shutdown`: its `graceful_shutdown`).
+/// A connection that never started a request has nothing to finish: if it is still open one period
+/// after that, it is dropped (an HTTP/2 client that never sent its preface would keep it forever).
 pub(crate) async fn until_closed<C, E>(
     connection: C,
     shutdown: fn(Pin<&mut C>),
@@ -156,14 +190,14 @@ where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(connection);
-    let mut seen = activity.started.load(Ordering::Relaxed);
+    let mut seen = activity.started.count();
     loop {
         tokio::select! {
             biased;
             result = connection.as_mut() => return result,
             () = drain.signaled() => break,
-            () = tokio::time::sleep(activity.idle_timeout) => {
-                let started = activity.started.load(Ordering::Relaxed);
+            () = activity.period() => {
+                let started = activity.started.count();
                 if started == seen {
                     tracing::debug!(idle_timeout = ?activity.idle_timeout, "closing an idle connection");
                     break;
@@ -173,5 +207,18 @@ where
         }
     }
     shutdown(connection.as_mut());
-    connection.await
+    if activity.started.count() > 0 {
+        return connection.await;
+    }
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => result,
+        () = activity.period() => {
+            tracing::debug!("dropping a connection that never sent a request and did not close");
+            Ok(())
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

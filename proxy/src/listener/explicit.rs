@@ -8,7 +8,8 @@
 //! mesh does not know. A tunnel to a mesh name without a service address can only be routed by
 //! what flows through it, so it must carry HTTP or TLS whose SNI the mesh knows; anything else is
 //! closed rather than passed through to an address the name does not have. On drain the listener
-//! stops accepting and each connection finishes its in-flight requests and closes.
+//! stops accepting and each connection finishes its in-flight requests and closes; so does a
+//! connection idle for `--idle-timeout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,16 +59,16 @@ pub async fn serve_explicit(shared: Shared, listener: TcpListener) {
     tracing::debug!(?local, "explicit proxy stopped accepting");
 }
 
-/// Serves one explicit-proxy connection until it closes, or, once the proxy drains, until its
-/// in-flight requests are answered.
+/// Serves one explicit-proxy connection until it closes, or, once the proxy drains or no request
+/// started on it for `--idle-timeout`, until its in-flight requests are answered.
 async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
     let service_shared = shared.clone();
     let activity = Activity::new(shared.settings.idle_timeout);
-    let started = activity.counter();
+    let requests = activity.counter();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        requests.started();
         let shared = service_shared.clone();
-        // Boxed, as in `http::serve`: no per-connection slot the size of the request path's state.
+        // Boxed: no per-connection slot the size of the request path's state.
         Box::pin(async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

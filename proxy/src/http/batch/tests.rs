@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, duplex};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{BATCH_LIMIT, Batched};
+use super::{BATCH_KEEP, BATCH_LIMIT, Batched};
 
 /// A stream that counts the writes that reached it.
 struct Counted<T> {
@@ -137,8 +138,41 @@ async fn a_full_socket_does_not_stop_reading() {
     batched.write_all(&vec![b'x'; 4096]).await.expect("held");
     far.write_all(b"hello").await.expect("peer write");
     let mut read = [0u8; 5];
-    batched.read_exact(&mut read).await.expect("read while the socket is full");
+    let reading = tokio::time::timeout(Duration::from_secs(5), batched.read_exact(&mut read)).await;
+    reading.expect("read in time while the socket is full").expect("read");
     assert_eq!(&read, b"hello");
+}
+
+#[tokio::test]
+async fn what_a_full_socket_held_back_goes_out_when_it_drains_without_another_write() {
+    let (near, mut far) = duplex(1024);
+    let mut batched = Batched::new(near);
+    let held = vec![b'x'; 4096];
+    batched.write_all(&held).await.expect("held");
+    // The connection's task waits for the peer (a read), as h2's does; only the socket can wake it.
+    let reader = tokio::spawn(async move {
+        let mut byte = [0u8; 1];
+        batched.read_exact(&mut byte).await.map(|_| byte[0])
+    });
+    let mut sent = vec![0u8; held.len()];
+    let draining = tokio::time::timeout(Duration::from_secs(5), far.read_exact(&mut sent)).await;
+    draining.expect("everything held arrived in time").expect("peer read");
+    assert_eq!(sent, held);
+    far.write_all(b"!").await.expect("peer write");
+    assert_eq!(reader.await.expect("reader task").expect("read"), b'!');
+}
+
+#[test]
+fn a_large_batchs_buffer_shrinks_back_once_sent() {
+    let (near, _far) = duplex(256 * 1024);
+    let mut batched = Batched::new(near);
+    let (waker, _wakes) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let large = vec![b'x'; BATCH_LIMIT - 1];
+    assert!(matches!(Pin::new(&mut batched).poll_write(&mut cx, &large), Poll::Ready(Ok(_))));
+    assert!(batched.buf.capacity() >= BATCH_LIMIT - 1);
+    assert!(matches!(batched.poll_send(&mut cx), Poll::Ready(Ok(()))));
+    assert!(batched.buf.capacity() <= BATCH_KEEP, "kept {} bytes", batched.buf.capacity());
 }
 
 #[tokio::test]

@@ -22,10 +22,10 @@ pub enum UpstreamFailure {
 
 impl UpstreamFailure {
     /// The failure an error of the connection pools stands for: errors while connecting are
-    /// connect failures, HTTP errors on an open connection are resets (refused streams apart).
+    /// connect failures, HTTP errors on an open connection are resets (HTTP/2 streams the upstream
+    /// did not process apart; HTTP/1.1 has no such answer).
     pub fn of(err: &Error) -> Self {
         match err {
-            Error::Http { source, .. } if refused_stream(source) => Self::RefusedStream,
             Error::Http { .. } => Self::Reset,
             Error::H2 { source, .. } if unprocessed(source) => Self::RefusedStream,
             Error::H2 { .. } => Self::Reset,
@@ -44,16 +44,4 @@ impl UpstreamFailure {
 fn unprocessed(err: &h2::Error) -> bool {
     err.reason() == Some(h2::Reason::REFUSED_STREAM)
         || (err.is_go_away() && err.is_remote() && err.reason() == Some(h2::Reason::NO_ERROR))
-}
-
-/// Whether an HTTP error is the upstream's HTTP/2 `REFUSED_STREAM` reset.
-fn refused_stream(err: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = err.source();
-    }
-    false
 }

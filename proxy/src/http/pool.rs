@@ -22,8 +22,6 @@ use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-/// hyper's HTTP/1.1 sender (this module's `SendRequest` is h2's).
-type SendRequest1 = http1::SendRequest<Body>;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -33,6 +31,9 @@ use crate::Error;
 use crate::breaker::Permit;
 use crate::state::FastMap;
 use crate::tls::MeshProtocol;
+
+/// hyper's HTTP/1.1 sender (this module's `SendRequest` is h2's).
+type SendRequest1 = http1::SendRequest<Body>;
 
 /// Per-stream HTTP/2 flow-control window towards upstreams (and from downstreams): large enough for
 /// loopback and LAN bandwidth, small enough that a slow reader pins little memory.

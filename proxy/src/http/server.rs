@@ -135,7 +135,8 @@ where
 #[derive(Debug)]
 pub(crate) struct Activity {
     started: RequestCounter,
-    idle_timeout: Option<Duration>,
+    /// Zero: the check is off.
+    idle_timeout: Duration,
 }
 
 /// What a connection's service bumps for each request it starts.
@@ -154,7 +155,7 @@ impl RequestCounter {
 
 impl Activity {
     pub(crate) fn new(idle_timeout: Duration) -> Self {
-        Self { started: RequestCounter::default(), idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout) }
+        Self { started: RequestCounter::default(), idle_timeout }
     }
 
     /// The counter the connection's service bumps.
@@ -164,7 +165,7 @@ impl Activity {
 
     /// One idle period; never over when the check is off.
     async fn period(&self) {
-        idle_period(self.idle_timeout.unwrap_or_default()).await;
+        idle_period(self.idle_timeout).await;
     }
 }
 

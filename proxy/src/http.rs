@@ -5,6 +5,7 @@
 //! a request that arrived as HTTP/1.1 with [`ORIG_PROTO_HEADER`], and the inbound side hands it to the
 //! application as HTTP/1.1 again. Bodies stream both ways and trailers pass through, so gRPC works.
 
+mod authority;
 mod batch;
 mod failure;
 mod fault;

@@ -171,14 +171,13 @@ struct RouteTimedOut;
 /// Each attempt waits on one timer, at the earlier of the route's deadline and its own per-try
 /// deadline (and a back-off pause sleeps at most until the route's deadline): a request never holds
 /// two timers, so timeouts configured but not firing cost one timer entry per attempt.
-pub async fn forward<B, U>(
+pub async fn forward<U>(
     route: &RouteResilience,
     cluster: ClusterParts<'_>,
     upstream: &U,
-    req: Request<B>,
+    req: Request<Body>,
 ) -> Response<Body>
 where
-    B: http_body::Body<Data = bytes::Bytes, Error = crate::http::BodyError> + Send + Sync + Unpin + 'static,
     U: Upstream + Sync,
 {
     let _active = cluster.limits.request();
@@ -187,15 +186,21 @@ where
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let started = Instant::now();
-    let route_deadline = budget.map(|budget| started + budget);
+    if budget.is_none() && route.retries.is_none() {
+        // Nothing to time or retry: the one attempt, without the layers below.
+        return upstream.attempt(req, &mut Tried::none()).await;
+    }
+    // The clock is read only when there is a deadline to set.
+    let route_deadline = budget.map(|budget| Instant::now() + budget);
     let grpc = route_deadline.is_some() && deadline::is_grpc(req.headers());
     // The client's deadline travels upstream only when the client gave one.
     let propagate = client_deadline.and(route_deadline);
     match attempts(route, cluster, upstream, req, route_deadline, propagate).await {
         Ok(response) => response,
         Err(RouteTimedOut) => {
-            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
+            // Timed out at the route's deadline: the request took its whole budget.
+            let took = budget.unwrap_or_default().as_secs_f64();
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took);
             deadline::timed_out(grpc)
         }
     }
@@ -203,22 +208,20 @@ where
 
 /// The attempts of one request before `route_deadline`; `propagate` is the deadline to announce
 /// upstream in `grpc-timeout`.
-async fn attempts<B, U>(
+async fn attempts<U>(
     route: &RouteResilience,
     cluster: ClusterParts<'_>,
     upstream: &U,
-    req: Request<B>,
+    req: Request<Body>,
     route_deadline: Option<Instant>,
     propagate: Option<Instant>,
 ) -> Result<Response<Body>, RouteTimedOut>
 where
-    B: http_body::Body<Data = bytes::Bytes, Error = crate::http::BodyError> + Send + Sync + Unpin + 'static,
     U: Upstream + Sync,
 {
     let upgrade = req.method() == Method::CONNECT || req.headers().contains_key(http::header::UPGRADE);
     let retries = route.retries.as_ref().filter(|_| !upgrade);
     let Some(retries) = retries else {
-        let req = req.map(BodyExt::boxed);
         return attempt(None, cluster, upstream, req, &mut Tried::none(), route_deadline, propagate).await;
     };
     let grpc = deadline::is_grpc(req.headers());
@@ -226,11 +229,11 @@ where
     // Every attempt carries the same request id.
     crate::http::ensure_request_id(&mut parts.headers);
     let (replay, first) = if body.is_end_stream() {
-        (None, BodyExt::boxed(body))
+        (None, body)
     } else {
         match Replay::new(body) {
             Ok((replay, first)) => (Some(replay), BodyExt::boxed(first)),
-            Err(body) => (None, BodyExt::boxed(body)),
+            Err(body) => (None, body),
         }
     };
     let empty = replay.is_none() && first.is_end_stream();
@@ -300,8 +303,7 @@ async fn attempt<U: Upstream>(
     route_deadline: Option<Instant>,
     propagate: Option<Instant>,
 ) -> Result<Response<Body>, RouteTimedOut> {
-    let started = Instant::now();
-    let try_deadline = per_try.map(|per_try| started + per_try);
+    let try_deadline = per_try.map(|per_try| Instant::now() + per_try);
     announce(req.headers_mut(), propagate, try_deadline);
     let limit = match (try_deadline, route_deadline) {
         (Some(a), Some(b)) => a.min(b),
@@ -312,7 +314,9 @@ async fn attempt<U: Upstream>(
         Ok(response) => Ok(response),
         Err(_) if route_deadline.is_some_and(|route_deadline| limit >= route_deadline) => Err(RouteTimedOut),
         Err(_) => {
-            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), started.elapsed().as_secs_f64());
+            // The per-try deadline passed first: the attempt took its whole per-try timeout.
+            let took = per_try.unwrap_or_default().as_secs_f64();
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took);
             Ok(deadline::attempt_timed_out())
         }
     }

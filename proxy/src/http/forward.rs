@@ -16,7 +16,7 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
 use super::h1pool::H1Pool;
-use super::headers::{ORIG_PROTO, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use super::headers::{ensure_request_id, is_upgrade, set_orig_proto, strip_hop_by_hop};
 use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
 use super::{Body, Shared, Side, full, local_response, upgrade};
@@ -64,32 +64,11 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Res
     let Some(compiled) = shared.store.current() else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no config loaded");
     };
-    // The forwarding future is several KiB: boxed, it is allocated per request while the request is
-    // in flight instead of being reserved in every idle keep-alive connection.
+    // The forwarding future is several KiB. The connection handlers box the whole request future as
+    // they make it (`in_box`), so it exists only while a request is in flight, in one allocation.
     match cx.side {
-        Side::Inbound => super::in_box(|| super::inbound::inbound(shared, &compiled, req, cx)).await,
-        Side::Outbound | Side::Gateway => super::in_box(|| routed(shared, &compiled, req, cx)).await,
-    }
-}
-
-/// The request's host (without port) and port, from the URI authority or the Host header.
-fn authority(req: &Request<Incoming>, default_port: u16) -> (String, u16) {
-    let text = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-        .unwrap_or_default();
-    let text = text.rsplit_once('@').map_or(text.as_str(), |(_, host)| host);
-    if let Some(rest) = text.strip_prefix('[') {
-        // [v6]:port
-        let (ip, port) = rest.split_once(']').unwrap_or((rest, ""));
-        let port = port.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(default_port);
-        return (ip.to_owned(), port);
-    }
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host.to_owned(), port.parse().unwrap_or(default_port)),
-        _ => (text.to_owned(), default_port),
+        Side::Inbound => super::inbound::inbound(shared, &compiled, req, cx).await,
+        Side::Outbound | Side::Gateway => routed(shared, &compiled, req, cx).await,
     }
 }
 
@@ -100,12 +79,13 @@ async fn routed(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>
     {
         req.headers_mut().insert(HOST, value);
     }
-    let (host, port) = authority(&req, cx.destination.port());
+    let host_text = super::authority::HostText::of(&req);
+    let (host, port) = super::authority::split(host_text.as_str(), cx.destination.port());
     let table = match cx.side {
         Side::Gateway => compiled.gateway.get(&cx.destination.port()),
         _ => Some(&compiled.outbound),
     };
-    let vhost = table.and_then(|t| t.by_authority(&host, port).or_else(|| t.by_address(cx.destination)));
+    let vhost = table.and_then(|t| t.by_authority(host, port).or_else(|| t.by_address(cx.destination)));
     let Some(vhost) = vhost else {
         return match (cx.side, compiled.unknown_destinations) {
             (Side::Outbound, UnknownDestinations::Passthrough) => passthrough(shared, compiled, req, cx).await,
@@ -116,7 +96,7 @@ async fn routed(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>
             _ => not_found("no virtual host for this authority"),
         };
     };
-    forward_routed(shared, compiled, vhost, req, cx, &host).await
+    forward_routed(shared, compiled, vhost, req, cx, host).await
 }
 
 async fn forward_routed(
@@ -364,15 +344,15 @@ async fn to_cluster(
     };
     let started = Instant::now();
     let conn = ClusterConn { options: &cluster.connections, h1: cluster.h1.as_ref(), permit };
-    let mut response =
-        send(shared, req, pick.addr, Upstream::Mesh { h2, meshed }, mtls, &cluster.metrics, Some(conn)).await;
+    let upstream = Upstream::Mesh { h2, meshed };
+    let (mut response, finished) =
+        send(shared, req, started, pick.addr, upstream, mtls, &cluster.metrics, Some(conn)).await;
     // Which endpoint answered: for the access log, and for the flag metrics of a failed exchange.
     if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
         access_log::upstream(&mut response, Some(pick.addr), &cluster.config.name);
     }
     // A failed attempt must not look fast to latency-aware balancing.
     let failed = response.headers().contains_key(super::PROXY_ERROR);
-    let finished = Instant::now();
     let rtt = finished.duration_since(started);
     pick.record_latency_at(if failed { FAILURE_PENALTY.max(rtt) } else { rtt }, finished);
     if let Some(detector) = &cluster.outlier {
@@ -434,9 +414,9 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
     }
     let h2 = req.version() == Version::HTTP_2;
     let req = req.map(super::boxed);
-    let mut response =
-        send(shared, req, cx.destination, Upstream::Mesh { h2, meshed: false }, None, &compiled.passthrough, None)
-            .await;
+    let upstream = Upstream::Mesh { h2, meshed: false };
+    let (mut response, _) =
+        send(shared, req, Instant::now(), cx.destination, upstream, None, &compiled.passthrough, None).await;
     if shared.store.access_log.is_on() || UpstreamFailure::on(&response).is_some() {
         access_log::upstream(&mut response, Some(cx.destination), PASSTHROUGH_CLUSTER);
     }
@@ -461,16 +441,19 @@ pub(super) enum Upstream {
 }
 
 /// Sends `req` to `addr` over a pooled connection (mesh TLS when `mtls` says so) and returns the
-/// upstream's response.
+/// upstream's response, and when it came (its head; or when the exchange failed). `started` is when
+/// the caller began the exchange: the duration metric runs from it (one clock read serves both).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     shared: &Shared,
     req: Request<Body>,
+    started: Instant,
     addr: SocketAddr,
     upstream: Upstream,
     mtls: Option<MeshTarget<'_>>,
     metrics: &ClusterMetrics,
     cluster: Option<ClusterConn<'_>>,
-) -> Response<Body> {
+) -> (Response<Body>, Instant) {
     let (options, cluster_h1, mut permit) = match cluster {
         Some(ClusterConn { options, h1, permit }) => (Some(options), h1, permit),
         None => (None, None, None),
@@ -479,7 +462,6 @@ pub(super) async fn send(
         Upstream::Mesh { h2, meshed } => (h2, false, meshed),
         Upstream::App { h2 } => (h2, true, false),
     };
-    let started = Instant::now();
     let upgrading = is_upgrade(req.version(), req.headers());
     let arrived_h1 = req.version() != Version::HTTP_2;
     let (mut parts, body) = req.into_parts();
@@ -487,18 +469,16 @@ pub(super) async fn send(
     let downstream_upgrade = if upgrading { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     strip_hop_by_hop(&mut parts.headers, upgrading);
     ensure_request_id(&mut parts.headers);
-    if !parts.headers.contains_key(HOST)
+    let use_h2 = (h2 || mtls.is_some()) && !upgrading;
+    // HTTP/2 carries the host as `:authority` (below); HTTP/1.1 needs a `Host`.
+    if !use_h2
+        && !parts.headers.contains_key(HOST)
         && let Some(authority) = parts.uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         parts.headers.insert(HOST, value);
     }
-    let use_h2 = (h2 || mtls.is_some()) && !upgrading;
-    // The marker is ours alone: never taken from a client, only sent to another Trellis proxy.
-    parts.headers.remove(ORIG_PROTO);
-    if meshed && use_h2 && arrived_h1 {
-        parts.headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
-    }
+    set_orig_proto(&mut parts.headers, meshed && use_h2 && arrived_h1);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let source = app.then(|| passthrough_source(addr));
     let result = if let (Some(mtls), true) = (&mtls, upgrading) {
@@ -512,18 +492,20 @@ pub(super) async fn send(
             .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
-        let host = parts.headers.remove(HOST);
-        let authority = host.as_ref().and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let authority = match parts.headers.remove(HOST) {
+            Some(host) => Authority::try_from(host.as_bytes()).ok(),
+            None => parts.uri.authority().cloned(),
+        };
         let authority = match authority {
             Some(authority) => authority,
             None => match Authority::try_from(addr.to_string()) {
                 Ok(authority) => authority,
-                Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+                Err(_) => return (local_response(StatusCode::BAD_REQUEST, "invalid request target"), started),
             },
         };
         match Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build() {
             Ok(uri) => parts.uri = uri,
-            Err(_) => return local_response(StatusCode::BAD_REQUEST, "invalid request target"),
+            Err(_) => return (local_response(StatusCode::BAD_REQUEST, "invalid request target"), started),
         }
         parts.version = Version::HTTP_2;
         let request = Request::from_parts(parts, body);
@@ -562,25 +544,21 @@ pub(super) async fn send(
     if let Some(permit) = permit.as_mut() {
         permit.connected();
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    match result {
+    let finished = Instant::now();
+    let elapsed = finished.duration_since(started).as_secs_f64();
+    let response = match result {
         Ok(mut response) => {
             metrics.request(response.status().as_u16(), elapsed);
-            if upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(downstream) = downstream_upgrade {
-                    let tunnel = upgrade::Tunnel::new(&shared.drain, metrics);
-                    upgrade::splice_tunnel(downstream, hyper::upgrade::on(&mut response), tunnel);
-                }
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers, true);
-                return Response::from_parts(parts, guarded(body, permit));
+            let upgraded = upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if upgraded && let Some(downstream) = downstream_upgrade {
+                let tunnel = upgrade::Tunnel::new(&shared.drain, metrics);
+                upgrade::splice_tunnel(downstream, hyper::upgrade::on(&mut response), tunnel);
             }
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
-            if arrived_h1 {
-                parts.version = Version::HTTP_11;
+            strip_hop_by_hop(response.headers_mut(), upgraded);
+            if arrived_h1 && !upgraded {
+                *response.version_mut() = Version::HTTP_11;
             }
-            Response::from_parts(parts, guarded(body, permit))
+            response.map(|body| guarded(body, permit))
         }
         Err((failure, err)) => {
             tracing::debug!(error = err, upstream = %addr, ?failure, "upstream request failed");
@@ -589,5 +567,6 @@ pub(super) async fn send(
             response.extensions_mut().insert(failure);
             response
         }
-    }
+    };
+    (response, finished)
 }

@@ -4,6 +4,7 @@
 use http::header::{
     CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
+use http::header::Entry;
 use http::{HeaderMap, Version};
 
 /// Marks a request that the client sent as HTTP/1.x and a proxy carried over HTTP/2.
@@ -85,29 +86,49 @@ pub fn is_upgrade(version: Version, headers: &HeaderMap) -> bool {
 /// (each request's encoder then searched a long chain of old ids, and the peer's decoder copied
 /// every id into its table). HTTP/1 ignores the mark.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if let Some(id) = headers.get_mut(REQUEST_ID) {
-        id.set_sensitive(true);
-        return;
+    match headers.entry(REQUEST_ID) {
+        Entry::Occupied(mut id) => id.get_mut().set_sensitive(true),
+        Entry::Vacant(slot) => {
+            let bits = fastrand::u128(..);
+            let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+            let mut id = uuid_text(bits);
+            id.set_sensitive(true);
+            slot.insert(id);
+        }
     }
-    let bits = fastrand::u128(..);
-    let bits = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let mut id = uuid_text(bits);
-    id.set_sensitive(true);
-    headers.insert(REQUEST_ID, id);
 }
 
-/// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery.
+/// Marks a request for another Trellis proxy with the protocol it arrived in (`mark`), or removes the
+/// marker: it is ours alone, never taken from a client. One lookup either way.
+pub fn set_orig_proto(headers: &mut HeaderMap, mark: bool) {
+    let value = || HeaderValue::from_static("HTTP/1.1");
+    match headers.entry(ORIG_PROTO) {
+        Entry::Occupied(mut marker) if mark => {
+            marker.insert(value());
+        }
+        Entry::Occupied(marker) => {
+            marker.remove();
+        }
+        Entry::Vacant(slot) if mark => {
+            slot.insert(value());
+        }
+        Entry::Vacant(_) => {}
+    }
+}
+
+/// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery: two
+/// digits per byte, a dash before bytes 4, 6, 8 and 10.
 fn uuid_text(bits: u128) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 36];
-    let mut nibble = 0;
-    for (i, byte) in text.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
+    let mut at = 0;
+    for (index, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        let shift = 124 - 4 * nibble;
-        *byte = HEX[usize::from(((bits >> shift) & 0xF) as u8)];
-        nibble += 1;
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xF)];
+        at += 2;
     }
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
@@ -156,6 +177,20 @@ mod tests {
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers.get(UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(headers.get(CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn the_orig_proto_marker_is_set_only_when_asked_and_a_clients_never_survives() {
+        let mut headers = HeaderMap::new();
+        set_orig_proto(&mut headers, true);
+        assert_eq!(headers.get_all(ORIG_PROTO).iter().collect::<Vec<_>>(), ["HTTP/1.1"]);
+        headers.append(ORIG_PROTO, HeaderValue::from_static("forged"));
+        set_orig_proto(&mut headers, true);
+        assert_eq!(headers.get_all(ORIG_PROTO).iter().collect::<Vec<_>>(), ["HTTP/1.1"]);
+        set_orig_proto(&mut headers, false);
+        assert!(!headers.contains_key(ORIG_PROTO));
+        set_orig_proto(&mut headers, false);
+        assert!(headers.is_empty());
     }
 
     #[test]

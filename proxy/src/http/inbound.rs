@@ -92,8 +92,9 @@ pub(super) async fn inbound(
     } else {
         Upstream::App { h2 }
     };
-    let mut response =
-        send(shared, req.map(super::boxed), target, upstream, None, &compiled.inbound_metrics, None).await;
+    let started = std::time::Instant::now();
+    let (mut response, _) =
+        send(shared, req.map(super::boxed), started, target, upstream, None, &compiled.inbound_metrics, None).await;
     if let Some(quota) = quota {
         quota.write_headers(response.headers_mut());
     }

@@ -100,7 +100,11 @@ struct Conn {
 #[derive(Debug)]
 struct Entry {
     conn: Conn,
+    /// When a sweep last found the connection used (or when it was opened).
     last_used: Instant,
+    /// Whether a request went out on it since the last sweep: requests set this flag, and the sweep
+    /// turns it into `last_used`, so no request reads the clock for the pool.
+    used: bool,
     /// Requests sent on the connection so far.
     sent: u32,
     /// The cluster's idle timeout, when it has its own.
@@ -169,12 +173,13 @@ impl H2Pool {
         let ready = match self.reuse(&key) {
             // A pooled connection that cannot take a stream (it closed, or the peer is going away)
             // leaves the pool, and the request goes out on a new one: nothing was sent yet.
-            Some(conn) => match conn.sender.clone().ready().await {
-                Ok(sender) => Some((sender, conn.open)),
+            // The pool's handle was cloned for this request (h2 wants one per concurrent request).
+            Some(Conn { sender, closed, open }) => match sender.ready().await {
+                Ok(sender) => Some((sender, open)),
                 Err(err) => {
                     tracing::debug!(error = %err, upstream = %addr, "pooled HTTP/2 connection unusable; opening another");
-                    conn.closed.store(true, Ordering::Relaxed);
-                    self.forget(&key, &conn.closed);
+                    closed.store(true, Ordering::Relaxed);
+                    self.forget(&key, &closed);
                     None
                 }
             },
@@ -208,7 +213,7 @@ impl H2Pool {
         let limit = key.3;
         let mut connections = self.lock();
         let entry = connections.get_mut(key).filter(|e| !e.is_closed())?;
-        entry.last_used = Instant::now();
+        entry.used = true;
         entry.sent = entry.sent.saturating_add(1);
         let reused = entry.conn.clone();
         if limit.is_some_and(|limit| entry.sent >= limit) {
@@ -242,17 +247,24 @@ impl H2Pool {
                     self.idle_shortened.notify_one();
                 }
             }
-            let entry = Entry { conn: conn.clone(), last_used: Instant::now(), sent: 1, idle: options.idle_timeout };
+            let entry =
+                Entry { conn: conn.clone(), last_used: Instant::now(), used: false, sent: 1, idle: options.idle_timeout };
             self.lock().insert(key, entry);
         }
         Ok(conn)
     }
 
     /// Drops connections unused for `idle` or their cluster's own idle timeout (and closed ones);
-    /// their connection tasks then end.
+    /// their connection tasks then end. A connection counts as used at the first sweep after its
+    /// last request, so it closes between one idle timeout and that plus two sweep periods after it.
     pub fn sweep(&self, idle: Duration) {
         let now = Instant::now();
-        self.lock().retain(|_, e| !e.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle));
+        self.lock().retain(|_, e| {
+            if std::mem::take(&mut e.used) {
+                e.last_used = now;
+            }
+            !e.is_closed() && now.duration_since(e.last_used) < e.idle.unwrap_or(idle)
+        });
     }
 
     /// Waits until a cluster with a shorter idle timeout than any before puts a connection in the pool.

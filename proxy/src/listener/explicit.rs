@@ -69,7 +69,7 @@ async fn serve_connection(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         requests.started();
         let shared = service_shared.clone();
         // Boxed: no per-connection slot the size of the request path's state.
-        Box::pin(async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) })
+        crate::http::in_box(|| async move { Ok::<_, Infallible>(explicit_request(shared, req, peer).await) })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true);

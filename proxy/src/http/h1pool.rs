@@ -117,17 +117,14 @@ impl H1Pool {
         let mut idle = self.lock();
         let list = idle.get_mut(key)?;
         let now = Instant::now();
-        let mut taken = None;
+        // An emptied list stays (the sweeper drops it): the connection is back soon, and the list's
+        // allocation and map slot with it.
         while let Some(c) = list.pop() {
             if now.duration_since(c.since) < self.idle_timeout {
-                taken = Some(c.sender);
-                break;
+                return Some(c.sender);
             }
         }
-        if list.is_empty() {
-            idle.remove(key);
-        }
-        taken
+        None
     }
 
     /// Pools `sender` once its connection can take a request: at once when the response ended after
@@ -190,12 +187,13 @@ impl H1Pool {
         response: Response<Incoming>,
     ) -> Response<PooledBody> {
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
-        let (parts, inner) = response.into_parts();
-        let mut body = PooledBody { inner, back: reusable.then(|| Back { pool: self.clone(), key, sender }) };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        Response::from_parts(parts, body)
+        response.map(|inner| {
+            let mut body = PooledBody { inner, back: reusable.then(|| Back { pool: self.clone(), key, sender }) };
+            if body.inner.is_end_stream() {
+                body.release();
+            }
+            body
+        })
     }
 
     async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<SendRequest<Body>, Error> {

@@ -73,7 +73,11 @@ mod tests {
         assert_eq!(HostText::of(&origin).as_str(), "details:9080");
         let neither = Request::builder().uri("/x").body(()).expect("request");
         assert_eq!(HostText::of(&neither).as_str(), "");
-        let binary = Request::builder().uri("/x").header(HOST, HeaderValue::from_bytes(b"caf\xe9").expect("value")).body(()).expect("request");
+        let binary = Request::builder()
+            .uri("/x")
+            .header(HOST, HeaderValue::from_bytes(b"caf\xe9").expect("value"))
+            .body(())
+            .expect("request");
         assert_eq!(HostText::of(&binary).as_str(), "");
     }
 }

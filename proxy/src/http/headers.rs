@@ -1,10 +1,10 @@
 //! Header handling every proxied request and response gets: hop-by-hop headers (RFC 9110 section
 //! 7.6.1), `x-request-id`, and the marker that carries a request's original protocol between proxies.
 
+use http::header::Entry;
 use http::header::{
     CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
-use http::header::Entry;
 use http::{HeaderMap, Version};
 
 /// Marks a request that the client sent as HTTP/1.x and a proxy carried over HTTP/2.

@@ -247,8 +247,13 @@ impl H2Pool {
                     self.idle_shortened.notify_one();
                 }
             }
-            let entry =
-                Entry { conn: conn.clone(), last_used: Instant::now(), used: false, sent: 1, idle: options.idle_timeout };
+            let entry = Entry {
+                conn: conn.clone(),
+                last_used: Instant::now(),
+                used: false,
+                sent: 1,
+                idle: options.idle_timeout,
+            };
             self.lock().insert(key, entry);
         }
         Ok(conn)

@@ -33,7 +33,9 @@ pgo_flags() {
     local target_dir=${CARGO_TARGET_DIR:-target} profdata tool
     [[ -z ${TRELLIS_PROXY_NO_PGO:-} && -f $PGO_PROFILE ]] || return 0
     tool=$(llvm_profdata) || { echo "proxy-build: no llvm-profdata (rustup component add llvm-tools): building without $PGO_PROFILE" >&2; return 0; }
-    profdata=$PWD/$target_dir/pgo/trellis-proxy.profdata
+    # An absolute CARGO_TARGET_DIR is taken as it is; a relative one is under the working directory.
+    [[ $target_dir == /* ]] || target_dir=$PWD/$target_dir
+    profdata=$target_dir/pgo/trellis-proxy.profdata
     # Rewritten only when the text changed: rustc lists the file as an input, so a new copy rebuilds.
     if [[ ! -f $profdata || $PGO_PROFILE -nt $profdata ]]; then
         mkdir -p "$(dirname "$profdata")"

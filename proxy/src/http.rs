@@ -64,7 +64,7 @@ where
 }
 
 /// The future `make` returns, pinned in a box it is built in ([`trellis_fastmem::boxed_in_place`]):
-/// `Box::pin(future)` built the request path's future (7.5 KiB, of which a new one uses only its
+/// `Box::pin(future)` built a request's whole future (about 9 KiB, of which a new one uses only its
 /// arguments) on the stack and copied all of it into the allocation, for every request.
 #[inline(always)]
 pub(crate) fn in_box<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {

@@ -441,8 +441,9 @@ pub(super) enum Upstream {
 }
 
 /// Sends `req` to `addr` over a pooled connection (mesh TLS when `mtls` says so) and returns the
-/// upstream's response, and when it came (its head; or when the exchange failed). `started` is when
-/// the caller began the exchange: the duration metric runs from it (one clock read serves both).
+/// upstream's response, and when it came (its head; or when the exchange failed; `started` itself
+/// for a request refused before it went out). `started` is when the caller began the exchange: the
+/// duration metric runs from it (one clock read serves both).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     shared: &Shared,

@@ -115,7 +115,7 @@ impl H1Pool {
     /// (older ones are dropped on the way).
     fn take_idle(&self, key: &Key) -> Option<SendRequest<Body>> {
         let mut idle = self.lock();
-        let list = idle.get_mut(key)?;
+        let list = idle.get_mut(key).filter(|list| !list.is_empty())?;
         let now = Instant::now();
         // An emptied list stays (the sweeper drops it): the connection is back soon, and the list's
         // allocation and map slot with it.

@@ -127,6 +127,24 @@ async fn idle_connections_leave_the_pool_when_swept_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_connection_reused_since_the_last_sweep_counts_as_used_at_that_sweep() {
+    let upstream = Upstream::start(false).await;
+    let pool = H2Pool::new(Duration::from_secs(5));
+    let idle = Duration::from_millis(50);
+    assert_eq!(exchange(&pool, upstream.addr, "opened").await, "opened");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(exchange(&pool, upstream.addr, "reused").await, "reused");
+    pool.sweep(idle);
+    assert_eq!(pool.len(), 1, "reused since the last sweep: kept, and timed from this sweep");
+    pool.sweep(idle);
+    assert_eq!(pool.len(), 1, "not yet idle for the timeout since that sweep");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    pool.sweep(idle);
+    assert!(pool.is_empty(), "unused since a sweep longer ago than the idle timeout");
+    assert_eq!(upstream.accepted(), 1, "one connection carried both requests");
+}
+
+#[tokio::test]
 async fn a_response_abandoned_while_its_request_body_still_streams_resets_the_upstream_stream() {
     // An upstream that answers at once and then reads the request body until it ends or is reset.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -198,9 +198,9 @@ where
     match attempts(route, cluster, upstream, req, route_deadline, propagate).await {
         Ok(response) => response,
         Err(RouteTimedOut) => {
-            // Timed out at the route's deadline: the request took its whole budget.
-            let took = budget.unwrap_or_default().as_secs_f64();
-            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took);
+            // The request began one budget before its deadline: no clock read at its start.
+            let took = route_deadline.map_or(Duration::ZERO, |d| d.elapsed()) + budget.unwrap_or_default();
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took.as_secs_f64());
             deadline::timed_out(grpc)
         }
     }
@@ -314,9 +314,10 @@ async fn attempt<U: Upstream>(
         Ok(response) => Ok(response),
         Err(_) if route_deadline.is_some_and(|route_deadline| limit >= route_deadline) => Err(RouteTimedOut),
         Err(_) => {
-            // The per-try deadline passed first: the attempt took its whole per-try timeout.
-            let took = per_try.unwrap_or_default().as_secs_f64();
-            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took);
+            // The per-try deadline (`limit`) passed first; the attempt began one per-try timeout
+            // before it.
+            let took = limit.elapsed() + per_try.unwrap_or_default();
+            cluster.metrics.request(http::StatusCode::GATEWAY_TIMEOUT.as_u16(), took.as_secs_f64());
             Ok(deadline::attempt_timed_out())
         }
     }

@@ -99,20 +99,12 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
 }
 
 /// Marks a request for another Trellis proxy with the protocol it arrived in (`mark`), or removes the
-/// marker: it is ours alone, never taken from a client. One lookup either way.
+/// marker: it is ours alone, never taken from a client (`insert` replaces every value a client sent).
 pub fn set_orig_proto(headers: &mut HeaderMap, mark: bool) {
-    let value = || HeaderValue::from_static("HTTP/1.1");
-    match headers.entry(ORIG_PROTO) {
-        Entry::Occupied(mut marker) if mark => {
-            marker.insert(value());
-        }
-        Entry::Occupied(marker) => {
-            marker.remove();
-        }
-        Entry::Vacant(slot) if mark => {
-            slot.insert(value());
-        }
-        Entry::Vacant(_) => {}
+    if mark {
+        headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    } else {
+        headers.remove(ORIG_PROTO);
     }
 }
 

@@ -16,6 +16,7 @@ use trellis_bench::oha::{self, Load};
 use trellis_bench::pki::{MeshPki, PkiFiles};
 use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, Usage};
 use trellis_bench::setups::{self, ENTRY_PORT, Kind, Pair, PairOptions};
+use trellis_bench::wakeup::{self, PROBE_MESSAGES, PROBE_RATE};
 use trellis_bench::{chart, procstat};
 
 /// Compare trellis-proxy pairs (plain text, mutual TLS) with direct traffic and HAProxy pairs.
@@ -29,6 +30,9 @@ struct Args {
     proxy_build: String,
     #[arg(long, default_value = "target/release/trellis-bench-app")]
     app: PathBuf,
+    /// The wake-up probe's echo server and pinger.
+    #[arg(long, default_value = "target/release/trellis-bench-echo")]
+    echo: PathBuf,
     #[arg(long, default_value = "bench/.tools/bin/oha")]
     oha: PathBuf,
     #[arg(long, default_value = "haproxy")]
@@ -68,9 +72,11 @@ struct Args {
     rss_rate: u32,
     #[arg(long, default_value_t = 64)]
     rss_connections: u32,
-    /// Length of each unthrottled run.
-    #[arg(long, default_value_t = 10)]
+    /// Measured seconds per setup in the unthrottled runs, split into `--max-rounds` runs taking turns.
+    #[arg(long, default_value_t = 15)]
     max_seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    max_rounds: u64,
     /// Data-path threads per proxy in the fixed-rate and memory runs.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -101,6 +107,11 @@ fn selected(setups: &[Kind]) -> Vec<Kind> {
 /// The app's address; each phase puts its pairs on 127.90.<phase>.1-8 (see [`pair_ips`]).
 fn app_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 90, 0, 1)), ENTRY_PORT)
+}
+
+/// The wake-up probe's echo server, away from every phase's addresses.
+fn probe_addr() -> SocketAddr {
+    SocketAddr::new(ip(0, 200), ENTRY_PORT)
 }
 
 /// The client and server proxies' addresses of a pair in a phase (direct: the app's, both).
@@ -136,6 +147,7 @@ fn main() -> Result<()> {
             rss_rate: args.rss_rate,
             rss_connections: args.rss_connections,
             max_seconds: args.max_seconds,
+            max_rounds: args.max_rounds,
             threads: args.threads,
             app_threads: args.app_threads,
             max_other_vcpu: args.max_other_vcpu,
@@ -144,6 +156,11 @@ fn main() -> Result<()> {
         },
         ..Results::default()
     };
+    // Phase 0: what a wake-up costs on this machine, before anything else runs.
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("[{}] wake-up probe: {} messages per placement at {} per second", clock(), PROBE_MESSAGES, PROBE_RATE);
+    results.wakeup = wakeup::probe(&args.echo, &bench.phase_dir("wakeup")?, probe_addr(), nproc)?;
+
     let app_dir = bench.phase_dir("app")?;
     let app = setups::start_app(&args.app, app_addr(), args.app_threads, &app_dir)?;
     bench.app_pid = app.pid();
@@ -169,10 +186,10 @@ fn main() -> Result<()> {
     drop(pairs);
 
     // Phase 3: unthrottled, one data-path thread per proxy, each proxy on its own CPU.
-    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = (nproc >= 2).then_some((0, 1));
     let mut pairs = bench.start_pairs(3, "max", PairOptions { threads: 1, pin })?;
-    results.max = bench.measure_point(&mut pairs, None, args.connections, args.max_seconds, 1, "max")?;
+    let (seconds, rounds) = (args.max_seconds, args.max_rounds);
+    results.max = bench.measure_point(&mut pairs, None, args.connections, seconds, rounds, "max")?;
     drop(pairs);
 
     results.log_findings = log_findings(&args.work)?;
@@ -245,7 +262,13 @@ struct Bench<'a> {
 
 impl<'a> Bench<'a> {
     fn new(args: &'a Args) -> Result<Self> {
-        for (what, path) in [("trellis-proxy", &args.proxy), ("trellis-bench-app", &args.app), ("oha", &args.oha)] {
+        let needed = [
+            ("trellis-proxy", &args.proxy),
+            ("trellis-bench-app", &args.app),
+            ("trellis-bench-echo", &args.echo),
+            ("oha", &args.oha),
+        ];
+        for (what, path) in needed {
             anyhow::ensure!(path.exists(), "{what} not found at {} (run `make bench-proxy`)", path.display());
         }
         std::fs::create_dir_all(&args.work).with_context(|| format!("creating {}", args.work.display()))?;
@@ -333,10 +356,13 @@ impl<'a> Bench<'a> {
     ) -> Result<Vec<Run>> {
         let rounds = rounds.max(1);
         let round_seconds = (seconds / rounds).max(1);
-        // Unthrottled runs get a longer warm-up: they are single rounds on fresh processes.
-        let warmup = if rate.is_some() { self.args.warmup_seconds } else { self.args.warmup_seconds.max(2) };
         let mut per_kind: Vec<Vec<Run>> = vec![Vec::new(); self.kinds.len()];
         for round in 1..=rounds {
+            // The first unthrottled round gets a longer warm-up: it runs on fresh processes.
+            let warmup = match rate {
+                None if round == 1 => self.args.warmup_seconds.max(2),
+                _ => self.args.warmup_seconds,
+            };
             for (i, &kind) in self.kinds.iter().enumerate() {
                 let load = self.load(kind, pairs, rate, connections, round_seconds);
                 let label = rate.map_or("max".to_owned(), |r| format!("{r}rps"));

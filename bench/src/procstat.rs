@@ -90,6 +90,21 @@ pub fn parse_machine_ticks(text: &str) -> Result<MachineTicks> {
     Ok(MachineTicks { busy: total - fields[3] - fields[4], steal: fields[7] })
 }
 
+/// CPU time of one task (a thread; a process's main thread when given its pid) so far, in
+/// nanoseconds: the first field of `/proc/TASK/schedstat`, the scheduler's own precise count, where
+/// `/proc/PID/stat` counts in clock ticks. `task` is a pid or `thread-self`.
+pub fn task_cpu_ns(task: &str) -> Result<u64> {
+    let path = format!("/proc/{task}/schedstat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_schedstat_ns(&text).with_context(|| format!("parsing {path}"))
+}
+
+/// The time on CPU from the text of `/proc/TASK/schedstat` (`on-cpu-ns wait-ns timeslices`).
+pub fn parse_schedstat_ns(text: &str) -> Result<u64> {
+    let first = text.split_whitespace().next().context("empty")?;
+    first.parse().with_context(|| format!("the time on CPU is {first:?}"))
+}
+
 /// Resident memory of a process, in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -154,7 +169,18 @@ mod tests {
     }
 
     #[test]
+    fn schedstat_gives_the_time_on_cpu_in_nanoseconds() {
+        assert_eq!(parse_schedstat_ns("123456789 5000 42\n").expect("parse"), 123_456_789);
+        assert!(parse_schedstat_ns("").is_err());
+        assert!(parse_schedstat_ns("x 1 2").is_err());
+    }
+
+    #[test]
     fn our_own_process_can_be_read() {
+        let before = task_cpu_ns("thread-self").expect("own thread cpu");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(5) {}
+        assert!(task_cpu_ns("thread-self").expect("own thread cpu") > before);
         own_and_children_ticks().expect("own cpu");
         machine_ticks().expect("machine cpu");
         let pid = std::process::id();

@@ -3,6 +3,7 @@
 use crate::oha::Outcome;
 use crate::procstat::Memory;
 use crate::setups::Kind;
+use crate::wakeup::WakeupRun;
 
 mod markdown;
 
@@ -180,6 +181,8 @@ pub struct Settings {
     pub rss_rate: u32,
     pub rss_connections: u32,
     pub max_seconds: u64,
+    /// Rounds the unthrottled runs are split into.
+    pub max_rounds: u64,
     /// Data-path threads of each proxy in the fixed-rate and memory runs.
     pub threads: usize,
     pub app_threads: usize,
@@ -204,6 +207,8 @@ pub struct Results {
     pub idle_memory: Vec<(Kind, Memory, Memory)>,
     /// Unthrottled runs: fresh single-threaded proxies, each pinned to its own CPU.
     pub max: Vec<Run>,
+    /// The wake-up probe, one run per placement.
+    pub wakeup: Vec<WakeupRun>,
     /// Per log file, the warning and error lines found in it.
     pub log_findings: Vec<(String, Vec<String>)>,
     pub elapsed_seconds: f64,

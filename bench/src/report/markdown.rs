@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Point, Results, mib, split, verdict};
+use super::{Point, Results, TARGET_CPU_PER_1000, mib, split, verdict};
 use crate::setups::Kind;
 
 impl Results {
@@ -54,6 +54,9 @@ impl Results {
              vCPU per 1,000 rps equals CPU seconds per 1,000 requests. Throughput per core is successful \
              requests per CPU second of the pair's busier proxy in the unthrottled run (see below).\n"
         )?;
+        if let Some(floor) = self.wakeup_floor() {
+            writeln!(md, "{floor}\n")?;
+        }
 
         writeln!(md, "## Machine and versions\n")?;
         writeln!(md, "- CPU: {} ({} vCPUs by `nproc`)", env.cpu_model, env.nproc)?;
@@ -62,6 +65,8 @@ impl Results {
             writeln!(md, "- {tool}: {version}")?;
         }
         writeln!(md)?;
+
+        self.write_wakeup(md)?;
 
         writeln!(md, "## Setups\n")?;
         writeln!(
@@ -225,13 +230,16 @@ impl Results {
             writeln!(md, "## Maximum throughput per core\n")?;
             writeln!(
                 md,
-                "Unthrottled `oha -c {} -z {}s` (after a short warm-up) through fresh proxies with one data-path \
-                 thread each (`--concurrency 1` / `nbthread 1`), the client-side proxy pinned to CPU 0 and the \
+                "Unthrottled `oha -c {} -z {}s`, {} rounds per setup ({} s measured in all) taking turns as above, \
+                 after a warm-up, through fresh proxies with one data-path thread each (`--concurrency 1` / `nbthread 1`), the client-side proxy pinned to CPU 0 and the \
                  server-side proxy to CPU 1 with `taskset`; oha and the app are not pinned and share the same two \
                  CPUs, so the pair's raw rps is bounded by the whole machine, not by one proxy. Per-core \
                  throughput is therefore successful requests divided by the CPU seconds each proxy actually used; \
-                 the pair's figure is its busier proxy's.\n",
-                s.connections, s.max_seconds
+                 the pair's figure is its busier proxy's, with requests and CPU seconds summed over the rounds.\n",
+                s.connections,
+                s.max_seconds / s.max_rounds.max(1),
+                s.max_rounds,
+                s.max_seconds
             )?;
             writeln!(
                 md,
@@ -381,6 +389,77 @@ impl Results {
             env.command
         )?;
         Ok(())
+    }
+}
+
+impl Results {
+    /// One paragraph reading the CPU and latency targets against the wake-up probe, when it ran on
+    /// two CPUs.
+    fn wakeup_floor(&self) -> Option<String> {
+        let placed = |label: &str| self.wakeup.iter().find(|r| r.placement.label == label);
+        let (same, other) = (placed("same CPU")?, placed("different CPUs")?);
+        Some(format!(
+            "What this machine allows (the wake-up probe below, run first): a plain echo process, woken by a \
+             1 KiB message at {rate} per second, answering it and waking the sender, uses {:.1} µs of CPU per \
+             message when the sender runs on another vCPU and {:.1} µs when it runs on the same one. A proxy \
+             does that at least twice per request (the request and the response each wake it, and it wakes \
+             the process on the other side), so two such wake-ups alone are {:.4} vCPU per 1,000 rps across \
+             vCPUs ({:.4} on one vCPU), against the target of {TARGET_CPU_PER_1000}. One round trip between two \
+             processes on different vCPUs has a p50 of {:.3} ms and a p99 of {:.3} ms (on one vCPU: {:.3} / \
+             {:.3} ms); a proxy pair puts two more such round trips on every request.",
+            other.echo_us_per_message,
+            same.echo_us_per_message,
+            other.two_wakeups_vcpu_per_1000(),
+            same.two_wakeups_vcpu_per_1000(),
+            other.ping.p50_us / 1000.0,
+            other.ping.p99_us / 1000.0,
+            same.ping.p50_us / 1000.0,
+            same.ping.p99_us / 1000.0,
+            rate = crate::wakeup::PROBE_RATE,
+        ))
+    }
+
+    fn write_wakeup(&self, md: &mut String) -> std::fmt::Result {
+        if self.wakeup.is_empty() {
+            return Ok(());
+        }
+        writeln!(md, "## What a wake-up costs on this machine\n")?;
+        writeln!(
+            md,
+            "Before the proxies run, `trellis-bench-echo` measures the machine's own cost of waking a process: a \
+             pinger sends a {} B message over loopback TCP {} times per second, {} times after a {}-message \
+             warm-up, and waits for each echo; the echo server reads and writes it back. Both are plain blocking \
+             programs (no runtime, no parsing). CPU is each process's time on CPU from `/proc/PID/schedstat` \
+             (nanoseconds); the pinger's own includes its timer wake-up at each tick. The last column is what a \
+             process woken twice per request, as a proxy is, uses at least: two of the echo server's messages.\n",
+            crate::wakeup::PROBE_MESSAGE_BYTES,
+            crate::wakeup::PROBE_RATE,
+            crate::wakeup::PROBE_MESSAGES,
+            crate::wakeup::PROBE_WARMUP_MESSAGES
+        )?;
+        writeln!(
+            md,
+            "| placement | echo server CPU per message | pinger CPU per message | round trip p50 | p99 | p99.9 | two wake-ups, vCPU per 1,000 rps |\n\
+             |---|---:|---:|---:|---:|---:|---:|"
+        )?;
+        for run in &self.wakeup {
+            let cpus = match (run.placement.echo_cpu, run.placement.ping_cpu) {
+                (Some(e), Some(p)) => format!(" (echo on CPU {e}, pinger on CPU {p})"),
+                _ => String::new(),
+            };
+            writeln!(
+                md,
+                "| {}{cpus} | {:.1} µs | {:.1} µs | {:.3} ms | {:.3} ms | {:.3} ms | {:.4} |",
+                run.placement.label,
+                run.echo_us_per_message,
+                run.ping.cpu_us_per_message,
+                run.ping.p50_us / 1000.0,
+                run.ping.p99_us / 1000.0,
+                run.ping.p999_us / 1000.0,
+                run.two_wakeups_vcpu_per_1000()
+            )?;
+        }
+        writeln!(md)
     }
 }
 

@@ -210,3 +210,30 @@ fn the_markdown_has_every_section_and_no_failures_reported() {
         "{md}"
     );
 }
+
+#[test]
+fn the_wakeup_probe_is_tabled_and_read_against_the_cpu_target() {
+    use crate::wakeup::{PLACEMENTS, PingOutcome, WakeupRun};
+    let mut results = sample();
+    let md = results.markdown();
+    assert!(!md.contains("## What a wake-up costs"), "no section without the probe:\n{md}");
+    let ping =
+        |p50_us, p99_us| PingOutcome { messages: 5000, p50_us, p99_us, p999_us: p99_us * 4.0, cpu_us_per_message: 9.0 };
+    results.wakeup = vec![
+        WakeupRun { placement: PLACEMENTS[0], echo_us_per_message: 5.0, ping: ping(8.0, 40.0) },
+        WakeupRun { placement: PLACEMENTS[1], echo_us_per_message: 40.0, ping: ping(110.0, 320.0) },
+    ];
+    let md = results.markdown();
+    assert!(md.contains("## What a wake-up costs on this machine"), "{md}");
+    assert!(
+        md.contains(
+            "| different CPUs (echo on CPU 0, pinger on CPU 1) | 40.0 µs | 9.0 µs | 0.110 ms | 0.320 ms | 1.280 ms | 0.0800 |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("two such wake-ups alone are 0.0800 vCPU per 1,000 rps across vCPUs (0.0100 on one vCPU)"),
+        "{md}"
+    );
+    assert!(md.contains("a p50 of 0.110 ms and a p99 of 0.320 ms (on one vCPU: 0.008 / 0.040 ms)"), "{md}");
+}

@@ -187,6 +187,7 @@ mod tests {
                 seconds: 1.0,
                 machine: Default::default(),
                 rounds: Vec::new(),
+                round_cpu: Vec::new(),
                 redone: 0,
                 disturbed: 0,
             })

@@ -45,6 +45,8 @@ pub struct Run {
     pub machine: Machine,
     /// The outcome of each round, when the load ran in several (interleaved with the other setups).
     pub rounds: Vec<Outcome>,
+    /// CPU seconds of the client and the server proxy in each round, as `rounds` (empty for direct).
+    pub round_cpu: Vec<(f64, f64)>,
     /// Rounds measured again because something outside the bench kept the machine busy.
     pub redone: u32,
     /// Rounds that stayed disturbed after all their retries (the quietest attempt counts).
@@ -102,6 +104,7 @@ impl Run {
             seconds,
             machine: Machine { busy: weighted(|m| m.busy), bench: weighted(|m| m.bench), steal: weighted(|m| m.steal) },
             rounds: outcomes,
+            round_cpu: rounds.iter().flat_map(|r| r.round_cpu.iter().copied()).collect(),
             redone: rounds.iter().map(|r| r.redone).sum(),
             disturbed: rounds.iter().map(|r| r.disturbed).sum(),
         })
@@ -126,6 +129,13 @@ impl Run {
         let (client, server) = self.proxies?;
         let ok = self.outcome.ok as f64;
         Some((ok / client.cpu_seconds, ok / server.cpu_seconds))
+    }
+
+    /// The pair's throughput per core in each round: successful requests per CPU second of its
+    /// busier proxy.
+    pub fn round_per_core(&self) -> Vec<f64> {
+        let rounds = self.rounds.iter().zip(&self.round_cpu);
+        rounds.map(|(outcome, &(client, server))| outcome.ok as f64 / client.max(server)).collect()
     }
 
     /// Requests that did not succeed, not counting those oha aborts at the end of its duration.

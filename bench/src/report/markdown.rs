@@ -243,26 +243,30 @@ impl Results {
             )?;
             writeln!(
                 md,
-                "| setup | achieved rps | vCPU client | vCPU server | rps per client core | rps per server core | pair: rps per core | ok | failed |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "| setup | achieved rps | vCPU client | vCPU server | rps per client core | rps per server core | pair: rps per core | pair: each round | ok | failed |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             )?;
             for run in &self.max {
                 let o = &run.outcome;
                 match (run.proxies, run.per_core()) {
-                    (Some((c, sv)), Some((pc, ps))) => writeln!(
-                        md,
-                        "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} |",
-                        run.kind.label(),
-                        o.rps,
-                        c.cpu_seconds / run.seconds,
-                        sv.cpu_seconds / run.seconds,
-                        pc.min(ps),
-                        o.ok,
-                        run.failed()
-                    )?,
+                    (Some((c, sv)), Some((pc, ps))) => {
+                        let rounds: Vec<String> = run.round_per_core().iter().map(|r| format!("{r:.0}")).collect();
+                        writeln!(
+                            md,
+                            "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} | {} |",
+                            run.kind.label(),
+                            o.rps,
+                            c.cpu_seconds / run.seconds,
+                            sv.cpu_seconds / run.seconds,
+                            pc.min(ps),
+                            rounds.join(" / "),
+                            o.ok,
+                            run.failed()
+                        )?
+                    }
                     _ => writeln!(
                         md,
-                        "| {} | {:.0} | - | - | - | - | - | {} | {} |",
+                        "| {} | {:.0} | - | - | - | - | - | - | {} | {} |",
                         run.kind.label(),
                         o.rps,
                         o.ok,

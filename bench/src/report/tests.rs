@@ -10,6 +10,7 @@ pub(crate) fn run(kind: Kind, p99_ms: f64, cpu: f64, hwm_kib: u64) -> Run {
         seconds: 15.0,
         machine: Machine::default(),
         rounds: Vec::new(),
+        round_cpu: Vec::new(),
         redone: 0,
         disturbed: 0,
     }
@@ -193,7 +194,7 @@ fn the_markdown_has_every_section_and_no_failures_reported() {
         "CPU per 1k of the TLS pair, and its system part:\n{md}"
     );
     assert!(
-        md.contains("| HAProxy TLS pair | 1000 | 0.20 | 0.20 | 5000 | 5000 | 5000 | 15000 | 0 |"),
+        md.contains("| HAProxy TLS pair | 1000 | 0.20 | 0.20 | 5000 | 5000 | 5000 |  | 15000 | 0 |"),
         "max of the TLS pair:\n{md}"
     );
     assert!(
@@ -236,4 +237,19 @@ fn the_wakeup_probe_is_tabled_and_read_against_the_cpu_target() {
         "{md}"
     );
     assert!(md.contains("a p50 of 0.110 ms and a p99 of 0.320 ms (on one vCPU: 0.008 / 0.040 ms)"), "{md}");
+}
+
+#[test]
+fn each_unthrottled_round_gives_the_pair_s_throughput_per_core_of_its_busier_proxy() {
+    let round = |ok, client_cpu, server_cpu| {
+        let mut r = run(Kind::Trellis, 1.0, 0.0, 1);
+        r.outcome.ok = ok;
+        r.round_cpu = vec![(client_cpu, server_cpu)];
+        r.proxies =
+            r.proxies.map(|(c, s)| (Usage { cpu_seconds: client_cpu, ..c }, Usage { cpu_seconds: server_cpu, ..s }));
+        r
+    };
+    let combined = Run::combine(vec![round(1000, 0.5, 0.4), round(900, 0.3, 0.45)]).expect("rounds");
+    assert_eq!(combined.round_per_core(), vec![2000.0, 2000.0]);
+    assert_eq!(combined.round_cpu, vec![(0.5, 0.4), (0.3, 0.45)]);
 }

@@ -174,6 +174,7 @@ impl Pair {
 
 /// Starts the app on `addr` and waits until it answers.
 pub fn start_app(program: &Path, addr: SocketAddr, threads: usize, dir: &Path) -> Result<Process> {
+    ensure_free(addr)?;
     let args = vec!["--listen".to_owned(), addr.to_string(), "--threads".to_owned(), threads.to_string()];
     let mut app = Process::spawn("app", program, &args, None, dir.join("app.log"))?;
     wait_for_200(addr, &mut [&mut app])?;
@@ -506,6 +507,15 @@ pub fn wait_for_200(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<
             bail!("nothing answered 200 on {addr} within {START_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fails when something already listens on `addr` (a process left from an earlier run would
+/// otherwise answer in place of the one the bench starts, which cannot bind).
+pub fn ensure_free(addr: SocketAddr) -> Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(err) => bail!("{addr} is taken ({err}): is a process from an earlier run still listening there?"),
     }
 }
 

@@ -115,6 +115,7 @@ pub fn probe_placement(
     placement: Placement,
     messages: usize,
 ) -> Result<WakeupRun> {
+    crate::setups::ensure_free(addr)?;
     let slug = placement.label.replace(' ', "-");
     let args = vec!["serve".to_owned(), "--listen".to_owned(), addr.to_string()];
     let mut server = Process::spawn("echo", echo, &args, placement.echo_cpu, dir.join(format!("echo-{slug}.log")))?;

@@ -110,3 +110,13 @@ fn setups_are_named_by_their_slugs() {
     let tls: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.is_tls()).collect();
     assert_eq!(tls, vec![Kind::TrellisMtls, Kind::HaproxyTls]);
 }
+
+#[test]
+fn an_address_something_listens_on_is_reported_as_taken() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("addr");
+    let err = ensure_free(addr).expect_err("taken");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    drop(listener);
+    ensure_free(addr).expect("free once closed");
+}

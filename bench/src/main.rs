@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use trellis_bench::oha::{self, Load};
 use trellis_bench::pki::{MeshPki, PkiFiles};
-use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, Usage};
+use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, TARGET_RATE, Usage};
 use trellis_bench::setups::{self, ENTRY_PORT, Kind, Pair, PairOptions};
 use trellis_bench::wakeup::{self, PROBE_MESSAGES, PROBE_RATE};
 use trellis_bench::{chart, procstat};
@@ -162,7 +162,7 @@ fn main() -> Result<()> {
     results.wakeup = wakeup::probe(&args.echo, &bench.phase_dir("wakeup")?, probe_addr(), nproc)?;
 
     let app_dir = bench.phase_dir("app")?;
-    let app = setups::start_app(&args.app, app_addr(), args.app_threads, &app_dir)?;
+    let app = setups::start_app(&args.app, app_addr(), args.app_threads, None, &app_dir)?;
     bench.app_pid = app.pid();
 
     // Phase 1: fixed rates, one set of proxies kept across all rates.
@@ -191,6 +191,19 @@ fn main() -> Result<()> {
     let (seconds, rounds) = (args.max_seconds, args.max_rounds);
     results.max = bench.measure_point(&mut pairs, None, args.connections, seconds, rounds, "max")?;
     drop(pairs);
+
+    // Phase 4: every process of each setup (oha, the app, both proxies) on CPU 0, at the target rate:
+    // what the proxies use when no wake-up crosses vCPUs.
+    drop(app);
+    let app = setups::start_app(&args.app, app_addr(), args.app_threads, Some(0), &bench.phase_dir("app-one-vcpu")?)?;
+    bench.app_pid = app.pid();
+    let mut pairs = bench.start_pairs(4, "one-vcpu", PairOptions { threads: args.threads, pin: Some((0, 0)) })?;
+    pairs.oha_cpu = Some(0);
+    let (rate, connections) = (Some(TARGET_RATE), args.connections);
+    let runs = bench.measure_point(&mut pairs, rate, connections, args.seconds, args.rounds, "one-vcpu")?;
+    results.one_vcpu = Some(Point { rate: TARGET_RATE, connections, runs });
+    drop(pairs);
+    drop(app);
 
     results.log_findings = log_findings(&args.work)?;
     results.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -231,6 +244,8 @@ fn main() -> Result<()> {
 /// The pairs of one phase, one per selected setup but direct.
 struct Pairs {
     pairs: Vec<Pair>,
+    /// The CPU oha runs on in this phase, if pinned.
+    oha_cpu: Option<usize>,
 }
 
 impl Pairs {
@@ -320,12 +335,13 @@ impl<'a> Bench<'a> {
             };
             pairs.push(pair);
         }
-        Ok(Pairs { pairs })
+        Ok(Pairs { pairs, oha_cpu: None })
     }
 
     fn load(&self, kind: Kind, pairs: &Pairs, rate: Option<u32>, connections: u32, seconds: u64) -> Load {
         let target = pairs.entry(kind);
-        Load { url: format!("http://{target}/"), rate, connections, duration: Duration::from_secs(seconds) }
+        let duration = Duration::from_secs(seconds);
+        Load { url: format!("http://{target}/"), rate, connections, duration, cpu: pairs.oha_cpu }
     }
 
     /// CPU ticks of every process of the bench: the app, the proxies, this driver and the oha runs it

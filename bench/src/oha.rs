@@ -19,6 +19,8 @@ pub struct Load {
     pub rate: Option<u32>,
     pub connections: u32,
     pub duration: Duration,
+    /// The CPU oha is confined to (with `taskset`), if any.
+    pub cpu: Option<usize>,
 }
 
 impl Load {
@@ -94,7 +96,15 @@ impl Outcome {
 
 /// Runs oha with `load`, keeps its raw JSON in `raw_json`, and returns the outcome.
 pub fn run(oha: &Path, load: &Load, raw_json: &Path) -> Result<Outcome> {
-    let output = Command::new(oha)
+    let mut command = match load.cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(oha);
+            c
+        }
+        None => Command::new(oha),
+    };
+    let output = command
         .args(load.args())
         .stdin(Stdio::null())
         .output()
@@ -177,6 +187,7 @@ mod tests {
             rate: Some(1000),
             connections: 16,
             duration: Duration::from_secs(15),
+            cpu: None,
         };
         let args = load.args().join(" ");
         assert!(args.contains("-q 1000 --latency-correction"), "{args}");

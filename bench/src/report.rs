@@ -217,6 +217,8 @@ pub struct Results {
     pub idle_memory: Vec<(Kind, Memory, Memory)>,
     /// Unthrottled runs: fresh single-threaded proxies, each pinned to its own CPU.
     pub max: Vec<Run>,
+    /// The target rate with every process of each setup on one vCPU (fresh proxies and app).
+    pub one_vcpu: Option<Point>,
     /// The wake-up probe, one run per placement.
     pub wakeup: Vec<WakeupRun>,
     /// Per log file, the warning and error lines found in it.

@@ -172,11 +172,11 @@ impl Pair {
     }
 }
 
-/// Starts the app on `addr` and waits until it answers.
-pub fn start_app(program: &Path, addr: SocketAddr, threads: usize, dir: &Path) -> Result<Process> {
+/// Starts the app on `addr` (pinned to `cpu` when given) and waits until it answers.
+pub fn start_app(program: &Path, addr: SocketAddr, threads: usize, cpu: Option<usize>, dir: &Path) -> Result<Process> {
     ensure_free(addr)?;
     let args = vec!["--listen".to_owned(), addr.to_string(), "--threads".to_owned(), threads.to_string()];
-    let mut app = Process::spawn("app", program, &args, None, dir.join("app.log"))?;
+    let mut app = Process::spawn("app", program, &args, cpu, dir.join("app.log"))?;
     wait_for_200(addr, &mut [&mut app])?;
     Ok(app)
 }

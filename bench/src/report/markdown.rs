@@ -277,6 +277,8 @@ impl Results {
             writeln!(md)?;
         }
 
+        self.write_one_vcpu(md)?;
+
         writeln!(md, "## Side by side in this run\n")?;
         writeln!(
             md,
@@ -304,7 +306,8 @@ impl Results {
         }
 
         writeln!(md, "## Failed requests and proxy logs\n")?;
-        let all_runs = self.rates.iter().chain(&self.memory).flat_map(|p| &p.runs).chain(&self.max);
+        let points = || self.rates.iter().chain(&self.memory).chain(&self.one_vcpu);
+        let all_runs = points().flat_map(|p| &p.runs).chain(&self.max);
         let mut any_failed = false;
         for run in all_runs {
             if run.failed() > 0 {
@@ -320,10 +323,7 @@ impl Results {
                 )?;
             }
         }
-        let redone: Vec<String> = self
-            .rates
-            .iter()
-            .chain(&self.memory)
+        let redone: Vec<String> = points()
             .flat_map(|p| p.runs.iter().map(move |r| (p, r)))
             .filter(|(_, r)| r.redone > 0)
             .map(|(p, r)| {
@@ -402,8 +402,9 @@ impl Results {
     fn wakeup_floor(&self) -> Option<String> {
         let placed = |label: &str| self.wakeup.iter().find(|r| r.placement.label == label);
         let (same, other) = (placed("same CPU")?, placed("different CPUs")?);
-        Some(format!(
-            "What this machine allows (the wake-up probe below, run first): a plain echo process, woken by a \
+        Some(
+            format!(
+                "What this machine allows (the wake-up probe below, run first): a plain echo process, woken by a \
              1 KiB message at {rate} per second, answering it and waking the sender, uses {:.1} µs of CPU per \
              message when the sender runs on another vCPU and {:.1} µs when it runs on the same one. A proxy \
              does that at least twice per request (the request and the response each wake it, and it wakes \
@@ -411,16 +412,58 @@ impl Results {
              vCPUs ({:.4} on one vCPU), against the target of {TARGET_CPU_PER_1000}. One round trip between two \
              processes on different vCPUs has a p50 of {:.3} ms and a p99 of {:.3} ms (on one vCPU: {:.3} / \
              {:.3} ms); a proxy pair puts two more such round trips on every request.",
-            other.echo_us_per_message,
-            same.echo_us_per_message,
-            other.two_wakeups_vcpu_per_1000(),
-            same.two_wakeups_vcpu_per_1000(),
-            other.ping.p50_us / 1000.0,
-            other.ping.p99_us / 1000.0,
-            same.ping.p50_us / 1000.0,
-            same.ping.p99_us / 1000.0,
-            rate = crate::wakeup::PROBE_RATE,
+                other.echo_us_per_message,
+                same.echo_us_per_message,
+                other.two_wakeups_vcpu_per_1000(),
+                same.two_wakeups_vcpu_per_1000(),
+                other.ping.p50_us / 1000.0,
+                other.ping.p99_us / 1000.0,
+                same.ping.p50_us / 1000.0,
+                same.ping.p99_us / 1000.0,
+                rate = crate::wakeup::PROBE_RATE,
+            ) + &self.one_vcpu_floor().unwrap_or_default(),
+        )
+    }
+
+    /// The sentence on the one-vCPU runs for [`Self::wakeup_floor`], when they ran.
+    fn one_vcpu_floor(&self) -> Option<String> {
+        let point = self.one_vcpu.as_ref()?;
+        let busier = |kind| point.run(kind).and_then(|r| r.cpu_per_1000()).map(|(c, s)| c.max(s));
+        let (trellis, haproxy) = (busier(Kind::Trellis)?, busier(Kind::Haproxy)?);
+        Some(format!(
+            " With every process of a setup on one vCPU (\"Everything on one vCPU\" below), the busier proxy \
+             of the Trellis pair uses {trellis:.4} vCPU per 1,000 rps and that of the HAProxy pair {haproxy:.4}."
         ))
+    }
+
+    fn write_one_vcpu(&self, md: &mut String) -> std::fmt::Result {
+        let Some(point) = &self.one_vcpu else { return Ok(()) };
+        writeln!(md, "## Everything on one vCPU\n")?;
+        writeln!(
+            md,
+            "The target rate again, {} rps over {} connections in rounds as above, on fresh proxies and a fresh \
+             app with oha, the app and both proxies of every setup confined to CPU 0 with `taskset` (the proxies \
+             keep {} data-path threads). No wake-up crosses vCPUs here, so this is what the proxies themselves use; \
+             the four processes share one vCPU, so requests queue behind each other and the tails are not the \
+             two-vCPU runs' tails.\n",
+            point.rate, point.connections, self.settings.threads
+        )?;
+        writeln!(
+            md,
+            "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )?;
+        write_latency_rows(md, point)?;
+        writeln!(
+            md,
+            "\n| setup | CPU client / 1k req | CPU server / 1k req | of which system: client / server |\n\
+             |---|---:|---:|---:|"
+        )?;
+        for run in point.runs.iter().filter(|r| r.kind != Kind::Direct) {
+            let (Some((c, sv)), Some((sc, ss))) = (run.cpu_per_1000(), run.system_per_1000()) else { continue };
+            writeln!(md, "| {} | {c:.4} s | {sv:.4} s | {sc:.4} / {ss:.4} s |", run.kind.label())?;
+        }
+        writeln!(md)
     }
 
     fn write_wakeup(&self, md: &mut String) -> std::fmt::Result {

@@ -253,3 +253,30 @@ fn each_unthrottled_round_gives_the_pair_s_throughput_per_core_of_its_busier_pro
     assert_eq!(combined.round_per_core(), vec![2000.0, 2000.0]);
     assert_eq!(combined.round_cpu, vec![(0.5, 0.4), (0.3, 0.45)]);
 }
+
+#[test]
+fn the_one_vcpu_runs_get_their_section_and_join_the_reading_of_the_cpu_target() {
+    use crate::wakeup::{PLACEMENTS, PingOutcome, WakeupRun};
+    let mut results = sample();
+    let ping = PingOutcome { messages: 5000, p50_us: 9.0, p99_us: 30.0, p999_us: 90.0, cpu_us_per_message: 9.0 };
+    results.wakeup = vec![
+        WakeupRun { placement: PLACEMENTS[0], echo_us_per_message: 5.0, ping },
+        WakeupRun { placement: PLACEMENTS[1], echo_us_per_message: 40.0, ping },
+    ];
+    assert!(!results.markdown().contains("## Everything on one vCPU"));
+    let mut point = results.rates[1].clone();
+    for run in &mut point.runs {
+        run.proxies = run.proxies.map(|(c, s)| (Usage { cpu_seconds: 0.3, ..c }, Usage { cpu_seconds: 0.45, ..s }));
+    }
+    results.one_vcpu = Some(point);
+    let md = results.markdown();
+    assert!(md.contains("## Everything on one vCPU"), "{md}");
+    // 0.45 CPU seconds over 15,000 requests: 0.03 per 1,000 for the busier (server) proxy.
+    assert!(
+        md.contains(
+            "the busier proxy of the Trellis pair uses 0.0300 vCPU per 1,000 rps and that of the HAProxy pair 0.0300."
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| Trellis pair | 0.0200 s | 0.0300 s |"), "{md}");
+}

@@ -9,8 +9,8 @@
 //!
 //! The modules are split by concern: [`procstat`] reads `/proc`, [`oha`] runs the load generator and
 //! reads its JSON, [`pki`] makes the TLS pairs' certificates, [`setups`] starts and stops the
-//! processes of each setup, [`wakeup`] measures what the machine charges for waking a process (the
-//! floor under the CPU and latency targets), [`report`] and [`chart`] turn the measurements into `proxy.md` and
+//! processes of each setup, [`wakeup`] measures what the machine charges a process for a wake-up (read
+//! next to the CPU and latency targets), [`report`] and [`chart`] turn the measurements into `proxy.md` and
 //! `proxy.svg`.
 
 pub mod chart;

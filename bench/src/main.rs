@@ -394,9 +394,10 @@ impl<'a> Bench<'a> {
     fn measure_quietly(&self, kind: Kind, pairs: &mut Pairs, load: &Load, warmup: u64, name: &str) -> Result<Run> {
         let other = |run: &Run| run.machine.busy - run.machine.bench;
         let mut best = self.measure(kind, pairs, load, warmup, name)?;
-        // Unthrottled, the load's own loopback networking (softirq, charged to no process) is most of
-        // the machine's other busy time: there is nothing quieter to wait for.
+        // Unthrottled, the load itself keeps the machine busy (much of its loopback networking in
+        // softirq context, charged to no bench process): there is no quieter moment to wait for.
         if load.rate.is_none() {
+            best.disturbed = u32::from(other(&best) > self.args.max_other_vcpu);
             return Ok(best);
         }
         let mut latest = other(&best);

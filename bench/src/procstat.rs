@@ -90,9 +90,11 @@ pub fn parse_machine_ticks(text: &str) -> Result<MachineTicks> {
     Ok(MachineTicks { busy: total - fields[3] - fields[4], steal: fields[7] })
 }
 
-/// CPU time of one task (a thread; a process's main thread when given its pid) so far, in
-/// nanoseconds: the first field of `/proc/TASK/schedstat`, the scheduler's own precise count, where
-/// `/proc/PID/stat` counts in clock ticks. `task` is a pid or `thread-self`.
+/// CPU time charged to one task (a thread; a process's main thread when given its pid) so far, in
+/// nanoseconds: the first field of `/proc/TASK/schedstat`, the scheduler's own count, where
+/// `/proc/PID/stat` counts in clock ticks. For a task on a CPU right now it is as of its last tick or
+/// context switch; for one that is waiting (an echo server blocked in `read`) it is exact. `task` is
+/// a pid or `thread-self`.
 pub fn task_cpu_ns(task: &str) -> Result<u64> {
     let path = format!("/proc/{task}/schedstat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -101,7 +103,7 @@ pub fn task_cpu_ns(task: &str) -> Result<u64> {
 
 /// The time on CPU from the text of `/proc/TASK/schedstat` (`on-cpu-ns wait-ns timeslices`).
 pub fn parse_schedstat_ns(text: &str) -> Result<u64> {
-    let first = text.split_whitespace().next().context("empty")?;
+    let first = text.split_whitespace().next().context("no fields")?;
     first.parse().with_context(|| format!("the time on CPU is {first:?}"))
 }
 
@@ -176,11 +178,18 @@ mod tests {
     }
 
     #[test]
-    fn our_own_process_can_be_read() {
+    fn a_thread_s_cpu_time_grows_while_it_works() {
         let before = task_cpu_ns("thread-self").expect("own thread cpu");
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(5) {}
-        assert!(task_cpu_ns("thread-self").expect("own thread cpu") > before);
+        // Sleeping switches the thread out, which brings its count up to date whatever the tick rate.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let after = task_cpu_ns("thread-self").expect("own thread cpu");
+        assert!(after >= before + 4_000_000, "{before} -> {after} ns after a 5 ms busy loop");
+    }
+
+    #[test]
+    fn our_own_process_can_be_read() {
         own_and_children_ticks().expect("own cpu");
         machine_ticks().expect("machine cpu");
         let pid = std::process::id();

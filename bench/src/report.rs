@@ -133,9 +133,11 @@ impl Run {
 
     /// The pair's throughput per core in each round: successful requests per CPU second of its
     /// busier proxy.
-    pub fn round_per_core(&self) -> Vec<f64> {
+    /// `None` for a round whose proxies were charged no CPU time.
+    pub fn round_per_core(&self) -> Vec<Option<f64>> {
         let rounds = self.rounds.iter().zip(&self.round_cpu);
-        rounds.map(|(outcome, &(client, server))| outcome.ok as f64 / client.max(server)).collect()
+        let per_core = |ok: u64, cpu: f64| (cpu > 0.0).then(|| ok as f64 / cpu);
+        rounds.map(|(outcome, &(client, server))| per_core(outcome.ok, client.max(server))).collect()
     }
 
     /// Requests that did not succeed, not counting those oha aborts at the end of its duration.

@@ -1,14 +1,14 @@
 //! The wake-up probe: what this machine charges a process for being woken by a message and
-//! answering it, measured side by side with the proxies in the same run so that the CPU and latency
-//! targets can be read against the machine's floor.
+//! answering it, measured in the same run as the proxies so that their CPU and latency at the
+//! target rate can be read next to it.
 //!
 //! Two plain processes (`trellis-bench-echo`, blocking sockets, no runtime, no parsing) ping-pong
 //! a 1 KiB message over loopback TCP at the target rate: the pinger sends at each tick and waits for
 //! the echo. Per message, the echo server is woken once, reads once, writes once and wakes one other
-//! process. A proxy does at least twice that per request: it is woken by the request and by the
-//! response, reads and writes each, and wakes the process on the other side each time. The probe
-//! runs with both processes on the same CPU, on different CPUs and unpinned, because on a virtual
-//! machine waking a process on another, idle vCPU can cost far more than the work itself.
+//! process. A proxy is woken twice per request (by the request and by the response), reads and
+//! writes each, and wakes the process on the other side each time. The probe runs with both
+//! processes on one CPU, on different CPUs and unpinned, because on a virtual machine a process
+//! woken on a vCPU that was idle can be charged far more than the work itself.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -29,6 +29,8 @@ pub const PROBE_MESSAGES: usize = 5000;
 pub const PROBE_WARMUP_MESSAGES: usize = 500;
 /// Size of each message, as the bench's responses.
 pub const PROBE_MESSAGE_BYTES: usize = 1024;
+/// Taken off `q x n` before rounding a percentile's rank up, against float error.
+const RANK_ROUNDING: f64 = 1e-9;
 /// How long the echo server may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,7 +51,7 @@ impl PingOutcome {
         let n = round_trips.len();
         let at = |q: f64| {
             // Less a hair, so that a rank the float product overshoots (0.999 x 1000) stays exact.
-            let rank = ((q * n as f64 - 1e-9).ceil() as usize).clamp(1, n.max(1));
+            let rank = ((q * n as f64 - RANK_ROUNDING).ceil() as usize).clamp(1, n.max(1));
             round_trips.get(rank - 1).map_or(0.0, |d| d.as_nanos() as f64 / 1e3)
         };
         PingOutcome {
@@ -70,12 +72,18 @@ pub struct Placement {
     pub ping_cpu: Option<usize>,
 }
 
-/// The placements probed: the scheduler's choice, then each extreme.
-pub const PLACEMENTS: [Placement; 3] = [
-    Placement { label: "same CPU", echo_cpu: Some(0), ping_cpu: Some(0) },
-    Placement { label: "different CPUs", echo_cpu: Some(0), ping_cpu: Some(1) },
-    Placement { label: "unpinned", echo_cpu: None, ping_cpu: None },
-];
+/// Both processes on CPU 0: the echo server is woken on a vCPU the pinger keeps busy.
+pub const SAME_CPU: Placement = Placement { label: "same CPU", echo_cpu: Some(0), ping_cpu: Some(0) };
+/// The echo server on CPU 0, the pinger on CPU 1: every message wakes a vCPU that was idle.
+pub const DIFFERENT_CPUS: Placement = Placement { label: "different CPUs", echo_cpu: Some(0), ping_cpu: Some(1) };
+/// Wherever the scheduler puts them.
+pub const UNPINNED: Placement = Placement { label: "unpinned", echo_cpu: None, ping_cpu: None };
+/// The placements probed, in order: the two extremes, then the scheduler's choice.
+pub const PLACEMENTS: [Placement; 3] = [SAME_CPU, DIFFERENT_CPUS, UNPINNED];
+/// Wake-ups of a proxy per request: the request and the response each wake it.
+pub const PROXY_WAKEUPS_PER_REQUEST: f64 = 2.0;
+/// How often the probe tries to reach the echo server while it starts.
+const CONNECT_RETRY: Duration = Duration::from_millis(20);
 
 /// One placement's measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,10 +95,10 @@ pub struct WakeupRun {
 }
 
 impl WakeupRun {
-    /// What two of the echo server's messages cost, in vCPU per 1,000 per second: the least a process
-    /// that is woken twice per request (a proxy) can use at this placement.
+    /// What [`PROXY_WAKEUPS_PER_REQUEST`] of the echo server's messages are charged, in vCPU per
+    /// 1,000 per second: a proxy's wake-ups per request, were each charged as the echo server's.
     pub fn two_wakeups_vcpu_per_1000(&self) -> f64 {
-        2.0 * self.echo_us_per_message / 1000.0
+        PROXY_WAKEUPS_PER_REQUEST * self.echo_us_per_message / 1000.0
     }
 }
 
@@ -124,7 +132,7 @@ pub fn probe_placement(
     while TcpStream::connect(addr).is_err() {
         server.check_running()?;
         anyhow::ensure!(started.elapsed() < START_TIMEOUT, "the echo server did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(CONNECT_RETRY);
     }
     ping(echo, addr, placement.ping_cpu, PROBE_WARMUP_MESSAGES)?;
     let pid = server.pid().to_string();
@@ -190,7 +198,7 @@ mod tests {
     #[test]
     fn two_wakeups_are_read_as_vcpu_per_thousand_per_second() {
         let ping = PingOutcome { messages: 1, p50_us: 0.0, p99_us: 0.0, p999_us: 0.0, cpu_us_per_message: 0.0 };
-        let run = WakeupRun { placement: PLACEMENTS[1], echo_us_per_message: 40.0, ping };
+        let run = WakeupRun { placement: DIFFERENT_CPUS, echo_us_per_message: 40.0, ping };
         // 2 x 40 µs per request at 1,000 requests per second is 80 ms per second.
         assert!((run.two_wakeups_vcpu_per_1000() - 0.08).abs() < 1e-12);
     }

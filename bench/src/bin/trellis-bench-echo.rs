@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 use trellis_bench::procstat;
 use trellis_bench::wakeup::PingOutcome;
 
+/// What the echo server reads at most at once.
+const ECHO_BUFFER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(name = "trellis-bench-echo", version, about)]
 struct Args {
@@ -54,10 +57,10 @@ fn main() -> Result<()> {
 
 fn serve(addr: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; ECHO_BUFFER_BYTES];
     for stream in listener.incoming() {
-        let mut stream = stream.context("accepting")?;
-        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let mut stream = stream.with_context(|| format!("accepting on {addr}"))?;
+        stream.set_nodelay(true).with_context(|| format!("setting TCP_NODELAY on a connection to {addr}"))?;
         loop {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -75,7 +78,7 @@ fn serve(addr: SocketAddr) -> Result<()> {
 fn ping(to: SocketAddr, rate: u32, count: usize, size: usize) -> Result<PingOutcome> {
     anyhow::ensure!(rate > 0 && count > 0 && size > 0, "--rate, --count and --size must be above 0");
     let mut stream = TcpStream::connect(to).with_context(|| format!("connecting to {to}"))?;
-    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    stream.set_nodelay(true).with_context(|| format!("setting TCP_NODELAY on the connection to {to}"))?;
     let message = vec![b'x'; size];
     let mut echo = vec![0u8; size];
     let gap = Duration::from_secs(1) / rate;
@@ -88,8 +91,8 @@ fn ping(to: SocketAddr, rate: u32, count: usize, size: usize) -> Result<PingOutc
         }
         next += gap;
         let sent = Instant::now();
-        stream.write_all(&message).context("sending")?;
-        stream.read_exact(&mut echo).context("reading the echo")?;
+        stream.write_all(&message).with_context(|| format!("sending to {to}"))?;
+        stream.read_exact(&mut echo).with_context(|| format!("reading the echo from {to}"))?;
         round_trips.push(sent.elapsed());
     }
     let cpu_ns = procstat::task_cpu_ns("thread-self")? - cpu_before;

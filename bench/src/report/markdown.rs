@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{Point, Results, TARGET_CPU_PER_1000, mib, split, verdict};
 use crate::setups::Kind;
+use crate::wakeup::{DIFFERENT_CPUS, SAME_CPU};
 
 impl Results {
     /// The report, in markdown.
@@ -54,8 +55,8 @@ impl Results {
              vCPU per 1,000 rps equals CPU seconds per 1,000 requests. Throughput per core is successful \
              requests per CPU second of the pair's busier proxy in the unthrottled run (see below).\n"
         )?;
-        if let Some(floor) = self.wakeup_floor() {
-            writeln!(md, "{floor}\n")?;
+        if let Some(reading) = self.wakeup_reading() {
+            writeln!(md, "{reading}\n")?;
         }
 
         writeln!(md, "## Machine and versions\n")?;
@@ -126,9 +127,9 @@ impl Results {
             s.threads,
             s.threads,
             s.connections,
-            s.seconds / s.rounds.max(1),
-            s.rounds,
-            s.seconds,
+            round_seconds(s.seconds, s.rounds),
+            s.rounds.max(1),
+            round_seconds(s.seconds, s.rounds) * s.rounds.max(1),
             s.warmup_seconds
         )?;
 
@@ -237,9 +238,9 @@ impl Results {
                  throughput is therefore successful requests divided by the CPU seconds each proxy actually used; \
                  the pair's figure is its busier proxy's, with requests and CPU seconds summed over the rounds.\n",
                 s.connections,
-                s.max_seconds / s.max_rounds.max(1),
-                s.max_rounds,
-                s.max_seconds
+                round_seconds(s.max_seconds, s.max_rounds),
+                s.max_rounds.max(1),
+                round_seconds(s.max_seconds, s.max_rounds) * s.max_rounds.max(1)
             )?;
             writeln!(
                 md,
@@ -250,7 +251,8 @@ impl Results {
                 let o = &run.outcome;
                 match (run.proxies, run.per_core()) {
                     (Some((c, sv)), Some((pc, ps))) => {
-                        let rounds: Vec<String> = run.round_per_core().iter().map(|r| format!("{r:.0}")).collect();
+                        let round = |r: &Option<f64>| r.map_or("-".to_owned(), |r| format!("{r:.0}"));
+                        let rounds: Vec<String> = run.round_per_core().iter().map(round).collect();
                         writeln!(
                             md,
                             "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} | {} |",
@@ -397,36 +399,40 @@ impl Results {
 }
 
 impl Results {
-    /// One paragraph reading the CPU and latency targets against the wake-up probe, when it ran on
-    /// two CPUs.
-    fn wakeup_floor(&self) -> Option<String> {
-        let placed = |label: &str| self.wakeup.iter().find(|r| r.placement.label == label);
-        let (same, other) = (placed("same CPU")?, placed("different CPUs")?);
-        Some(
-            format!(
-                "What this machine allows (the wake-up probe below, run first): a plain echo process, woken by a \
-             1 KiB message at {rate} per second, answering it and waking the sender, uses {:.1} µs of CPU per \
-             message when the sender runs on another vCPU and {:.1} µs when it runs on the same one. A proxy \
-             does that at least twice per request (the request and the response each wake it, and it wakes \
-             the process on the other side), so two such wake-ups alone are {:.4} vCPU per 1,000 rps across \
-             vCPUs ({:.4} on one vCPU), against the target of {TARGET_CPU_PER_1000}. One round trip between two \
+    /// One paragraph setting the CPU and latency targets next to the wake-up probe, when it ran on two
+    /// CPUs.
+    fn wakeup_reading(&self) -> Option<String> {
+        let placed = |placement| self.wakeup.iter().find(|r| r.placement == placement);
+        let (same, other) = (placed(SAME_CPU)?, placed(DIFFERENT_CPUS)?);
+        let mut text = format!(
+            "How this machine charges wake-ups (the wake-up probe below, run first): a plain echo process, woken \
+             by a 1 KiB message {rate} times per second, answering it and waking the sender, is charged {:.1} µs \
+             of CPU per message when the sender runs on another vCPU, so that every message wakes a vCPU that \
+             was idle, and {:.1} µs when both run on one vCPU (where the pinger, woken by its timer on the idle \
+             vCPU, is charged {:.1} µs). A proxy is woken twice per request, by the request and by the response, \
+             and wakes the process on the other side each time; at these rates the vCPUs are idle most of the \
+             time. Two cross-vCPU messages of the echo server come to {:.4} vCPU per 1,000 per second, two \
+             one-vCPU messages to {:.4}; the target is {TARGET_CPU_PER_1000}. One round trip between two \
              processes on different vCPUs has a p50 of {:.3} ms and a p99 of {:.3} ms (on one vCPU: {:.3} / \
-             {:.3} ms); a proxy pair puts two more such round trips on every request.",
-                other.echo_us_per_message,
-                same.echo_us_per_message,
-                other.two_wakeups_vcpu_per_1000(),
-                same.two_wakeups_vcpu_per_1000(),
-                other.ping.p50_us / 1000.0,
-                other.ping.p99_us / 1000.0,
-                same.ping.p50_us / 1000.0,
-                same.ping.p99_us / 1000.0,
-                rate = crate::wakeup::PROBE_RATE,
-            ) + &self.one_vcpu_floor().unwrap_or_default(),
-        )
+             {:.3} ms); a proxy pair adds up to two such hops to each request (the probe's percentiles are not \
+             corrected for coordinated omission, and percentiles do not add up).",
+            other.echo_us_per_message,
+            same.echo_us_per_message,
+            same.ping.cpu_us_per_message,
+            other.two_wakeups_vcpu_per_1000(),
+            same.two_wakeups_vcpu_per_1000(),
+            other.ping.p50_us / 1000.0,
+            other.ping.p99_us / 1000.0,
+            same.ping.p50_us / 1000.0,
+            same.ping.p99_us / 1000.0,
+            rate = crate::wakeup::PROBE_RATE,
+        );
+        text.push_str(&self.one_vcpu_reading().unwrap_or_default());
+        Some(text)
     }
 
-    /// The sentence on the one-vCPU runs for [`Self::wakeup_floor`], when they ran.
-    fn one_vcpu_floor(&self) -> Option<String> {
+    /// The sentence on the one-vCPU runs for [`Self::wakeup_reading`], when they ran.
+    fn one_vcpu_reading(&self) -> Option<String> {
         let point = self.one_vcpu.as_ref()?;
         let busier = |kind| point.run(kind).and_then(|r| r.cpu_per_1000()).map(|(c, s)| c.max(s));
         let (trellis, haproxy) = (busier(Kind::Trellis)?, busier(Kind::Haproxy)?);
@@ -473,12 +479,14 @@ impl Results {
         writeln!(md, "## What a wake-up costs on this machine\n")?;
         writeln!(
             md,
-            "Before the proxies run, `trellis-bench-echo` measures the machine's own cost of waking a process: a \
-             pinger sends a {} B message over loopback TCP {} times per second, {} times after a {}-message \
-             warm-up, and waits for each echo; the echo server reads and writes it back. Both are plain blocking \
-             programs (no runtime, no parsing). CPU is each process's time on CPU from `/proc/PID/schedstat` \
-             (nanoseconds); the pinger's own includes its timer wake-up at each tick. The last column is what a \
-             process woken twice per request, as a proxy is, uses at least: two of the echo server's messages.\n",
+            "Before the proxies run, `trellis-bench-echo` measures what the machine charges for waking a \
+             process: a pinger sends a {} B message over loopback TCP {} times per second, {} times after a \
+             {}-message warm-up, and waits for each echo; the echo server reads and writes it back. Both are plain \
+             blocking programs (no runtime, no parsing). CPU is what each process is charged \
+             (`/proc/PID/schedstat`, in nanoseconds; on a virtual machine that includes what the hypervisor does \
+             while the process runs); the pinger's includes being woken by its timer at each tick. The last column \
+             is two of the echo server's messages at 1,000 per second, as many wake-ups as a proxy has per \
+             request.\n",
             crate::wakeup::PROBE_MESSAGE_BYTES,
             crate::wakeup::PROBE_RATE,
             crate::wakeup::PROBE_MESSAGES,
@@ -486,7 +494,7 @@ impl Results {
         )?;
         writeln!(
             md,
-            "| placement | echo server CPU per message | pinger CPU per message | round trip p50 | p99 | p99.9 | two wake-ups, vCPU per 1,000 rps |\n\
+            "| placement | echo server CPU per message | pinger CPU per message | round trip p50 | p99 | p99.9 | two messages, vCPU per 1,000 per s |\n\
              |---|---:|---:|---:|---:|---:|---:|"
         )?;
         for run in &self.wakeup {
@@ -508,6 +516,11 @@ impl Results {
         }
         writeln!(md)
     }
+}
+
+/// Seconds of each round when `seconds` are split into `rounds` (as the driver splits them).
+fn round_seconds(seconds: u64, rounds: u64) -> u64 {
+    (seconds / rounds.max(1)).max(1)
 }
 
 fn write_latency_rows(md: &mut String, point: &Point) -> std::fmt::Result {

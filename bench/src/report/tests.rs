@@ -213,16 +213,16 @@ fn the_markdown_has_every_section_and_no_failures_reported() {
 }
 
 #[test]
-fn the_wakeup_probe_is_tabled_and_read_against_the_cpu_target() {
-    use crate::wakeup::{PLACEMENTS, PingOutcome, WakeupRun};
+fn the_wakeup_probe_is_tabled_and_set_next_to_the_cpu_target() {
+    use crate::wakeup::{DIFFERENT_CPUS, PingOutcome, SAME_CPU, WakeupRun};
     let mut results = sample();
     let md = results.markdown();
     assert!(!md.contains("## What a wake-up costs"), "no section without the probe:\n{md}");
     let ping =
         |p50_us, p99_us| PingOutcome { messages: 5000, p50_us, p99_us, p999_us: p99_us * 4.0, cpu_us_per_message: 9.0 };
     results.wakeup = vec![
-        WakeupRun { placement: PLACEMENTS[0], echo_us_per_message: 5.0, ping: ping(8.0, 40.0) },
-        WakeupRun { placement: PLACEMENTS[1], echo_us_per_message: 40.0, ping: ping(110.0, 320.0) },
+        WakeupRun { placement: SAME_CPU, echo_us_per_message: 5.0, ping: ping(8.0, 40.0) },
+        WakeupRun { placement: DIFFERENT_CPUS, echo_us_per_message: 40.0, ping: ping(110.0, 320.0) },
     ];
     let md = results.markdown();
     assert!(md.contains("## What a wake-up costs on this machine"), "{md}");
@@ -233,7 +233,10 @@ fn the_wakeup_probe_is_tabled_and_read_against_the_cpu_target() {
         "{md}"
     );
     assert!(
-        md.contains("two such wake-ups alone are 0.0800 vCPU per 1,000 rps across vCPUs (0.0100 on one vCPU)"),
+        md.contains(
+            "Two cross-vCPU messages of the echo server come to 0.0800 vCPU per 1,000 per second, two one-vCPU \
+             messages to 0.0100"
+        ),
         "{md}"
     );
     assert!(md.contains("a p50 of 0.110 ms and a p99 of 0.320 ms (on one vCPU: 0.008 / 0.040 ms)"), "{md}");
@@ -250,18 +253,18 @@ fn each_unthrottled_round_gives_the_pair_s_throughput_per_core_of_its_busier_pro
         r
     };
     let combined = Run::combine(vec![round(1000, 0.5, 0.4), round(900, 0.3, 0.45)]).expect("rounds");
-    assert_eq!(combined.round_per_core(), vec![2000.0, 2000.0]);
+    assert_eq!(combined.round_per_core(), vec![Some(2000.0), Some(2000.0)]);
     assert_eq!(combined.round_cpu, vec![(0.5, 0.4), (0.3, 0.45)]);
 }
 
 #[test]
 fn the_one_vcpu_runs_get_their_section_and_join_the_reading_of_the_cpu_target() {
-    use crate::wakeup::{PLACEMENTS, PingOutcome, WakeupRun};
+    use crate::wakeup::{DIFFERENT_CPUS, PingOutcome, SAME_CPU, WakeupRun};
     let mut results = sample();
     let ping = PingOutcome { messages: 5000, p50_us: 9.0, p99_us: 30.0, p999_us: 90.0, cpu_us_per_message: 9.0 };
     results.wakeup = vec![
-        WakeupRun { placement: PLACEMENTS[0], echo_us_per_message: 5.0, ping },
-        WakeupRun { placement: PLACEMENTS[1], echo_us_per_message: 40.0, ping },
+        WakeupRun { placement: SAME_CPU, echo_us_per_message: 5.0, ping },
+        WakeupRun { placement: DIFFERENT_CPUS, echo_us_per_message: 40.0, ping },
     ];
     assert!(!results.markdown().contains("## Everything on one vCPU"));
     let mut point = results.rates[1].clone();

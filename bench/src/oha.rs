@@ -5,7 +5,7 @@
 //! against them too (no coordinated omission). Unthrottled runs (no rate) measure throughput only.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -96,15 +96,7 @@ impl Outcome {
 
 /// Runs oha with `load`, keeps its raw JSON in `raw_json`, and returns the outcome.
 pub fn run(oha: &Path, load: &Load, raw_json: &Path) -> Result<Outcome> {
-    let mut command = match load.cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu.to_string()).arg(oha);
-            c
-        }
-        None => Command::new(oha),
-    };
-    let output = command
+    let output = crate::setups::pinned(oha, load.cpu)
         .args(load.args())
         .stdin(Stdio::null())
         .output()

@@ -44,18 +44,24 @@ pub struct Process {
     pub log: PathBuf,
 }
 
+/// A command running `program`, confined to `cpu` when given with `taskset` (which execs the
+/// program, so the child's pid is the program's).
+pub fn pinned(program: &Path, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 impl Process {
     /// Spawns `command` with output to `log`, pinned to `cpu` when given (with `taskset`, which
     /// execs the program, so the pid is the program's).
     pub fn spawn(name: &str, program: &Path, args: &[String], cpu: Option<usize>, log: PathBuf) -> Result<Process> {
-        let mut command = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
+        let mut command = pinned(program, cpu);
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = command
             .args(args)

@@ -12,7 +12,6 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -151,14 +150,7 @@ pub fn probe_placement(
 
 /// Runs the pinger (pinned to `cpu` when given) for `messages` and reads its outcome.
 fn ping(echo: &Path, addr: SocketAddr, cpu: Option<usize>, messages: usize) -> Result<PingOutcome> {
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu.to_string()).arg(echo);
-            c
-        }
-        None => Command::new(echo),
-    };
+    let mut command = crate::setups::pinned(echo, cpu);
     command.arg("ping").arg("--to").arg(addr.to_string());
     command.arg("--rate").arg(PROBE_RATE.to_string()).arg("--count").arg(messages.to_string());
     command.arg("--size").arg(PROBE_MESSAGE_BYTES.to_string());

@@ -144,11 +144,7 @@ impl Results {
              by milliseconds.\n",
             env.nproc, s.max_other_vcpu, s.retries, s.retry_budget
         )?;
-        writeln!(
-            md,
-            "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        )?;
+        writeln!(md, "{LATENCY_HEADER}")?;
         for point in &self.rates {
             write_latency_rows(md, point)?;
         }
@@ -218,11 +214,7 @@ impl Results {
                 )?;
             }
             writeln!(md, "\nLatency of the same run:\n")?;
-            writeln!(
-                md,
-                "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
-                 |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            )?;
+            writeln!(md, "{LATENCY_HEADER}")?;
             write_latency_rows(md, point)?;
             writeln!(md)?;
         }
@@ -454,11 +446,7 @@ impl Results {
              two-vCPU runs' tails.\n",
             point.rate, point.connections, self.settings.threads
         )?;
-        writeln!(
-            md,
-            "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        )?;
+        writeln!(md, "{LATENCY_HEADER}")?;
         write_latency_rows(md, point)?;
         writeln!(
             md,
@@ -517,6 +505,11 @@ impl Results {
         writeln!(md)
     }
 }
+
+/// The header of every latency table ([`write_latency_rows`] writes the rows).
+const LATENCY_HEADER: &str = "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | \
+                              added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
+                              |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 /// Seconds of each round when `seconds` are split into `rounds` (as the driver splits them).
 fn round_seconds(seconds: u64, rounds: u64) -> u64 {

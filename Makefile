@@ -43,8 +43,12 @@ analyze-examples:
 clean:
 	$(CARGO) clean
 
+## bench: every benchmark, one after the other; each writes its Markdown table under bench/results/.
+.PHONY: bench
+bench: bench-proxy bench-controlplane bench-webhook
+
 ## bench-proxy: latency, CPU and memory of Trellis proxy pairs vs direct vs HAProxy pairs (plain text and mutual TLS), in one
-## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~10 minutes). Extra driver flags:
+## run on this machine; writes bench/results/proxy.md and bench/results/proxy.svg (~12 minutes). Extra driver flags:
 ## ARGS="--setups trellis,trellis-resilient --rates 1000 --rounds 9 --seconds 45 --out bench/results/resilience".
 .PHONY: bench-proxy
 bench-proxy:

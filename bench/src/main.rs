@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use trellis_bench::oha::{self, Load};
 use trellis_bench::pki::{MeshPki, PkiFiles};
-use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, TARGET_RATE, Usage};
+use trellis_bench::report::{Environment, Machine, Point, Results, Run, Settings, TARGET_RATE, Usage, round_seconds};
 use trellis_bench::setups::{self, ENTRY_PORT, Kind, Pair, PairOptions};
 use trellis_bench::wakeup::{self, PROBE_MESSAGES, PROBE_RATE};
 use trellis_bench::{chart, procstat};
@@ -371,7 +371,7 @@ impl<'a> Bench<'a> {
         tag: &str,
     ) -> Result<Vec<Run>> {
         let rounds = rounds.max(1);
-        let round_seconds = (seconds / rounds).max(1);
+        let round_seconds = round_seconds(seconds, rounds);
         let mut per_kind: Vec<Vec<Run>> = vec![Vec::new(); self.kinds.len()];
         for round in 1..=rounds {
             // The first unthrottled round gets a longer warm-up: it runs on fresh processes.

@@ -132,8 +132,7 @@ impl Run {
     }
 
     /// The pair's throughput per core in each round: successful requests per CPU second of its
-    /// busier proxy.
-    /// `None` for a round whose proxies were charged no CPU time.
+    /// busier proxy (`None` for a round whose proxies were charged no CPU time).
     pub fn round_per_core(&self) -> Vec<Option<f64>> {
         let rounds = self.rounds.iter().zip(&self.round_cpu);
         let per_core = |ok: u64, cpu: f64| (cpu > 0.0).then(|| ok as f64 / cpu);
@@ -226,6 +225,11 @@ pub struct Results {
     /// Per log file, the warning and error lines found in it.
     pub log_findings: Vec<(String, Vec<String>)>,
     pub elapsed_seconds: f64,
+}
+
+/// Seconds of each round when `seconds` of a load are split into `rounds` (at least one of each).
+pub fn round_seconds(seconds: u64, rounds: u64) -> u64 {
+    (seconds / rounds.max(1)).max(1)
 }
 
 fn mib(kib: u64) -> f64 {

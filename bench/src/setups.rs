@@ -499,20 +499,39 @@ fn refuses_plaintext(kind: Kind, server_side: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// How often a starting process is checked on.
+const START_POLL: Duration = Duration::from_millis(50);
+
 /// Waits until a GET to `addr` answers 200, failing early if one of `processes` exits.
 pub fn wait_for_200(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<()> {
+    wait_until(processes, || http_status(addr) == Some(200), || format!("nothing answered 200 on {addr}"))
+}
+
+/// Waits until `addr` accepts a connection (closed at once), failing early if one of `processes`
+/// exits.
+pub fn wait_for_listener(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<()> {
+    wait_until(processes, || TcpStream::connect(addr).is_ok(), || format!("nothing listened on {addr}"))
+}
+
+/// Polls `ready` until it holds, for at most [`START_TIMEOUT`], failing early if one of `processes`
+/// exits; `what` says what did not happen.
+fn wait_until(
+    processes: &mut [&mut Process],
+    mut ready: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         for process in processes.iter_mut() {
             process.check_running()?;
         }
-        if http_status(addr) == Some(200) {
+        if ready() {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("nothing answered 200 on {addr} within {START_TIMEOUT:?}");
+            bail!("{} within {START_TIMEOUT:?}", what());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(START_POLL);
     }
 }
 

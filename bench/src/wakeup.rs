@@ -10,9 +10,9 @@
 //! processes on one CPU, on different CPUs and unpinned, because on a virtual machine a process
 //! woken on a vCPU that was idle can be charged far more than the work itself.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,6 @@ pub const PROBE_WARMUP_MESSAGES: usize = 500;
 pub const PROBE_MESSAGE_BYTES: usize = 1024;
 /// Taken off `q x n` before rounding a percentile's rank up, against float error.
 const RANK_ROUNDING: f64 = 1e-9;
-/// How long the echo server may take to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the pinger prints: round-trip percentiles and its own CPU time per message.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -81,8 +79,6 @@ pub const UNPINNED: Placement = Placement { label: "unpinned", echo_cpu: None, p
 pub const PLACEMENTS: [Placement; 3] = [SAME_CPU, DIFFERENT_CPUS, UNPINNED];
 /// Wake-ups of a proxy per request: the request and the response each wake it.
 pub const PROXY_WAKEUPS_PER_REQUEST: f64 = 2.0;
-/// How often the probe tries to reach the echo server while it starts.
-const CONNECT_RETRY: Duration = Duration::from_millis(20);
 
 /// One placement's measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -126,13 +122,8 @@ pub fn probe_placement(
     let slug = placement.label.replace(' ', "-");
     let args = vec!["serve".to_owned(), "--listen".to_owned(), addr.to_string()];
     let mut server = Process::spawn("echo", echo, &args, placement.echo_cpu, dir.join(format!("echo-{slug}.log")))?;
-    let started = Instant::now();
-    // Each probe connection is served in turn, so this one closing frees the server for the pinger.
-    while TcpStream::connect(addr).is_err() {
-        server.check_running()?;
-        anyhow::ensure!(started.elapsed() < START_TIMEOUT, "the echo server did not listen on {addr}");
-        std::thread::sleep(CONNECT_RETRY);
-    }
+    // The server takes connections one at a time: this one, closed at once, leaves it to the pinger.
+    crate::setups::wait_for_listener(addr, &mut [&mut server])?;
     ping(echo, addr, placement.ping_cpu, PROBE_WARMUP_MESSAGES)?;
     let pid = server.pid().to_string();
     let before = procstat::task_cpu_ns(&pid)?;

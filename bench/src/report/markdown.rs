@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Point, Results, TARGET_CPU_PER_1000, mib, split, verdict};
+use super::{Point, Results, TARGET_CPU_PER_1000, mib, round_seconds, split, verdict};
 use crate::setups::Kind;
 use crate::wakeup::{DIFFERENT_CPUS, SAME_CPU};
 
@@ -510,11 +510,6 @@ impl Results {
 const LATENCY_HEADER: &str = "| rate | setup | achieved rps | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | \
                               added p99.9 | p99 of each round | ok | failed | machine vCPU busy (bench / steal) |\n\
                               |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
-
-/// Seconds of each round when `seconds` are split into `rounds` (as the driver splits them).
-fn round_seconds(seconds: u64, rounds: u64) -> u64 {
-    (seconds / rounds.max(1)).max(1)
-}
 
 fn write_latency_rows(md: &mut String, point: &Point) -> std::fmt::Result {
     for run in &point.runs {

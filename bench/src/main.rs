@@ -354,10 +354,11 @@ impl<'a> Bench<'a> {
         Ok(ticks)
     }
 
-    /// User plus system and system CPU seconds of a process so far.
-    fn cpu_seconds(&self, pid: u32) -> Result<(f64, f64)> {
+    /// CPU seconds of a process so far: by the scheduler's count, as `utime + stime`, and `stime`.
+    fn cpu_seconds(&self, pid: u32) -> Result<[f64; 3]> {
         let ticks = procstat::process_ticks(pid)?;
-        Ok((ticks.total() as f64 / self.ticks_per_second, ticks.system as f64 / self.ticks_per_second))
+        let scheduler = procstat::process_cpu_ns(pid)? as f64 / 1e9;
+        Ok([scheduler, ticks.total() as f64 / self.ticks_per_second, ticks.system as f64 / self.ticks_per_second])
     }
 
     /// Every setup under one load, `seconds` in all per setup, in `rounds` interleaved rounds.
@@ -440,10 +441,11 @@ impl<'a> Bench<'a> {
         let seconds = started.elapsed().as_secs_f64();
         let proxies = match (pair, before) {
             (Some(pair), Some((client_before, server_before))) => {
-                let usage = |pid: u32, (cpu_before, system_before): (f64, f64)| -> Result<Usage> {
-                    let (cpu, system) = self.cpu_seconds(pid)?;
+                let usage = |pid: u32, [cpu_before, stat_before, system_before]: [f64; 3]| -> Result<Usage> {
+                    let [cpu, stat, system] = self.cpu_seconds(pid)?;
                     Ok(Usage {
                         cpu_seconds: cpu - cpu_before,
+                        stat_seconds: stat - stat_before,
                         system_seconds: system - system_before,
                         memory: procstat::memory(pid)?,
                     })

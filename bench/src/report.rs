@@ -23,8 +23,10 @@ pub const TARGET_RESILIENCE_P99_GROWTH_PERCENT: f64 = 10.0;
 /// CPU and memory of one proxy over one run.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
-    /// utime + stime spent during the run.
+    /// Time on CPU during the run, by the scheduler's count ([`crate::procstat::process_cpu_ns`]).
     pub cpu_seconds: f64,
+    /// `utime + stime` during the run (`/proc/PID/stat`, in clock ticks): the same time, sampled.
+    pub stat_seconds: f64,
     /// Of which stime: the kernel's work for the process (system calls, the loopback network stack),
     /// which a proxy can only lower by making fewer calls.
     pub system_seconds: f64,
@@ -87,11 +89,13 @@ impl Run {
             (
                 Usage {
                     cpu_seconds: cpu(|p| p.0.cpu_seconds),
+                    stat_seconds: cpu(|p| p.0.stat_seconds),
                     system_seconds: cpu(|p| p.0.system_seconds),
                     memory: client_memory,
                 },
                 Usage {
                     cpu_seconds: cpu(|p| p.1.cpu_seconds),
+                    stat_seconds: cpu(|p| p.1.stat_seconds),
                     system_seconds: cpu(|p| p.1.system_seconds),
                     memory: server_memory,
                 },
@@ -117,6 +121,13 @@ impl Run {
         Some((client.cpu_seconds / thousands, server.cpu_seconds / thousands))
     }
 
+    /// [`Run::cpu_per_1000`] by `utime + stime` (`/proc/PID/stat`) instead of the scheduler's count.
+    pub fn stat_per_1000(&self) -> Option<(f64, f64)> {
+        let (client, server) = self.proxies?;
+        let thousands = self.outcome.ok as f64 / 1000.0;
+        Some((client.stat_seconds / thousands, server.stat_seconds / thousands))
+    }
+
     /// Of [`Run::cpu_per_1000`], the kernel's part (system time) of the client and the server proxy.
     pub fn system_per_1000(&self) -> Option<(f64, f64)> {
         let (client, server) = self.proxies?;
@@ -129,6 +140,14 @@ impl Run {
         let (client, server) = self.proxies?;
         let ok = self.outcome.ok as f64;
         Some((ok / client.cpu_seconds, ok / server.cpu_seconds))
+    }
+
+    /// The pair's [`Run::per_core`] (its busier proxy's) by `utime + stime` instead of the scheduler's
+    /// count.
+    pub fn stat_per_core(&self) -> Option<f64> {
+        let (client, server) = self.proxies?;
+        let busier = client.stat_seconds.max(server.stat_seconds);
+        (busier > 0.0).then(|| self.outcome.ok as f64 / busier)
     }
 
     /// The pair's throughput per core in each round: successful requests per CPU second of its

@@ -120,8 +120,12 @@ impl Results {
              per setup and load ({} s measured in all), the setups taking turns round by round; a {} s warm-up run \
              at the same rate precedes each round and is discarded. A percentile in the tables is the median of \
              the rounds' percentiles (each round's p99 is listed too); counts and CPU are summed over the rounds. \
-             CPU is utime+stime from `/proc/PID/stat` before and after each measured round; memory is \
-             `VmHWM`/`VmRSS` from `/proc/PID/status` after the last round.\n",
+             CPU is each proxy's time on CPU by the scheduler's count, summed over its threads \
+             (`/proc/PID/task/TID/schedstat`, in nanoseconds), read before and after each measured round; \
+             `/proc/PID/stat`'s utime+stime, which grow by whole 10 ms clock ticks sampled at each tick (a \
+             proxy using 0.09 vCPU for 15 s is counted in some 135 samples, a spread of several percent), gives \
+             the system share and is tabled beside it. Memory is `VmHWM`/`VmRSS` from `/proc/PID/status` after \
+             the last round.\n",
             s.app_threads,
             s.threads,
             s.threads,
@@ -153,26 +157,26 @@ impl Results {
         writeln!(md, "## CPU and memory per proxy at fixed rates\n")?;
         writeln!(
             md,
-            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps), of which system time (`stime`: the kernel's \
+            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps) by the scheduler's count, the same by utime+stime, of which system time (`stime`: the kernel's \
              work for the proxy, its system calls and the loopback network stack under them; the rest is the \
              proxy's own code), and the peak RSS (`VmHWM`, so far in the process's life: the proxies run through \
              all rates in order) after the run.\n"
         )?;
         writeln!(
             md,
-            "| rate | setup | CPU client / 1k req | CPU server / 1k req | of which system: client / server | vCPU client | vCPU server | peak RSS client | peak RSS server |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|"
+            "| rate | setup | CPU client / 1k req | CPU server / 1k req | utime+stime: client / server | of which system: client / server | vCPU client | vCPU server | peak RSS client | peak RSS server |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         )?;
         for point in &self.rates {
             for run in point.runs.iter().filter(|r| r.kind != Kind::Direct) {
-                let (Some((c, sv)), Some((sc, ss)), Some((uc, us))) =
-                    (run.cpu_per_1000(), run.system_per_1000(), run.proxies)
+                let (Some((c, sv)), Some((tc, ts)), Some((sc, ss)), Some((uc, us))) =
+                    (run.cpu_per_1000(), run.stat_per_1000(), run.system_per_1000(), run.proxies)
                 else {
                     continue;
                 };
                 writeln!(
                     md,
-                    "| {} | {} | {c:.4} s | {sv:.4} s | {sc:.4} / {ss:.4} s | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB |",
+                    "| {} | {} | {c:.4} s | {sv:.4} s | {tc:.4} / {ts:.4} s | {sc:.4} / {ss:.4} s | {:.3} | {:.3} | {:.1} MiB | {:.1} MiB |",
                     point.rate,
                     run.kind.label(),
                     uc.cpu_seconds / run.seconds,
@@ -227,8 +231,10 @@ impl Results {
                  after a warm-up, through fresh proxies with one data-path thread each (`--concurrency 1` / `nbthread 1`), the client-side proxy pinned to CPU 0 and the \
                  server-side proxy to CPU 1 with `taskset`; oha and the app are not pinned and share the same two \
                  CPUs, so the pair's raw rps is bounded by the whole machine, not by one proxy. Per-core \
-                 throughput is therefore successful requests divided by the CPU seconds each proxy actually used; \
-                 the pair's figure is its busier proxy's, with requests and CPU seconds summed over the rounds.\n",
+                 throughput is therefore successful requests divided by the CPU seconds each proxy actually used \
+                 (the scheduler's count); the pair's figure is its busier proxy's, with requests and CPU seconds \
+                 summed over the rounds. The last but two column is the pair's figure by utime+stime, whose tick \
+                 sampling spreads it by a few percent.\n",
                 s.connections,
                 round_seconds(s.max_seconds, s.max_rounds),
                 s.max_rounds.max(1),
@@ -236,8 +242,8 @@ impl Results {
             )?;
             writeln!(
                 md,
-                "| setup | achieved rps | vCPU client | vCPU server | rps per client core | rps per server core | pair: rps per core | pair: each round | ok | failed |\n\
-                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "| setup | achieved rps | vCPU client | vCPU server | rps per client core | rps per server core | pair: rps per core | pair: each round | pair: by utime+stime | ok | failed |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             )?;
             for run in &self.max {
                 let o = &run.outcome;
@@ -247,20 +253,21 @@ impl Results {
                         let rounds: Vec<String> = run.round_per_core().iter().map(round).collect();
                         writeln!(
                             md,
-                            "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} | {} |",
+                            "| {} | {:.0} | {:.2} | {:.2} | {pc:.0} | {ps:.0} | {:.0} | {} | {} | {} | {} |",
                             run.kind.label(),
                             o.rps,
                             c.cpu_seconds / run.seconds,
                             sv.cpu_seconds / run.seconds,
                             pc.min(ps),
                             rounds.join(" / "),
+                            run.stat_per_core().map_or("-".to_owned(), |v| format!("{v:.0}")),
                             o.ok,
                             run.failed()
                         )?
                     }
                     _ => writeln!(
                         md,
-                        "| {} | {:.0} | - | - | - | - | - | - | {} | {} |",
+                        "| {} | {:.0} | - | - | - | - | - | - | - | {} | {} |",
                         run.kind.label(),
                         o.rps,
                         o.ok,

@@ -25,7 +25,7 @@ pub const TARGET_RESILIENCE_P99_GROWTH_PERCENT: f64 = 10.0;
 pub struct Usage {
     /// Time on CPU during the run, by the scheduler's count ([`crate::procstat::process_cpu_ns`]).
     pub cpu_seconds: f64,
-    /// `utime + stime` during the run (`/proc/PID/stat`, in clock ticks): the same time, sampled.
+    /// `utime + stime` during the run (`/proc/PID/stat`): the same time in whole 10 ms clock ticks.
     pub stat_seconds: f64,
     /// Of which stime: the kernel's work for the process (system calls, the loopback network stack),
     /// which a proxy can only lower by making fewer calls.

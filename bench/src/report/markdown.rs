@@ -121,11 +121,11 @@ impl Results {
              at the same rate precedes each round and is discarded. A percentile in the tables is the median of \
              the rounds' percentiles (each round's p99 is listed too); counts and CPU are summed over the rounds. \
              CPU is each proxy's time on CPU by the scheduler's count, summed over its threads \
-             (`/proc/PID/task/TID/schedstat`, in nanoseconds), read before and after each measured round; \
-             `/proc/PID/stat`'s utime+stime, which grow by whole 10 ms clock ticks sampled at each tick (a \
-             proxy using 0.09 vCPU for 15 s is counted in some 135 samples, a spread of several percent), gives \
-             the system share and is tabled beside it. Memory is `VmHWM`/`VmRSS` from `/proc/PID/status` after \
-             the last round.\n",
+             (`/proc/PID/task/TID/schedstat`, in nanoseconds), read before and after each measured round. \
+             `/proc/PID/stat`'s utime+stime is the same count cut to whole 10 ms clock ticks at each reading \
+             (2% of what a proxy uses in a 5 s round at 1,000 rps, 7% on one vCPU); it gives the system share \
+             and is tabled beside it. Memory is `VmHWM`/`VmRSS` from `/proc/PID/status` after the last \
+             round.\n",
             s.app_threads,
             s.threads,
             s.threads,
@@ -233,8 +233,8 @@ impl Results {
                  CPUs, so the pair's raw rps is bounded by the whole machine, not by one proxy. Per-core \
                  throughput is therefore successful requests divided by the CPU seconds each proxy actually used \
                  (the scheduler's count); the pair's figure is its busier proxy's, with requests and CPU seconds \
-                 summed over the rounds. The last but two column is the pair's figure by utime+stime, whose tick \
-                 sampling spreads it by a few percent.\n",
+                 summed over the rounds. The last but two column is the pair's figure by utime+stime (whole \
+                 clock ticks), for comparison.\n",
                 s.connections,
                 round_seconds(s.max_seconds, s.max_rounds),
                 s.max_rounds.max(1),

@@ -504,23 +504,29 @@ const START_POLL: Duration = Duration::from_millis(50);
 
 /// Waits until a GET to `addr` answers 200, failing early if one of `processes` exits.
 pub fn wait_for_200(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<()> {
-    wait_until(processes, || http_status(addr) == Some(200), || format!("nothing answered 200 on {addr}"))
+    wait_until(
+        processes,
+        START_TIMEOUT,
+        || http_status(addr) == Some(200),
+        || format!("nothing answered 200 on {addr}"),
+    )
 }
 
 /// Waits until `addr` accepts a connection (closed at once), failing early if one of `processes`
 /// exits.
 pub fn wait_for_listener(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<()> {
-    wait_until(processes, || TcpStream::connect(addr).is_ok(), || format!("nothing listened on {addr}"))
+    wait_until(processes, START_TIMEOUT, || TcpStream::connect(addr).is_ok(), || format!("nothing listened on {addr}"))
 }
 
-/// Polls `ready` until it holds, for at most [`START_TIMEOUT`], failing early if one of `processes`
-/// exits; `what` says what did not happen.
-fn wait_until(
+/// Polls `ready` until it holds, for at most `timeout`, failing early if one of `processes` exits;
+/// `what` says what did not happen.
+pub fn wait_until(
     processes: &mut [&mut Process],
+    timeout: Duration,
     mut ready: impl FnMut() -> bool,
     what: impl Fn() -> String,
 ) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         for process in processes.iter_mut() {
             process.check_running()?;
@@ -529,7 +535,7 @@ fn wait_until(
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} within {START_TIMEOUT:?}", what());
+            bail!("{} within {timeout:?}", what());
         }
         std::thread::sleep(START_POLL);
     }

@@ -16,7 +16,7 @@ use trellis_bench::controlplane::client::{self, Recorder};
 use trellis_bench::controlplane::mesh::{ChangeKind, Mesh, Shape, write_file};
 use trellis_bench::controlplane::report::{ChangeResult, Environment, Report, Setup};
 use trellis_bench::procstat::{self, clock_ticks};
-use trellis_bench::setups::Process;
+use trellis_bench::setups::{self, Process};
 
 /// Why simulated proxies stopped.
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
@@ -298,18 +298,22 @@ fn quiet(recorder: &Recorder) -> Result<()> {
 
 /// Reads trellisd's log until it says where it listens.
 fn wait_listening(trellisd: &mut Process, log: &Path) -> Result<SocketAddr> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    let mut address = None;
+    let said = || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(address) = text.lines().find_map(|l| l.strip_prefix(LISTENING_LINE)) {
-            return address.trim().parse().with_context(|| format!("trellisd's address {address:?}"));
-        }
-        trellisd.check_running()?;
-        if Instant::now() > deadline {
-            bail!("trellisd did not listen within {START_TIMEOUT:?}; see {}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        text.lines().find_map(|l| l.strip_prefix(LISTENING_LINE)).map(|a| a.trim().to_owned())
+    };
+    setups::wait_until(
+        &mut [trellisd],
+        START_TIMEOUT,
+        || {
+            address = said();
+            address.is_some()
+        },
+        || format!("trellisd did not say where it listens (see {})", log.display()),
+    )?;
+    let address = address.unwrap_or_default();
+    address.parse().with_context(|| format!("trellisd's address {address:?}"))
 }
 
 fn count_files(dir: &Path) -> Result<usize> {

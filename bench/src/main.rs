@@ -357,7 +357,7 @@ impl<'a> Bench<'a> {
     /// CPU seconds of a process so far: by the scheduler's count, as `utime + stime`, and `stime`.
     fn cpu_seconds(&self, pid: u32) -> Result<[f64; 3]> {
         let ticks = procstat::process_ticks(pid)?;
-        let scheduler = procstat::process_cpu_ns(pid)? as f64 / 1e9;
+        let scheduler = Duration::from_nanos(procstat::process_cpu_ns(pid)?).as_secs_f64();
         Ok([scheduler, ticks.total() as f64 / self.ticks_per_second, ticks.system as f64 / self.ticks_per_second])
     }
 
@@ -443,9 +443,10 @@ impl<'a> Bench<'a> {
             (Some(pair), Some((client_before, server_before))) => {
                 let usage = |pid: u32, [cpu_before, stat_before, system_before]: [f64; 3]| -> Result<Usage> {
                     let [cpu, stat, system] = self.cpu_seconds(pid)?;
+                    let stat = stat - stat_before;
                     Ok(Usage {
-                        cpu_seconds: cpu - cpu_before,
-                        stat_seconds: stat - stat_before,
+                        cpu_seconds: procstat::trusted_scheduler_seconds(cpu - cpu_before, stat, self.ticks_per_second),
+                        stat_seconds: stat,
                         system_seconds: system - system_before,
                         memory: procstat::memory(pid)?,
                     })

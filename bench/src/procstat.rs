@@ -102,12 +102,11 @@ pub fn task_cpu_ns(task: &str) -> Result<u64> {
     parse_schedstat_ns(&text).with_context(|| format!("parsing {path}"))
 }
 
-/// CPU time charged to all of a process's threads so far, in nanoseconds: [`task_cpu_ns`] summed over
-/// `/proc/PID/task/*`. `/proc/PID/stat` gives the same count (the kernel scales its per-tick samples
-/// of `utime` and `stime` so that their sum is the scheduler's), but in whole 10 ms clock ticks per
-/// reading: 2% of what a proxy uses in a 5 s round at 1,000 rps, 7% of it with every process on one
-/// vCPU. This one is exact to the last context switch or tick of each thread. A thread that ends
-/// between two readings takes its time with it; the proxies' threads live as long as they do.
+/// CPU time charged to the threads a process has now, in nanoseconds: [`task_cpu_ns`] summed over
+/// `/proc/PID/task/*`, each exact to its thread's last context switch or tick. `/proc/PID/stat` counts
+/// the same time (the kernel scales its tick samples of `utime` and `stime` so that their sum is the
+/// scheduler's), but rounds each of the two down to whole clock ticks at every reading, and it keeps
+/// the time of threads that ended, which this sum loses: see [`trusted_scheduler_seconds`].
 pub fn process_cpu_ns(pid: u32) -> Result<u64> {
     let dir = format!("/proc/{pid}/task");
     let mut total = 0;
@@ -122,6 +121,19 @@ pub fn process_cpu_ns(pid: u32) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Clock ticks by which the scheduler's count may fall short of `utime + stime` before it is not
+/// trusted: each of the two is rounded down to a whole tick at both readings.
+pub const STAT_ROUNDING_TICKS: f64 = 2.0;
+
+/// The CPU seconds a process used between two readings: `scheduler` (from [`process_cpu_ns`]) when it
+/// agrees with `stat` (`utime + stime` over the same span) to within their rounding, else `stat`. The
+/// scheduler's sum falls short when a thread ended between the readings (a tokio blocking-pool thread
+/// that went idle, say), taking all its time with it, and reads zero when the kernel keeps no
+/// schedstat; `/proc/PID/stat` keeps both right.
+pub fn trusted_scheduler_seconds(scheduler: f64, stat: f64, ticks_per_second: f64) -> f64 {
+    if scheduler + STAT_ROUNDING_TICKS / ticks_per_second < stat { stat } else { scheduler }
 }
 
 /// The time on CPU from the text of `/proc/TASK/schedstat` (`on-cpu-ns wait-ns timeslices`).
@@ -200,47 +212,65 @@ mod tests {
         assert!(parse_schedstat_ns("x 1 2").is_err());
     }
 
+    /// Multiplications [`busy_work`] does: about 5 ms on this machine's CPUs.
+    const BUSY_STEPS: u64 = 5_000_000;
+    /// The least CPU time [`busy_work`] is charged on any machine CI runs on.
+    const BUSY_MIN_NS: u64 = 1_000_000;
+
+    /// A fixed amount of work, not a span of wall time: other threads may take the CPU meanwhile, but
+    /// this work is charged to the calling thread whatever they do. Ends with a short sleep, which
+    /// switches the thread out and so brings its count up to date whatever the tick rate.
+    fn busy_work() -> u64 {
+        let mut x = 1u64;
+        for _ in 0..BUSY_STEPS {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        x
+    }
+
     #[test]
     fn a_thread_s_cpu_time_grows_while_it_works() {
         let before = task_cpu_ns("thread-self").expect("own thread cpu");
-        // A fixed amount of work (about 5 ms on this machine's CPUs), not a span of wall time: other
-        // threads may take the CPU meanwhile, but this work is charged to this thread whatever they do.
-        let mut x = 1u64;
-        for _ in 0..5_000_000 {
-            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
-        }
-        // Sleeping switches the thread out, which brings its count up to date whatever the tick rate.
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        let x = busy_work();
         let after = task_cpu_ns("thread-self").expect("own thread cpu");
-        assert!(after >= before + 1_000_000, "{before} -> {after} ns after 5 million multiplications ({x})");
+        assert!(after >= before + BUSY_MIN_NS, "{before} -> {after} ns after {BUSY_STEPS} multiplications ({x})");
     }
 
     #[test]
     fn a_process_s_cpu_time_counts_the_work_of_each_of_its_threads() {
-        let pid = std::process::id();
-        let before = process_cpu_ns(pid).expect("process cpu");
-        // Two threads each do a fixed amount of work and report what they were charged for it.
+        // Both workers stay alive until the process is read, so the sum must hold what each was charged.
+        let done = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let read = std::sync::Arc::new(std::sync::Barrier::new(3));
         let workers: Vec<_> = (0..2)
             .map(|_| {
-                std::thread::spawn(|| {
-                    let start = task_cpu_ns("thread-self").expect("thread cpu");
-                    let mut x = 1u64;
-                    for _ in 0..5_000_000 {
-                        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    let charged = task_cpu_ns("thread-self").expect("thread cpu") - start;
-                    // Read while the thread still exists, so the process's sum includes it.
-                    let total = process_cpu_ns(std::process::id()).expect("process cpu");
-                    (charged, total, x)
+                let (done, read) = (done.clone(), read.clone());
+                std::thread::spawn(move || {
+                    busy_work();
+                    let charged = task_cpu_ns("thread-self").expect("thread cpu");
+                    done.wait();
+                    read.wait();
+                    charged
                 })
             })
             .collect();
-        let results: Vec<(u64, u64, u64)> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
-        for &(charged, total, _) in &results {
-            assert!(charged >= 1_000_000, "a worker was charged {charged} ns for 5 million multiplications");
-            assert!(total >= before + charged, "process {before} -> {total} ns, a thread alone {charged} ns");
-        }
+        done.wait();
+        let total = process_cpu_ns(std::process::id()).expect("process cpu");
+        read.wait();
+        let charged: Vec<u64> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+        assert!(charged.iter().all(|&c| c >= BUSY_MIN_NS), "workers charged {charged:?} ns");
+        let workers_total: u64 = charged.iter().sum();
+        assert!(total >= workers_total, "process {total} ns, its two workers alone {workers_total} ns");
+    }
+
+    #[test]
+    fn the_scheduler_s_count_stands_unless_it_falls_short_of_utime_and_stime_beyond_their_rounding() {
+        // 100 ticks per second: two ticks are 0.02 s.
+        assert_eq!(trusted_scheduler_seconds(1.234, 1.23, 100.0), 1.234);
+        assert_eq!(trusted_scheduler_seconds(1.215, 1.23, 100.0), 1.215);
+        // A thread that ended took its time out of the sum; schedstat off reads zero.
+        assert_eq!(trusted_scheduler_seconds(0.9, 1.23, 100.0), 1.23);
+        assert_eq!(trusted_scheduler_seconds(0.0, 1.23, 100.0), 1.23);
     }
 
     #[test]

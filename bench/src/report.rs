@@ -114,32 +114,35 @@ impl Run {
         })
     }
 
-    /// CPU seconds per 1,000 successful requests of the client and the server proxy.
-    pub fn cpu_per_1000(&self) -> Option<(f64, f64)> {
+    /// `seconds` of the client and the server proxy per 1,000 successful requests.
+    fn per_1000(&self, seconds: fn(&Usage) -> f64) -> Option<(f64, f64)> {
         let (client, server) = self.proxies?;
         let thousands = self.outcome.ok as f64 / 1000.0;
-        Some((client.cpu_seconds / thousands, server.cpu_seconds / thousands))
+        Some((seconds(&client) / thousands, seconds(&server) / thousands))
+    }
+
+    /// CPU seconds per 1,000 successful requests of the client and the server proxy.
+    pub fn cpu_per_1000(&self) -> Option<(f64, f64)> {
+        self.per_1000(|u| u.cpu_seconds)
     }
 
     /// [`Run::cpu_per_1000`] by `utime + stime` (`/proc/PID/stat`) instead of the scheduler's count.
     pub fn stat_per_1000(&self) -> Option<(f64, f64)> {
-        let (client, server) = self.proxies?;
-        let thousands = self.outcome.ok as f64 / 1000.0;
-        Some((client.stat_seconds / thousands, server.stat_seconds / thousands))
+        self.per_1000(|u| u.stat_seconds)
     }
 
-    /// Of [`Run::cpu_per_1000`], the kernel's part (system time) of the client and the server proxy.
+    /// Of [`Run::stat_per_1000`], the kernel's part (system time) of the client and the server proxy.
     pub fn system_per_1000(&self) -> Option<(f64, f64)> {
-        let (client, server) = self.proxies?;
-        let thousands = self.outcome.ok as f64 / 1000.0;
-        Some((client.system_seconds / thousands, server.system_seconds / thousands))
+        self.per_1000(|u| u.system_seconds)
     }
 
-    /// Successful requests per CPU second of the client and of the server proxy.
+    /// Successful requests per CPU second of the client and of the server proxy (`None` when either
+    /// was charged no CPU time).
     pub fn per_core(&self) -> Option<(f64, f64)> {
         let (client, server) = self.proxies?;
         let ok = self.outcome.ok as f64;
-        Some((ok / client.cpu_seconds, ok / server.cpu_seconds))
+        (client.cpu_seconds > 0.0 && server.cpu_seconds > 0.0)
+            .then(|| (ok / client.cpu_seconds, ok / server.cpu_seconds))
     }
 
     /// The pair's [`Run::per_core`] (its busier proxy's) by `utime + stime` instead of the scheduler's

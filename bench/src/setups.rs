@@ -507,6 +507,7 @@ pub fn wait_for_200(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<
     wait_until(
         processes,
         START_TIMEOUT,
+        START_POLL,
         || http_status(addr) == Some(200),
         || format!("nothing answered 200 on {addr}"),
     )
@@ -515,14 +516,21 @@ pub fn wait_for_200(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<
 /// Waits until `addr` accepts a connection (closed at once), failing early if one of `processes`
 /// exits.
 pub fn wait_for_listener(addr: SocketAddr, processes: &mut [&mut Process]) -> Result<()> {
-    wait_until(processes, START_TIMEOUT, || TcpStream::connect(addr).is_ok(), || format!("nothing listened on {addr}"))
+    wait_until(
+        processes,
+        START_TIMEOUT,
+        START_POLL,
+        || TcpStream::connect(addr).is_ok(),
+        || format!("nothing listened on {addr}"),
+    )
 }
 
-/// Polls `ready` until it holds, for at most `timeout`, failing early if one of `processes` exits;
-/// `what` says what did not happen.
+/// Polls `ready` every `poll` until it holds, for at most `timeout`, failing early if one of
+/// `processes` exits; `what` says what did not happen.
 pub fn wait_until(
     processes: &mut [&mut Process],
     timeout: Duration,
+    poll: Duration,
     mut ready: impl FnMut() -> bool,
     what: impl Fn() -> String,
 ) -> Result<()> {
@@ -537,7 +545,7 @@ pub fn wait_until(
         if Instant::now() > deadline {
             bail!("{} within {timeout:?}", what());
         }
-        std::thread::sleep(START_POLL);
+        std::thread::sleep(poll);
     }
 }
 

@@ -25,6 +25,8 @@ type Failures = Arc<std::sync::Mutex<Vec<String>>>;
 const LISTENING_LINE: &str = "trellisd listening on";
 /// How long trellisd may take to read the folder and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often trellisd's log is read while it starts: often, since the start-up time is reported.
+const START_POLL: Duration = Duration::from_millis(20);
 /// How long every proxy may take to connect and receive its snapshot.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the expected proxies may take to receive a change.
@@ -306,6 +308,7 @@ fn wait_listening(trellisd: &mut Process, log: &Path) -> Result<SocketAddr> {
     setups::wait_until(
         &mut [trellisd],
         START_TIMEOUT,
+        START_POLL,
         || {
             address = said();
             address.is_some()

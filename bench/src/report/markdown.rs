@@ -122,10 +122,12 @@ impl Results {
              the rounds' percentiles (each round's p99 is listed too); counts and CPU are summed over the rounds. \
              CPU is each proxy's time on CPU by the scheduler's count, summed over its threads \
              (`/proc/PID/task/TID/schedstat`, in nanoseconds), read before and after each measured round. \
-             `/proc/PID/stat`'s utime+stime is the same count cut to whole 10 ms clock ticks at each reading \
-             (2% of what a proxy uses in a 5 s round at 1,000 rps, 7% on one vCPU); it gives the system share \
-             and is tabled beside it. Memory is `VmHWM`/`VmRSS` from `/proc/PID/status` after the last \
-             round.\n",
+             `/proc/PID/stat`'s utime+stime is the same count, each of the two rounded down to whole 10 ms \
+             clock ticks at every reading, so a round's figure can be up to 20 ms off (2-4% of what a proxy \
+             uses in a 5 s round at 1,000 rps, 6-12% on one vCPU); it gives the system share and is tabled \
+             beside it. Where the scheduler's count falls short of it by more than that rounding (a thread \
+             ended during the round and took its time with it), utime+stime counts instead. Memory is \
+             `VmHWM`/`VmRSS` from `/proc/PID/status` after the last round.\n",
             s.app_threads,
             s.threads,
             s.threads,
@@ -157,9 +159,9 @@ impl Results {
         writeln!(md, "## CPU and memory per proxy at fixed rates\n")?;
         writeln!(
             md,
-            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps) by the scheduler's count, the same by utime+stime, of which system time (`stime`: the kernel's \
-             work for the proxy, its system calls and the loopback network stack under them; the rest is the \
-             proxy's own code), and the peak RSS (`VmHWM`, so far in the process's life: the proxies run through \
+            "CPU seconds per 1,000 requests (= vCPU per 1,000 rps) by the scheduler's count, the same by \
+             utime+stime, of which system time (`stime`: the kernel's work for the proxy, its system calls \
+             and the loopback network stack under them; the rest is the proxy's own code), and the peak RSS (`VmHWM`, so far in the process's life: the proxies run through \
              all rates in order) after the run.\n"
         )?;
         writeln!(
@@ -233,8 +235,8 @@ impl Results {
                  CPUs, so the pair's raw rps is bounded by the whole machine, not by one proxy. Per-core \
                  throughput is therefore successful requests divided by the CPU seconds each proxy actually used \
                  (the scheduler's count); the pair's figure is its busier proxy's, with requests and CPU seconds \
-                 summed over the rounds. The last but two column is the pair's figure by utime+stime (whole \
-                 clock ticks), for comparison.\n",
+                 summed over the rounds. \"pair: by utime+stime\" is the pair's figure by `/proc/PID/stat`, for \
+                 comparison.\n",
                 s.connections,
                 round_seconds(s.max_seconds, s.max_rounds),
                 s.max_rounds.max(1),

@@ -301,16 +301,13 @@ fn quiet(recorder: &Recorder) -> Result<()> {
 /// Reads trellisd's log until it says where it listens.
 fn wait_listening(trellisd: &mut Process, log: &Path) -> Result<SocketAddr> {
     let mut address = None;
-    let said = || {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        text.lines().find_map(|l| l.strip_prefix(LISTENING_LINE)).map(|a| a.trim().to_owned())
-    };
     setups::wait_until(
         &mut [trellisd],
         START_TIMEOUT,
         START_POLL,
         || {
-            address = said();
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            address = text.lines().find_map(|l| l.strip_prefix(LISTENING_LINE)).map(|a| a.trim().to_owned());
             address.is_some()
         },
         || format!("trellisd did not say where it listens (see {})", log.display()),

@@ -161,8 +161,9 @@ impl Results {
             md,
             "CPU seconds per 1,000 requests (= vCPU per 1,000 rps) by the scheduler's count, the same by \
              utime+stime, of which system time (`stime`: the kernel's work for the proxy, its system calls \
-             and the loopback network stack under them; the rest is the proxy's own code), and the peak RSS (`VmHWM`, so far in the process's life: the proxies run through \
-             all rates in order) after the run.\n"
+             and the loopback network stack under them; the rest is the proxy's own code), and the peak RSS \
+             (`VmHWM`, so far in the process's life: the proxies run through all rates in order) after the \
+             run.\n"
         )?;
         writeln!(
             md,

@@ -273,9 +273,9 @@ fn direction(side: Side) -> Direction {
 
 /// The outermost layer's look at a response: counts its flags and, when the request is logged,
 /// fills the entry and wraps the body so the line is written when it ends.
-pub fn finish(metrics: &Metrics, side: Side, pending: Option<Pending>, response: Response<Body>) -> Response<Body> {
+pub fn finish(metrics: &Metrics, side: Side, pending: Option<Pending>, response: &mut Response<Body>) {
     // Responses that went well carry no extensions: this is a single branch for them.
-    let marks = Marks::of(&response);
+    let marks = Marks::of(response);
     let upstream = response.extensions().get::<Upstream>();
     if !marks.flags.is_empty() {
         let cluster = upstream.map_or("-", |u| u.cluster.as_str());
@@ -284,7 +284,7 @@ pub fn finish(metrics: &Metrics, side: Side, pending: Option<Pending>, response:
             metrics.flagged(direction(side), cluster, flag);
         }
     }
-    let Some(mut pending) = pending else { return response };
+    let Some(mut pending) = pending else { return };
     let entry = &mut pending.entry;
     entry.status = response.status().as_u16();
     entry.flags = marks.flags;
@@ -293,11 +293,9 @@ pub fn finish(metrics: &Metrics, side: Side, pending: Option<Pending>, response:
     entry.upstream_cluster = upstream.map(|u| u.cluster.clone());
     entry.route_name = response.extensions().get::<RouteName>().map(|r| r.0.clone());
     entry.upstream_service_time = response.headers().get("x-envoy-upstream-service-time").cloned();
-    let (parts, body) = response.into_parts();
     // An upgraded connection's response has no body of its own: dropping it cuts nothing.
-    let upgraded = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    let logged = Logged { inner: body, pending: Some(pending), sent: 0, upgraded };
-    Response::from_parts(parts, logged.boxed())
+    let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    crate::http::wrap_body(response, |inner| Logged { inner, pending: Some(pending), sent: 0, upgraded }.boxed());
 }
 
 /// A response body that writes its request's log line when it ends (or is dropped before).

@@ -156,8 +156,17 @@ pub fn local_response(status: StatusCode, message: &'static str) -> Response<Bod
 pub async fn logged(shared: &Shared, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
     let side = cx.side;
     let pending = access_log::Pending::start(&shared.store.access_log, &mut req, &cx);
-    let response = handle(shared, req, cx).await;
-    access_log::finish(&shared.metrics, side, pending, response)
+    let mut response = handle(shared, req, cx).await;
+    access_log::finish(&shared.metrics, side, pending, &mut response);
+    response
+}
+
+/// Replaces `response`'s body with `wrap` of it, in place: a response moved to be rebuilt is a copy
+/// of its head, on every request.
+pub(crate) fn wrap_body(response: &mut Response<Body>, wrap: impl FnOnce(Body) -> Body) {
+    // The placeholder is an empty body: a zero-sized box, no allocation.
+    let body = std::mem::take(response.body_mut());
+    *response.body_mut() = wrap(body);
 }
 
 /// Which listener a connection arrived on, and so how its requests are routed.

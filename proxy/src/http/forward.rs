@@ -373,14 +373,6 @@ pub(super) struct ClusterConn<'a> {
     permit: Option<Permit>,
 }
 
-/// `body`, holding `permit` (if any) until it ends.
-fn guarded(body: Body, permit: Option<Permit>) -> Body {
-    match permit {
-        Some(permit) => Guarded::new(body, permit).boxed(),
-        None => body,
-    }
-}
-
 /// Whether a connection to an endpoint uses mesh TLS: always under ISTIO_MUTUAL, to meshed endpoints
 /// under auto mTLS when this proxy has a certificate, never otherwise.
 pub fn mesh_tls<'a>(
@@ -447,7 +439,7 @@ pub(super) enum Upstream {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn send(
     shared: &Shared,
-    req: Request<Body>,
+    mut req: Request<Body>,
     started: Instant,
     addr: SocketAddr,
     upstream: Upstream,
@@ -465,37 +457,33 @@ pub(super) async fn send(
     };
     let upgrading = is_upgrade(req.version(), req.headers());
     let arrived_h1 = req.version() != Version::HTTP_2;
-    let (mut parts, body) = req.into_parts();
+    // The request is edited where it lies, never taken apart and rebuilt: every move of a request
+    // (or response) is a copy of a few hundred bytes, on every request.
     // A request that will be answered by an upgrade keeps its downstream half for the tunnel.
-    let downstream_upgrade = if upgrading { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    strip_hop_by_hop(&mut parts.headers, upgrading);
-    ensure_request_id(&mut parts.headers);
+    let downstream_upgrade = if upgrading { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    strip_hop_by_hop(req.headers_mut(), upgrading);
+    ensure_request_id(req.headers_mut());
     let use_h2 = (h2 || mtls.is_some()) && !upgrading;
     // HTTP/2 carries the host as `:authority` (below); HTTP/1.1 needs a `Host`.
     if !use_h2
-        && !parts.headers.contains_key(HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        && !req.headers().contains_key(HOST)
+        && let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
-        parts.headers.insert(HOST, value);
+        req.headers_mut().insert(HOST, value);
     }
-    set_orig_proto(&mut parts.headers, meshed && use_h2 && arrived_h1);
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    set_orig_proto(req.headers_mut(), meshed && use_h2 && arrived_h1);
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let source = app.then(|| passthrough_source(addr));
     let result = if let (Some(mtls), true) = (&mtls, upgrading) {
         // An upgrade cannot ride HTTP/2 between proxies: one mesh TLS connection of its own.
-        parts.uri = Uri::from(path);
-        parts.version = Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        Box::pin(super::pool::send_http1_once(addr, mtls, request))
-            .await
-            .map(|response| response.map(super::boxed))
-            .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
+        *req.uri_mut() = Uri::from(path);
+        *req.version_mut() = Version::HTTP_11;
+        Box::pin(super::pool::send_http1_once(addr, mtls, req)).await.map(|response| response.map(super::boxed))
     } else if use_h2 {
         // HTTP/2 names the host in `:authority` (the service name the client used), not in `Host`.
-        let authority = match parts.headers.remove(HOST) {
+        let authority = match req.headers_mut().remove(HOST) {
             Some(host) => Authority::try_from(host.as_bytes()).ok(),
-            None => parts.uri.authority().cloned(),
+            None => req.uri().authority().cloned(),
         };
         let authority = match authority {
             Some(authority) => authority,
@@ -505,40 +493,32 @@ pub(super) async fn send(
             },
         };
         match Uri::builder().scheme(Scheme::HTTP).authority(authority).path_and_query(path).build() {
-            Ok(uri) => parts.uri = uri,
+            Ok(uri) => *req.uri_mut() = uri,
             Err(_) => return (local_response(StatusCode::BAD_REQUEST, "invalid request target"), started),
         }
-        parts.version = Version::HTTP_2;
-        let request = Request::from_parts(parts, body);
+        *req.version_mut() = Version::HTTP_2;
         match options {
             Some(options) => {
-                shared.clients.h2.send_with(addr, source, mtls.as_ref(), request, options, permit.as_mut()).await
+                shared.clients.h2.send_with(addr, source, mtls.as_ref(), req, options, permit.as_mut()).await
             }
-            None => shared.clients.h2.send(addr, source, mtls.as_ref(), request).await,
+            None => shared.clients.h2.send(addr, source, mtls.as_ref(), req).await,
         }
-        .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
     } else {
-        parts.version = Version::HTTP_11;
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(path);
         // `maxRequestsPerConnection: 1`: an HTTP/1.1 connection is not reused, so the request gets one
         // of its own, and the circuit breaker learns when it is established.
         if let Some(options) = options.filter(|o| o.max_requests_per_connection == Some(1) && !upgrading) {
-            parts.headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            parts.uri = Uri::from(path);
-            let request = Request::from_parts(parts, body);
-            Box::pin(super::pool::send_http1_fresh(addr, source, options.connect_timeout, request, permit.as_mut()))
+            req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            Box::pin(super::pool::send_http1_fresh(addr, source, options.connect_timeout, req, permit.as_mut()))
                 .await
                 .map(|response| response.map(super::boxed))
-                .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
         } else {
-            parts.uri = Uri::from(path);
             let pool = match cluster_h1 {
                 Some(pool) => pool,
                 None => &shared.clients.h1,
             };
-            pool.send(addr, source, Request::from_parts(parts, body))
-                .await
-                .map(|response| response.map(super::boxed))
-                .map_err(|e| (UpstreamFailure::of(&e), e.to_string()))
+            pool.send(addr, source, req).await
         }
     };
     // Paths that do not report their connection (pooled HTTP/1.1, upgrades) have one by now.
@@ -559,10 +539,14 @@ pub(super) async fn send(
             if arrived_h1 && !upgraded {
                 *response.version_mut() = Version::HTTP_11;
             }
-            response.map(|body| guarded(body, permit))
+            if let Some(permit) = permit {
+                super::wrap_body(&mut response, |body| Guarded::new(body, permit).boxed());
+            }
+            response
         }
-        Err((failure, err)) => {
-            tracing::debug!(error = err, upstream = %addr, ?failure, "upstream request failed");
+        Err(err) => {
+            let failure = UpstreamFailure::of(&err);
+            tracing::debug!(error = %err, upstream = %addr, ?failure, "upstream request failed");
             metrics.request(503, elapsed);
             let mut response = local_response(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect");
             response.extensions_mut().insert(failure);

@@ -1,33 +1,44 @@
 //! Keep-alive HTTP/1.1 connections to upstreams: hyper's connection-level client on connections this
 //! pool makes, kept per (endpoint, source address) and reused most-recently-used first.
 //!
-//! A connection goes back to the pool when its response body has been read to the end, by the body
-//! itself ([`PooledBody`]), so no task waits for it (unless the request body is still going out: the
-//! upstream answered early); a body dropped before its end takes the connection with it (hyper
-//! closes a connection whose response was not read). A request that a reused connection closed
-//! before taking (the upstream's keep-alive timeout raced it) goes out on the next connection. Idle
-//! connections close after the pool's idle timeout: a sweeper task, started with the first idle
-//! connection, drops them and ends with the pool.
+//! A connection has no task of its own: whoever uses it drives it (polls hyper's connection future,
+//! which reads and writes the socket). The request's own task drives it until the response head is
+//! in, then the response body ([`PooledBody`]) does, until the whole response is in; then the
+//! connection goes back to the pool, undriven until the next request takes it. For a small response
+//! that is at once: its body already waits in hyper's channel. Driving the connection where the
+//! request runs saves, on every request, the wake-up and poll of another task and a channel hop. A
+//! body dropped before the whole response is in takes the connection with it (hyper closes a
+//! connection whose response was not read). When the request body is still going out (the upstream
+//! answered early), or a `101 Switching Protocols` hands the connection to a tunnel, a task drives it
+//! to that end.
+//!
+//! An idle connection the upstream closed (its keep-alive timeout) is found when the next request
+//! drives it: hyper reads the close before it writes and hands the request back unsent, and the
+//! request goes out on the next connection. Idle connections close after the pool's idle timeout: a
+//! sweeper task, started with the first idle connection, drops them (and ones it finds closed) and
+//! ends with the pool.
 //!
 //! This replaces hyper-util's pooled client, which on every request built an absolute URI (the
 //! endpoint as text) to key its pool, checked the connection out through a shared pool with waiters,
-//! and spawned a task that waited for the connection to become idle again.
+//! and ran every connection in a task of its own.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 
 use super::Body;
-use super::pool::{connect_within, http1_connection};
+use super::pool::connect_within;
 use crate::Error;
 use crate::state::FastMap;
 
@@ -42,9 +53,41 @@ pub const MIN_SWEEP_PERIOD: Duration = Duration::from_millis(100);
 /// towards the application), if any.
 type Key = (SocketAddr, Option<SocketAddr>);
 
+/// hyper's connection future (with upgrades; hyper does not name its type): reads and writes the
+/// socket when polled; ends when the connection closes (or, after a `101`, hands it to the upgrade).
+type Driver = dyn Future<Output = Result<(), hyper::Error>> + Send + Sync;
+
+/// One keep-alive connection: hyper's handle for sending on it, and the connection itself.
+struct Conn {
+    sender: SendRequest<Body>,
+    /// Boxed: a connection moves in and out of the pool with every request.
+    driver: Pin<Box<Driver>>,
+}
+
+impl Conn {
+    /// Polls the connection; true once it has ended (it must not be polled again).
+    fn drive(&mut self, cx: &mut Context<'_>, addr: SocketAddr) -> bool {
+        match self.driver.as_mut().poll(cx) {
+            Poll::Pending => false,
+            Poll::Ready(result) => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
+                }
+                true
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("ready", &self.sender.is_ready()).finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -67,34 +110,35 @@ impl H1Pool {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `addr`, from `source` when given, on an idle
-    /// connection or a new one. The response body hands the connection back when it ends.
+    /// connection or a new one. The connection goes back to the pool once the whole response is in.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         source: Option<SocketAddr>,
         mut req: Request<Body>,
-    ) -> Result<Response<PooledBody>, Error> {
+    ) -> Result<Response<Body>, Error> {
         let key = (addr, source);
         let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr}"), source };
-        while let Some(mut sender) = self.take_idle(&key) {
-            // Closed while idle (the upstream's keep-alive timeout): the next one.
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.pooled(key, sender, response)),
+        while let Some(mut conn) = self.take_idle(&key) {
+            let sent = conn.sender.try_send_request(req);
+            let (result, ended) = exchange(&mut conn, addr, sent).await;
+            match result {
+                Ok(response) => return Ok(self.pooled(key, conn, ended, response)),
                 Err(mut err) => match err.take_message() {
-                    // The connection closed before it took the request: nothing was sent.
+                    // The connection closed before it took the request (the upstream's keep-alive
+                    // timeout): nothing was sent.
                     Some(unsent) => req = unsent,
                     None => return Err(failed(err.into_error())),
                 },
             }
         }
         // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-        let mut sender = Box::pin(self.connect(addr, source)).await?;
-        sender.ready().await.map_err(failed)?;
-        let response = sender.send_request(req).await.map_err(failed)?;
-        Ok(self.pooled(key, sender, response))
+        let mut conn = Box::pin(self.connect(addr, source)).await?;
+        // A new connection takes its first request without being driven first.
+        let sent = conn.sender.try_send_request(req);
+        let (result, ended) = exchange(&mut conn, addr, sent).await;
+        let response = result.map_err(|err| failed(err.into_error()))?;
+        Ok(self.pooled(key, conn, ended, response))
     }
 
     /// Idle connections held (open or not yet found closed).
@@ -102,18 +146,20 @@ impl H1Pool {
         self.lock().values().map(Vec::len).sum()
     }
 
-    /// Drops connections idle for the pool's idle timeout, and closed ones.
+    /// Drops connections idle for the pool's idle timeout, and ones found closed: each is driven once
+    /// (nobody waits on it), which reads a close the upstream sent.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.lock().retain(|_, idle| {
-            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout);
+        let mut cx = Context::from_waker(Waker::noop());
+        self.lock().retain(|(addr, _), idle| {
+            idle.retain_mut(|c| now.duration_since(c.since) < self.idle_timeout && !c.conn.drive(&mut cx, *addr));
             !idle.is_empty()
         });
     }
 
     /// The most recently used idle connection to `key` that has not outlived the idle timeout
     /// (older ones are dropped on the way).
-    fn take_idle(&self, key: &Key) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, key: &Key) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.get_mut(key).filter(|list| !list.is_empty())?;
         let now = Instant::now();
@@ -121,29 +167,39 @@ impl H1Pool {
         // allocation and map slot with it.
         while let Some(c) = list.pop() {
             if now.duration_since(c.since) < self.idle_timeout {
-                return Some(c.sender);
+                return Some(c.conn);
             }
         }
         None
     }
 
-    /// Pools `sender` once its connection can take a request: at once when the response ended after
-    /// the request was sent in full (the usual case), else when the request body is through (an
-    /// upstream may answer before reading the whole upload).
-    fn release(self: &Arc<Self>, key: Key, mut sender: SendRequest<Body>) {
-        if sender.is_ready() {
-            return self.put(key, sender);
+    /// Pools `conn` once it can take a request: at once when the response is in after the request
+    /// went out in full (the usual case), else once a task has driven it there (an upstream may answer
+    /// before reading the whole upload).
+    fn release(self: &Arc<Self>, key: Key, mut conn: Conn) {
+        if conn.sender.is_ready() {
+            return self.put(key, conn);
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put(key, sender);
+            let ended = poll_fn(|cx| {
+                if conn.drive(cx, key.0) {
+                    Poll::Ready(true)
+                } else if conn.sender.is_ready() {
+                    Poll::Ready(false)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !ended {
+                pool.put(key, conn);
             }
         });
     }
 
-    fn put(self: &Arc<Self>, key: Key, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+    fn put(self: &Arc<Self>, key: Key, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         {
@@ -152,7 +208,7 @@ impl H1Pool {
             if list.len() >= MAX_IDLE_PER_ENDPOINT {
                 return;
             }
-            list.push(Idle { sender, since: Instant::now() });
+            list.push(Idle { conn, since: Instant::now() });
         }
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             self.start_sweeper();
@@ -178,29 +234,38 @@ impl H1Pool {
         });
     }
 
-    /// The response with a body that returns `sender` to the pool when it ends (at once when it is
-    /// empty). A `101 Switching Protocols` connection becomes the tunnel: never reused.
-    fn pooled(
-        self: &Arc<Self>,
-        key: Key,
-        sender: SendRequest<Body>,
-        response: Response<Incoming>,
-    ) -> Response<PooledBody> {
-        let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
-        response.map(|inner| {
-            let mut body = PooledBody { inner, back: reusable.then(|| Back { pool: self.clone(), key, sender }) };
-            if body.inner.is_end_stream() {
-                body.release();
-            }
-            body
-        })
+    /// The response (its body boxed once, here), with `conn` back in the pool when the whole response
+    /// is in already, or lent to the body, which returns it then. A `101 Switching Protocols`
+    /// connection becomes the tunnel: driven to the upgrade by a task of its own, never reused.
+    fn pooled(self: &Arc<Self>, key: Key, mut conn: Conn, ended: bool, response: Response<Incoming>) -> Response<Body> {
+        if ended {
+            return response.map(super::boxed);
+        }
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            tokio::spawn(async move {
+                poll_fn(|cx| if conn.drive(cx, key.0) { Poll::Ready(()) } else { Poll::Pending }).await;
+            });
+            return response.map(super::boxed);
+        }
+        if conn.sender.is_ready() {
+            self.put(key, conn);
+            return response.map(super::boxed);
+        }
+        if response.body().is_end_stream() {
+            // Nobody polls an empty body: a task drives the connection the rest of the way.
+            self.release(key, conn);
+            return response.map(super::boxed);
+        }
+        let pool = self.clone();
+        response.map(|inner| super::boxed(PooledBody { inner, lent: Some(Lent { pool, key, conn }) }))
     }
 
-    async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<SendRequest<Body>, Error> {
+    async fn connect(&self, addr: SocketAddr, source: Option<SocketAddr>) -> Result<Conn, Error> {
         let stream = connect_within(self.connect_timeout, addr, source).await?;
-        http1_connection(addr, stream)
+        let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| Error::Http { context: format!("HTTP/1.1 handshake with {addr}"), source })
+            .map_err(|source| Error::Http { context: format!("HTTP/1.1 handshake with {addr}"), source })?;
+        Ok(Conn { sender, driver: Box::pin(driver.with_upgrades()) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Key, Vec<Idle>>> {
@@ -209,26 +274,47 @@ impl H1Pool {
     }
 }
 
-/// Where a connection goes back when its response body ends.
-#[derive(Debug)]
-struct Back {
-    pool: Arc<H1Pool>,
-    key: Key,
-    sender: SendRequest<Body>,
+/// Drives `conn` while `response` (a request sent on it) waits for the response head; also says
+/// whether the connection ended on the way.
+async fn exchange<F: Future>(conn: &mut Conn, addr: SocketAddr, response: F) -> (F::Output, bool) {
+    let mut response = std::pin::pin!(response);
+    let mut ended = false;
+    let output = poll_fn(|cx| {
+        // The connection first: it writes the request and reads the response the future waits for.
+        if !ended {
+            ended = conn.drive(cx, addr);
+        }
+        response.as_mut().poll(cx)
+    })
+    .await;
+    (output, ended)
 }
 
-/// A response body from an [`H1Pool`] connection: hands the connection back to the pool once read to
-/// its end; dropped earlier, it closes the connection.
-#[derive(Debug)]
+/// A connection lent to a response body, and the pool it goes back to.
+struct Lent {
+    pool: Arc<H1Pool>,
+    key: Key,
+    conn: Conn,
+}
+
+/// A response body from an [`H1Pool`] connection whose response is not all in: drives the connection
+/// while it is read, and hands it back to the pool once the whole response is in; dropped earlier,
+/// it closes the connection.
 pub struct PooledBody {
     inner: Incoming,
-    back: Option<Back>,
+    lent: Option<Lent>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("lent", &self.lent.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(Back { pool, key, sender }) = self.back.take() {
-            pool.release(key, sender);
+        if let Some(Lent { pool, key, conn }) = self.lent.take() {
+            pool.release(key, conn);
         }
     }
 }
@@ -239,12 +325,21 @@ impl HttpBody for PooledBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        // The connection first: it reads what the body is waiting for.
+        if let Some(lent) = &mut this.lent {
+            if lent.conn.drive(cx, lent.key.0) {
+                this.lent = None;
+            } else if lent.conn.sender.is_ready() {
+                // The whole response is in (the rest waits in the channel): the connection is free.
+                this.release();
+            }
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
             // A broken exchange: the connection is not reused.
-            Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Ready(Some(Err(_))) => this.lent = None,
             _ => {}
         }
         polled

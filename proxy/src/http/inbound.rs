@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use super::failure::UpstreamFailure;
 use super::forward::{Context, Upstream, send};
-use super::headers::ORIG_PROTO;
+use super::headers::{ORIG_PROTO, remove_if_present};
 use super::{Body, Shared, full, local_response};
 use crate::access_log;
 use crate::authz::{DENIED_BODY, DENIED_STATUS, HttpFacts, JwtFacts};
@@ -74,9 +74,9 @@ pub(super) async fn inbound(
     if shared.settings.is_own_listener(target) {
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
-    let carried_h1 = req.headers_mut().remove(ORIG_PROTO).is_some();
+    let carried_h1 = remove_if_present(req.headers_mut(), &ORIG_PROTO);
     // Who called is ours to say (Istio's SANITIZE_SET): set for mesh TLS clients, removed otherwise.
-    req.headers_mut().remove(XFCC);
+    remove_if_present(req.headers_mut(), &XFCC);
     if let Some(value) = cx.peer_identity.as_ref().and_then(|peer| peer.xfcc(&compiled.config.node.identity)) {
         req.headers_mut().insert(XFCC, value);
     }

@@ -14,10 +14,23 @@ use tokio::net::TcpListener;
 use super::H1Pool;
 use crate::http::{Body, full};
 
-/// Bytes in every response body.
+/// Bytes in every response body: more than a socket read takes at once.
 const BODY_LEN: usize = 200_000;
+/// Bytes in a small response body: it comes in one read with its head.
+const SMALL_BODY_LEN: usize = 1024;
 
-/// An upstream answering every request with [`BODY_LEN`] bytes.
+/// When an [`Upstream`] closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// Never: keep-alive.
+    Never,
+    /// After each response, without a word.
+    Silently,
+    /// After each response, which says `Connection: close`.
+    Saying,
+}
+
+/// An upstream answering every request with a body of a fixed length ([`BODY_LEN`] unless told).
 struct Upstream {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -26,8 +39,13 @@ struct Upstream {
 
 impl Upstream {
     /// Keeps connections open (`close_after_response` false) or closes each after one response,
-    /// without saying so in a header.
+    /// without saying so in a header (as an upstream whose keep-alive timeout passed).
     async fn start(close_after_response: bool) -> Self {
+        Self::start_with(if close_after_response { Close::Silently } else { Close::Never }, BODY_LEN).await
+    }
+
+    /// An upstream that closes connections as `close` says, with bodies of `body_len` bytes.
+    async fn start_with(close: Close, body_len: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -49,14 +67,15 @@ impl Upstream {
                             }
                         }
                         head.clear();
-                        let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY_LEN}\r\n\r\n");
-                        let body = vec![b'x'; BODY_LEN];
+                        let connection = if close == Close::Saying { "connection: close\r\n" } else { "" };
+                        let response = format!("HTTP/1.1 200 OK\r\n{connection}content-length: {body_len}\r\n\r\n");
+                        let body = vec![b'x'; body_len];
                         if socket.write_all(response.as_bytes()).await.is_err()
                             || socket.write_all(&body).await.is_err()
                         {
                             break;
                         }
-                        if close_after_response {
+                        if close != Close::Never {
                             break;
                         }
                     }
@@ -138,9 +157,21 @@ async fn a_request_after_the_upstream_closed_the_idle_connection_goes_out_on_a_n
     let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
     for round in 1..=5 {
         assert_eq!(fetch(&pool, upstream.addr).await, BODY_LEN, "round {round}");
-        // Whether or not the pool has noticed the close yet, the next request must not fail.
+        eventually("the upstream closes the connection", || upstream.open() == 0).await;
+        // The pool still holds it, as idle: the next request finds it closed and takes a new one.
     }
     assert_eq!(upstream.accepted(), 5);
+}
+
+#[tokio::test]
+async fn requests_right_after_a_response_that_said_connection_close_go_out_on_new_connections() {
+    let upstream = Upstream::start_with(Close::Saying, SMALL_BODY_LEN).await;
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    for round in 1..=5 {
+        assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN, "round {round}");
+    }
+    assert_eq!(upstream.accepted(), 5);
+    assert_eq!(pool.idle_count(), 0, "a connection the response closed is never pooled");
 }
 
 #[tokio::test]
@@ -164,4 +195,43 @@ async fn connections_from_a_source_address_are_kept_apart_from_the_others() {
     assert_eq!(response.into_body().collect().await.expect("body").to_bytes().len(), BODY_LEN);
     assert_eq!(upstream.accepted(), 2, "the idle plain connection is not one from the source address");
     assert_eq!(pool.idle_count(), 2);
+}
+
+#[tokio::test]
+async fn a_small_response_frees_its_connection_as_soon_as_it_is_in_before_its_body_is_read() {
+    let upstream = Upstream::start_with(Close::Never, SMALL_BODY_LEN).await;
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    let first = pool.send(upstream.addr, None, get(upstream.addr)).await.expect("first response");
+    assert_eq!(pool.idle_count(), 1, "the whole response is in: the connection is free");
+    assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    assert_eq!(upstream.accepted(), 1, "the second request reused it");
+    assert_eq!(first.into_body().collect().await.expect("body").to_bytes().len(), SMALL_BODY_LEN);
+}
+
+#[tokio::test]
+async fn an_empty_response_leaves_its_connection_reusable() {
+    let upstream = Upstream::start_with(Close::Never, 0).await;
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    for _ in 0..3 {
+        let response = pool.send(upstream.addr, None, get(upstream.addr)).await.expect("response");
+        assert_eq!(response.status(), 200);
+        // The empty body is never read: the connection must come back without it.
+        drop(response);
+        eventually("the connection is idle again", || pool.idle_count() == 1).await;
+    }
+    assert_eq!(upstream.accepted(), 1, "one connection carried all three");
+}
+
+#[tokio::test]
+async fn the_sweeper_drops_an_idle_connection_the_upstream_closed() {
+    let upstream = Upstream::start_with(Close::Silently, SMALL_BODY_LEN).await;
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    eventually("the upstream closes its side", || upstream.open() == 0).await;
+    // Well within the idle timeout: only the close can make the sweep drop it.
+    eventually("the sweep finds the close", || {
+        pool.sweep();
+        pool.idle_count() == 0
+    })
+    .await;
 }

@@ -60,22 +60,25 @@ type Driver = dyn Future<Output = Result<(), hyper::Error>> + Send + Sync;
 /// One keep-alive connection: hyper's handle for sending on it, and the connection itself.
 struct Conn {
     sender: SendRequest<Body>,
-    /// Boxed: a connection moves in and out of the pool with every request.
-    driver: Pin<Box<Driver>>,
+    /// Boxed: a connection moves in and out of the pool with every request. `None` once it ended.
+    driver: Option<Pin<Box<Driver>>>,
 }
 
 impl Conn {
-    /// Polls the connection; true once it has ended (it must not be polled again).
+    /// Polls the connection; false once it has ended. An ended connection is dropped at once, which
+    /// hands back, unsent, a request it did not take (hyper does that only on its drop).
     fn drive(&mut self, cx: &mut Context<'_>, addr: SocketAddr) -> bool {
-        match self.driver.as_mut().poll(cx) {
-            Poll::Pending => false,
-            Poll::Ready(result) => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
-                }
-                true
-            }
+        let Some(driver) = &mut self.driver else { return false };
+        let Poll::Ready(result) = driver.as_mut().poll(cx) else { return true };
+        if let Err(err) = result {
+            tracing::debug!(error = %err, upstream = %addr, "upstream HTTP/1.1 connection ended with an error");
         }
+        self.driver = None;
+        false
+    }
+
+    fn is_open(&self) -> bool {
+        self.driver.is_some()
     }
 }
 
@@ -121,9 +124,8 @@ impl H1Pool {
         let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr}"), source };
         while let Some(mut conn) = self.take_idle(&key) {
             let sent = conn.sender.try_send_request(req);
-            let (result, ended) = exchange(&mut conn, addr, sent).await;
-            match result {
-                Ok(response) => return Ok(self.pooled(key, conn, ended, response)),
+            match exchange(&mut conn, addr, sent).await {
+                Ok(response) => return Ok(self.pooled(key, conn, response)),
                 Err(mut err) => match err.take_message() {
                     // The connection closed before it took the request (the upstream's keep-alive
                     // timeout): nothing was sent.
@@ -136,9 +138,8 @@ impl H1Pool {
         let mut conn = Box::pin(self.connect(addr, source)).await?;
         // A new connection takes its first request without being driven first.
         let sent = conn.sender.try_send_request(req);
-        let (result, ended) = exchange(&mut conn, addr, sent).await;
-        let response = result.map_err(|err| failed(err.into_error()))?;
-        Ok(self.pooled(key, conn, ended, response))
+        let response = exchange(&mut conn, addr, sent).await.map_err(|err| failed(err.into_error()))?;
+        Ok(self.pooled(key, conn, response))
     }
 
     /// Idle connections held (open or not yet found closed).
@@ -152,7 +153,7 @@ impl H1Pool {
         let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
         self.lock().retain(|(addr, _), idle| {
-            idle.retain_mut(|c| now.duration_since(c.since) < self.idle_timeout && !c.conn.drive(&mut cx, *addr));
+            idle.retain_mut(|c| now.duration_since(c.since) < self.idle_timeout && c.conn.drive(&mut cx, *addr));
             !idle.is_empty()
         });
     }
@@ -182,24 +183,18 @@ impl H1Pool {
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            let ended = poll_fn(|cx| {
-                if conn.drive(cx, key.0) {
-                    Poll::Ready(true)
-                } else if conn.sender.is_ready() {
-                    Poll::Ready(false)
-                } else {
-                    Poll::Pending
-                }
-            })
+            poll_fn(
+                |cx| if !conn.drive(cx, key.0) || conn.sender.is_ready() { Poll::Ready(()) } else { Poll::Pending },
+            )
             .await;
-            if !ended {
+            if conn.is_open() {
                 pool.put(key, conn);
             }
         });
     }
 
     fn put(self: &Arc<Self>, key: Key, conn: Conn) {
-        if conn.sender.is_closed() {
+        if !conn.is_open() || conn.sender.is_closed() {
             return;
         }
         {
@@ -237,13 +232,13 @@ impl H1Pool {
     /// The response (its body boxed once, here), with `conn` back in the pool when the whole response
     /// is in already, or lent to the body, which returns it then. A `101 Switching Protocols`
     /// connection becomes the tunnel: driven to the upgrade by a task of its own, never reused.
-    fn pooled(self: &Arc<Self>, key: Key, mut conn: Conn, ended: bool, response: Response<Incoming>) -> Response<Body> {
-        if ended {
+    fn pooled(self: &Arc<Self>, key: Key, mut conn: Conn, response: Response<Incoming>) -> Response<Body> {
+        if !conn.is_open() {
             return response.map(super::boxed);
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             tokio::spawn(async move {
-                poll_fn(|cx| if conn.drive(cx, key.0) { Poll::Ready(()) } else { Poll::Pending }).await;
+                poll_fn(|cx| if conn.drive(cx, key.0) { Poll::Pending } else { Poll::Ready(()) }).await;
             });
             return response.map(super::boxed);
         }
@@ -265,7 +260,7 @@ impl H1Pool {
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|source| Error::Http { context: format!("HTTP/1.1 handshake with {addr}"), source })?;
-        Ok(Conn { sender, driver: Box::pin(driver.with_upgrades()) })
+        Ok(Conn { sender, driver: Some(Box::pin(driver.with_upgrades())) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<Key, Vec<Idle>>> {
@@ -274,20 +269,15 @@ impl H1Pool {
     }
 }
 
-/// Drives `conn` while `response` (a request sent on it) waits for the response head; also says
-/// whether the connection ended on the way.
-async fn exchange<F: Future>(conn: &mut Conn, addr: SocketAddr, response: F) -> (F::Output, bool) {
+/// Drives `conn` while `response` (a request sent on it) waits for the response head.
+async fn exchange<F: Future>(conn: &mut Conn, addr: SocketAddr, response: F) -> F::Output {
     let mut response = std::pin::pin!(response);
-    let mut ended = false;
-    let output = poll_fn(|cx| {
+    poll_fn(|cx| {
         // The connection first: it writes the request and reads the response the future waits for.
-        if !ended {
-            ended = conn.drive(cx, addr);
-        }
+        conn.drive(cx, addr);
         response.as_mut().poll(cx)
     })
-    .await;
-    (output, ended)
+    .await
 }
 
 /// A connection lent to a response body, and the pool it goes back to.
@@ -327,7 +317,7 @@ impl HttpBody for PooledBody {
         let this = self.get_mut();
         // The connection first: it reads what the body is waiting for.
         if let Some(lent) = &mut this.lent {
-            if lent.conn.drive(cx, lent.key.0) {
+            if !lent.conn.drive(cx, lent.key.0) {
                 this.lent = None;
             } else if lent.conn.sender.is_ready() {
                 // The whole response is in (the rest waits in the channel): the connection is free.

@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 
 pub use failure::UpstreamFailure;
 pub use fault::{Faults, SHARE_SCALE, share_of};
-pub use forward::{Context, MeshTarget, handle, mesh_tls, passthrough_source};
+pub use forward::{Context, MeshTarget, mesh_tls, passthrough_source};
 pub(crate) use headers::ensure_request_id;
 pub use headers::{ORIG_PROTO_HEADER, REQUEST_ID_HEADER};
 pub use mirror::{MirrorTarget, shadow_authority};
@@ -151,14 +151,31 @@ pub fn local_response(status: StatusCode, message: &'static str) -> Response<Bod
     response
 }
 
-/// [`handle`] under the access log: the outermost layer, which reads the flags the request path left
-/// on the response (and, when the log is on, writes the request's line when the response ends).
-pub async fn logged(shared: &Shared, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+/// Routes and answers one request, under the access log: the outermost layer, which reads the flags
+/// the request path left on the response (and, when the log is on, writes the request's line when
+/// the response ends). It never fails; the `Result` is what hyper's service wants, so a connection
+/// handler can box this future itself (`in_box`), with no layer around it.
+///
+/// The forwarding future is several KiB: boxed as it is made, it exists only while a request is in
+/// flight, in one allocation. Each layer of `async fn` the request passes through copies it (a few
+/// hundred bytes) into the next one's state, so the layers are few.
+pub async fn logged<S: std::ops::Deref<Target = Shared>>(
+    shared: S,
+    mut req: Request<Incoming>,
+    cx: Context,
+) -> Result<Response<Body>, Infallible> {
+    let shared = &*shared;
     let side = cx.side;
     let pending = access_log::Pending::start(&shared.store.access_log, &mut req, &cx);
-    let mut response = handle(shared, req, cx).await;
+    let mut response = match shared.store.current() {
+        None => local_response(StatusCode::SERVICE_UNAVAILABLE, "no config loaded"),
+        Some(compiled) => match side {
+            Side::Inbound => inbound::inbound(shared, &compiled, req, cx).await,
+            Side::Outbound | Side::Gateway => forward::routed(shared, &compiled, req, cx).await,
+        },
+    };
     access_log::finish(&shared.metrics, side, pending, &mut response);
-    response
+    Ok(response)
 }
 
 /// Replaces `response`'s body with `wrap` of it, in place: a response moved to be rebuilt is a copy

@@ -59,20 +59,13 @@ impl Context {
     }
 }
 
-/// Routes and answers one request.
-pub async fn handle(shared: &Shared, req: Request<Incoming>, cx: Context) -> Response<Body> {
-    let Some(compiled) = shared.store.current() else {
-        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no config loaded");
-    };
-    // The forwarding future is several KiB. The connection handlers box the whole request future as
-    // they make it (`in_box`), so it exists only while a request is in flight, in one allocation.
-    match cx.side {
-        Side::Inbound => super::inbound::inbound(shared, &compiled, req, cx).await,
-        Side::Outbound | Side::Gateway => routed(shared, &compiled, req, cx).await,
-    }
-}
-
-async fn routed(shared: &Shared, compiled: &Compiled, mut req: Request<Incoming>, cx: Context) -> Response<Body> {
+/// Routes and answers one request that arrived on an outbound or gateway listener.
+pub(super) async fn routed(
+    shared: &Shared,
+    compiled: &Compiled,
+    mut req: Request<Incoming>,
+    cx: Context,
+) -> Response<Body> {
     // HTTP/2 names the host in `:authority`; routing, redirects and the upstream see it as `Host`.
     if !req.headers().contains_key(HOST)
         && let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())

@@ -16,7 +16,8 @@
 //! drives it: hyper reads the close before it writes and hands the request back unsent, and the
 //! request goes out on the next connection. Idle connections close after the pool's idle timeout: a
 //! sweeper task, started with the first idle connection, drops them (and ones it finds closed) and
-//! ends with the pool.
+//! ends with the pool. Idle time is counted in the sweeper's periods, so no request reads a clock for
+//! the pool; a connection closes within two periods after its timeout.
 //!
 //! This replaces hyper-util's pooled client, which on every request built an absolute URI (the
 //! endpoint as text) to key its pool, checked the connection out through a shared pool with waiters,
@@ -25,10 +26,10 @@
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -91,7 +92,8 @@ impl std::fmt::Debug for Conn {
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// The pool's sweep count when the connection was pooled.
+    since: u64,
 }
 
 /// Keep-alive HTTP/1.1 connections: a worker's own, or a cluster's when its connection-pool settings
@@ -103,13 +105,22 @@ pub struct H1Pool {
     idle_timeout: Duration,
     /// Whether the sweeper task runs.
     sweeping: AtomicBool,
+    /// Sweeper periods so far: an idle connection's age is counted in them, so the request path
+    /// reads no clock for the pool.
+    sweeps: AtomicU64,
 }
 
 impl H1Pool {
     /// An empty pool whose connects give up after `connect_timeout` and whose connections close after
     /// `idle_timeout` unused.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        Self { idle: Mutex::new(FastMap::default()), connect_timeout, idle_timeout, sweeping: AtomicBool::new(false) }
+        Self {
+            idle: Mutex::new(FastMap::default()),
+            connect_timeout,
+            idle_timeout,
+            sweeping: AtomicBool::new(false),
+            sweeps: AtomicU64::new(0),
+        }
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `addr`, from `source` when given, on an idle
@@ -147,31 +158,32 @@ impl H1Pool {
         self.lock().values().map(Vec::len).sum()
     }
 
-    /// Drops connections idle for the pool's idle timeout, and ones found closed: each is driven once
-    /// (nobody waits on it), which reads a close the upstream sent.
+    /// Drops connections idle for the pool's idle timeout (counted in sweeper periods), and ones found
+    /// closed: each is driven once (nobody waits on it), which reads a close the upstream sent.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.sweeps.load(Ordering::Relaxed);
+        // A connection pooled during period `since` has been idle for at least `now - since - 1`
+        // whole periods.
+        let periods = self.idle_timeout.as_nanos().div_ceil(self.sweep_period().as_nanos().max(1));
+        let limit = u64::try_from(periods).unwrap_or(u64::MAX);
         let mut cx = Context::from_waker(Waker::noop());
         self.lock().retain(|(addr, _), idle| {
-            idle.retain_mut(|c| now.duration_since(c.since) < self.idle_timeout && c.conn.drive(&mut cx, *addr));
+            idle.retain_mut(|c| now.saturating_sub(c.since) <= limit && c.conn.drive(&mut cx, *addr));
             !idle.is_empty()
         });
     }
 
-    /// The most recently used idle connection to `key` that has not outlived the idle timeout
-    /// (older ones are dropped on the way).
+    /// How often the sweeper runs: an idle connection closes between its idle timeout and that plus
+    /// two periods.
+    fn sweep_period(&self) -> Duration {
+        (self.idle_timeout / SWEEPS_PER_IDLE_TIMEOUT).max(MIN_SWEEP_PERIOD)
+    }
+
+    /// The most recently used idle connection to `key` (the sweeper drops those past the idle timeout).
     fn take_idle(&self, key: &Key) -> Option<Conn> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(key).filter(|list| !list.is_empty())?;
-        let now = Instant::now();
         // An emptied list stays (the sweeper drops it): the connection is back soon, and the list's
         // allocation and map slot with it.
-        while let Some(c) = list.pop() {
-            if now.duration_since(c.since) < self.idle_timeout {
-                return Some(c.conn);
-            }
-        }
-        None
+        self.lock().get_mut(key)?.pop().map(|c| c.conn)
     }
 
     /// Pools `conn` once it can take a request: at once when the response is in after the request
@@ -203,7 +215,7 @@ impl H1Pool {
             if list.len() >= MAX_IDLE_PER_ENDPOINT {
                 return;
             }
-            list.push(Idle { conn, since: Instant::now() });
+            list.push(Idle { conn, since: self.sweeps.load(Ordering::Relaxed) });
         }
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             self.start_sweeper();
@@ -217,14 +229,13 @@ impl H1Pool {
             return;
         };
         let pool: Weak<Self> = Arc::downgrade(self);
-        let period = (self.idle_timeout / SWEEPS_PER_IDLE_TIMEOUT).max(MIN_SWEEP_PERIOD);
+        let period = self.sweep_period();
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                match pool.upgrade() {
-                    Some(pool) => pool.sweep(),
-                    None => return,
-                }
+                let Some(pool) = pool.upgrade() else { return };
+                pool.sweeps.fetch_add(1, Ordering::Relaxed);
+                pool.sweep();
             }
         });
     }

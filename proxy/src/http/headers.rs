@@ -115,23 +115,35 @@ pub fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) -> bool {
     headers.keys().any(|present| present == name) && headers.remove(name).is_some()
 }
 
-/// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery: two
-/// digits per byte, a dash before bytes 4, 6, 8 and 10.
+/// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery or a loop
+/// over digits ([`hex_digits`]), a dash before digits 8, 12, 16 and 20.
 fn uuid_text(bits: u128) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let high = hex_digits((bits >> 64) as u64);
+    let low = hex_digits(bits as u64);
     let mut text = [b'-'; 36];
-    let mut at = 0;
-    for (index, byte) in bits.to_be_bytes().into_iter().enumerate() {
-        if matches!(index, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        text[at] = HEX[usize::from(byte >> 4)];
-        text[at + 1] = HEX[usize::from(byte & 0xF)];
-        at += 2;
-    }
+    text[..8].copy_from_slice(&high[..8]);
+    text[9..13].copy_from_slice(&high[8..12]);
+    text[14..18].copy_from_slice(&high[12..]);
+    text[19..23].copy_from_slice(&low[..4]);
+    text[24..].copy_from_slice(&low[4..]);
     // Hex digits and dashes are always a valid header value.
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
         .unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
+}
+
+/// The 16 lower-case hex digits of `x`, most significant first, all at once: the nibbles are spread
+/// one per byte, then each byte becomes `'0' + n`, or `'a' + n - 10` from ten up (the carry of
+/// `n + 6` out of the nibble says which).
+fn hex_digits(x: u64) -> [u8; 16] {
+    const LOW_NIBBLES: u128 = 0x0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F_0F0F;
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    let x = u128::from(x);
+    let x = (x | (x << 32)) & 0x0000_0000_FFFF_FFFF_0000_0000_FFFF_FFFF;
+    let x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF_0000_FFFF_0000_FFFF;
+    let x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF_00FF_00FF_00FF_00FF;
+    let nibbles = (x | (x << 4)) & LOW_NIBBLES;
+    let letters = ((nibbles + 6 * ONES) >> 4) & ONES;
+    (nibbles + b'0' as u128 * ONES + letters * (b'a' - b'0' - 10) as u128).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -202,6 +214,17 @@ mod tests {
         assert!(remove_if_present(&mut headers, &ORIG_PROTO));
         assert!(!headers.contains_key(ORIG_PROTO));
         assert_eq!(headers.get("x-app").map(HeaderValue::as_bytes), Some(&b"kept"[..]));
+    }
+
+    #[test]
+    fn hex_digits_are_those_of_the_formatter_for_any_value() {
+        for x in [0, 1, 9, 10, 15, 16, 0xDEAD_BEEF, u64::MAX, 0x0123_4567_89AB_CDEF] {
+            assert_eq!(hex_digits(x), format!("{x:016x}").as_bytes(), "{x:#x}");
+        }
+        for _ in 0..1000 {
+            let x = fastrand::u64(..);
+            assert_eq!(hex_digits(x), format!("{x:016x}").as_bytes(), "{x:#x}");
+        }
     }
 
     #[test]

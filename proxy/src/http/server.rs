@@ -17,7 +17,6 @@
 //! Slow request headers are therefore bounded by the idle timeout only, as in Envoy, whose
 //! `request_headers_timeout` is off by default.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -102,7 +101,7 @@ where
         let context = service_context.clone();
         // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
         // the connection's whole life; boxed, the request path's state exists only while a request does.
-        super::in_box(|| async move { Ok::<_, Infallible>(logged(&shared, req, context).await) })
+        super::in_box(|| logged(shared, req, context))
     });
     let result = match version {
         Known::Http1 => {

@@ -151,7 +151,8 @@ async fn explicit_request(shared: Shared, mut req: Request<Incoming>, peer: Sock
     let destination = resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
     let cx = Context::plain(Side::Outbound, peer, destination);
     if req.method() != Method::CONNECT {
-        return crate::http::logged(&shared, req, cx).await;
+        let Ok(response) = crate::http::logged(&shared, req, cx).await;
+        return response;
     }
     let unaddressed = destination.ip().is_unspecified();
     match known {

@@ -2,22 +2,25 @@
 //! pool makes, kept per (endpoint, source address) and reused most-recently-used first.
 //!
 //! A connection has no task of its own: whoever uses it drives it (polls hyper's connection future,
-//! which reads and writes the socket). The request's own task drives it until the response head is
-//! in, then the response body ([`PooledBody`]) does, until the whole response is in; then the
-//! connection goes back to the pool, undriven until the next request takes it. For a small response
-//! that is at once: its body already waits in hyper's channel. Driving the connection where the
-//! request runs saves, on every request, the wake-up and poll of another task and a channel hop. A
-//! body dropped before the whole response is in takes the connection with it (hyper closes a
-//! connection whose response was not read). When the request body is still going out (the upstream
-//! answered early), or a `101 Switching Protocols` hands the connection to a tunnel, a task drives it
-//! to that end.
+//! which reads and writes the socket). For a request without a body, the request's own task drives
+//! it until the response head is in, then the response body ([`PooledBody`]) does, until the whole
+//! response is in; then the connection goes back to the pool, undriven until the next request takes
+//! it. For a small response that is at once: its body already waits in hyper's channel. Driving the
+//! connection where the request runs saves, on every request, the wake-up and poll of another task
+//! and a channel hop. A body dropped before the whole response is in takes the connection with it
+//! (hyper closes a connection whose response was not read). An upload gets a task that drives the
+//! connection through the exchange, so the upload goes on whether or not the response is read (a
+//! client may send its whole body before it reads the answer); so does an empty response whose
+//! connection is not idle yet, and a `101 Switching Protocols`, whose connection becomes a tunnel.
 //!
 //! An idle connection the upstream closed (its keep-alive timeout) is found when the next request
 //! drives it: hyper reads the close before it writes and hands the request back unsent, and the
 //! request goes out on the next connection. Idle connections close after the pool's idle timeout: a
 //! sweeper task, started with the first idle connection, drops them (and ones it finds closed) and
-//! ends with the pool. Idle time is counted in the sweeper's periods, so no request reads a clock for
-//! the pool; a connection closes within two periods after its timeout.
+//! ends with the pool. Idle time is counted in the sweeper's periods (a quarter of the timeout, at
+//! least [`MIN_SWEEP_PERIOD`]), so no request reads a clock for the pool: a connection is never used
+//! past its idle timeout, and is closed no earlier than two periods before it. An idle connection the upstream
+//! closed stays open on this side (`CLOSE_WAIT`) until the next sweep or request finds it.
 //!
 //! This replaces hyper-util's pooled client, which on every request built an absolute URI (the
 //! endpoint as text) to key its pool, checked the connection out through a shared pool with waiters,
@@ -35,6 +38,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
@@ -108,18 +112,23 @@ pub struct H1Pool {
     /// Sweeper periods so far: an idle connection's age is counted in them, so the request path
     /// reads no clock for the pool.
     sweeps: AtomicU64,
+    /// Sweeper periods in the idle timeout, rounded down: a connection pooled `limit` sweeps ago
+    /// may have been idle for the whole timeout.
+    limit: u64,
 }
 
 impl H1Pool {
     /// An empty pool whose connects give up after `connect_timeout` and whose connections close after
     /// `idle_timeout` unused.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let periods = idle_timeout.as_nanos() / sweep_period(idle_timeout).as_nanos().max(1);
         Self {
             idle: Mutex::new(FastMap::default()),
             connect_timeout,
             idle_timeout,
             sweeping: AtomicBool::new(false),
             sweeps: AtomicU64::new(0),
+            limit: u64::try_from(periods).unwrap_or(u64::MAX),
         }
     }
 
@@ -133,10 +142,9 @@ impl H1Pool {
     ) -> Result<Response<Body>, Error> {
         let key = (addr, source);
         let failed = |source| Error::Http { context: format!("HTTP/1.1 request to {addr}"), source };
-        while let Some(mut conn) = self.take_idle(&key) {
-            let sent = conn.sender.try_send_request(req);
-            match exchange(&mut conn, addr, sent).await {
-                Ok(response) => return Ok(self.pooled(key, conn, response)),
+        while let Some(conn) = self.take_idle(&key) {
+            match self.exchange(key, conn, req).await {
+                Ok(response) => return Ok(response),
                 Err(mut err) => match err.take_message() {
                     // The connection closed before it took the request (the upstream's keep-alive
                     // timeout): nothing was sent.
@@ -146,11 +154,34 @@ impl H1Pool {
             }
         }
         // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-        let mut conn = Box::pin(self.connect(addr, source)).await?;
-        // A new connection takes its first request without being driven first.
-        let sent = conn.sender.try_send_request(req);
-        let response = exchange(&mut conn, addr, sent).await.map_err(|err| failed(err.into_error()))?;
-        Ok(self.pooled(key, conn, response))
+        let conn = Box::pin(self.connect(addr, source)).await?;
+        self.exchange(key, conn, req).await.map_err(|err| failed(err.into_error()))
+    }
+
+    /// Sends `req` on `conn` (a new connection takes its first request without being driven first)
+    /// and waits for the response head. A request without a body drives the connection itself; an
+    /// upload gets a task that drives it, so the upload goes on whether or not the response is read
+    /// (a client may send all of its body before it reads any of the answer).
+    async fn exchange(
+        self: &Arc<Self>,
+        key: Key,
+        mut conn: Conn,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, TrySendError<Request<Body>>> {
+        let uploads = !req.body().is_end_stream();
+        let response = conn.sender.try_send_request(req);
+        if uploads {
+            self.release(key, conn);
+            return response.await.map(|response| response.map(super::boxed));
+        }
+        let mut response = std::pin::pin!(response);
+        let head = poll_fn(|cx| {
+            // The connection first: it writes the request and reads the response the future waits for.
+            conn.drive(cx, key.0);
+            response.as_mut().poll(cx)
+        })
+        .await?;
+        Ok(self.pooled(key, conn, head))
     }
 
     /// Idle connections held (open or not yet found closed).
@@ -158,32 +189,37 @@ impl H1Pool {
         self.lock().values().map(Vec::len).sum()
     }
 
-    /// Drops connections idle for the pool's idle timeout (counted in sweeper periods), and ones found
-    /// closed: each is driven once (nobody waits on it), which reads a close the upstream sent.
+    /// Drops connections that may have been idle for the pool's idle timeout, and ones found closed:
+    /// each is driven once (nobody waits on it), which reads a close the upstream sent. (The sweeper
+    /// task counts the periods; this does not.)
     pub fn sweep(&self) {
-        let now = self.sweeps.load(Ordering::Relaxed);
-        // A connection pooled during period `since` has been idle for at least `now - since - 1`
-        // whole periods.
-        let periods = self.idle_timeout.as_nanos().div_ceil(self.sweep_period().as_nanos().max(1));
-        let limit = u64::try_from(periods).unwrap_or(u64::MAX);
         let mut cx = Context::from_waker(Waker::noop());
         self.lock().retain(|(addr, _), idle| {
-            idle.retain_mut(|c| now.saturating_sub(c.since) <= limit && c.conn.drive(&mut cx, *addr));
+            idle.retain_mut(|c| self.is_fresh(c) && c.conn.drive(&mut cx, *addr));
             !idle.is_empty()
         });
     }
 
-    /// How often the sweeper runs: an idle connection closes between its idle timeout and that plus
-    /// two periods.
-    fn sweep_period(&self) -> Duration {
-        (self.idle_timeout / SWEEPS_PER_IDLE_TIMEOUT).max(MIN_SWEEP_PERIOD)
+    /// Whether `idle` is surely within the idle timeout. Pooled during period `since` and looked at
+    /// during period `now`, it has been idle for less than `now - since + 1` periods, and for more
+    /// than `now - since - 1`.
+    fn is_fresh(&self, idle: &Idle) -> bool {
+        self.sweeps.load(Ordering::Relaxed).saturating_sub(idle.since) < self.limit
     }
 
-    /// The most recently used idle connection to `key` (the sweeper drops those past the idle timeout).
+    /// The most recently used idle connection to `key` within the idle timeout (older ones are
+    /// dropped on the way).
     fn take_idle(&self, key: &Key) -> Option<Conn> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
         // An emptied list stays (the sweeper drops it): the connection is back soon, and the list's
         // allocation and map slot with it.
-        self.lock().get_mut(key)?.pop().map(|c| c.conn)
+        while let Some(c) = list.pop() {
+            if self.is_fresh(&c) {
+                return Some(c.conn);
+            }
+        }
+        None
     }
 
     /// Pools `conn` once it can take a request: at once when the response is in after the request
@@ -229,7 +265,7 @@ impl H1Pool {
             return;
         };
         let pool: Weak<Self> = Arc::downgrade(self);
-        let period = self.sweep_period();
+        let period = sweep_period(self.idle_timeout);
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
@@ -280,15 +316,9 @@ impl H1Pool {
     }
 }
 
-/// Drives `conn` while `response` (a request sent on it) waits for the response head.
-async fn exchange<F: Future>(conn: &mut Conn, addr: SocketAddr, response: F) -> F::Output {
-    let mut response = std::pin::pin!(response);
-    poll_fn(|cx| {
-        // The connection first: it writes the request and reads the response the future waits for.
-        conn.drive(cx, addr);
-        response.as_mut().poll(cx)
-    })
-    .await
+/// How often the sweeper of a pool with `idle_timeout` runs.
+fn sweep_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / SWEEPS_PER_IDLE_TIMEOUT).max(MIN_SWEEP_PERIOD)
 }
 
 /// A connection lent to a response body, and the pool it goes back to.

@@ -78,10 +78,10 @@ impl Upstream {
                         head.clear();
                         let connection = if close == Close::Saying { "connection: close\r\n" } else { "" };
                         let response = format!("HTTP/1.1 200 OK\r\n{connection}content-length: {body_len}\r\n\r\n");
-                        let body = vec![b'x'; body_len];
-                        if socket.write_all(response.as_bytes()).await.is_err()
-                            || socket.write_all(&body).await.is_err()
-                        {
+                        // Head and body in one write: the small ones arrive together.
+                        let mut bytes = response.into_bytes();
+                        bytes.resize(bytes.len() + body_len, b'x');
+                        if socket.write_all(&bytes).await.is_err() {
                             break;
                         }
                         if matches!(close, Close::Silently | Close::Saying) {
@@ -194,8 +194,25 @@ async fn idle_connections_close_after_the_pools_idle_timeout() {
     assert_eq!(fetch(&pool, upstream.addr).await, BODY_LEN);
     let started = tokio::time::Instant::now();
     eventually("the idle connection closes", || upstream.open() == 0).await;
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed after the idle timeout, not before");
+    // Idle time is counted in sweeper periods (100 ms here): closed no earlier than two before.
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(150), "closed after {waited:?}: too early");
+    assert!(waited < Duration::from_secs(1), "closed after {waited:?}: long past the timeout");
     assert_eq!(pool.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn a_connection_is_never_reused_past_its_idle_timeout() {
+    let upstream = Upstream::start_with(Close::Never, SMALL_BODY_LEN).await;
+    // A sweeper period of 15 s: the test moves the pool's count of periods itself.
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    pool.sweeps.fetch_add(pool.limit - 1, Ordering::Relaxed);
+    assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    assert_eq!(upstream.accepted(), 1, "idle for less than the timeout: reused");
+    pool.sweeps.fetch_add(pool.limit, Ordering::Relaxed);
+    assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    assert_eq!(upstream.accepted(), 2, "perhaps idle for the whole timeout: not reused");
 }
 
 #[tokio::test]
@@ -237,9 +254,10 @@ async fn an_empty_response_leaves_its_connection_reusable() {
 
 #[tokio::test]
 async fn the_sweeper_drops_an_idle_connection_the_upstream_closed() {
-    let upstream = Upstream::start_with(Close::Silently, SMALL_BODY_LEN).await;
+    let upstream = Upstream::start_with(Close::WhenIdleFor(Duration::from_millis(50)), SMALL_BODY_LEN).await;
     let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
     assert_eq!(fetch(&pool, upstream.addr).await, SMALL_BODY_LEN);
+    assert_eq!(pool.idle_count(), 1, "pooled while the upstream keeps it open");
     eventually("the upstream closes its side", || upstream.open() == 0).await;
     // Well within the idle timeout: only the close can make the sweep drop it.
     eventually("the sweep finds the close", || {
@@ -258,9 +276,55 @@ async fn a_request_on_a_pooled_connection_the_upstream_closed_for_idleness_goes_
         assert_eq!(fetched.expect("the request neither hangs nor fails"), SMALL_BODY_LEN, "round {round}");
         assert_eq!(pool.idle_count(), 1, "round {round}: pooled as soon as the response was in");
         eventually("the upstream closes the idle connection", || upstream.open() == 0).await;
+        // The runtime learns of the close at its next look at the sockets.
+        tokio::task::yield_now().await;
         // The pool still holds it; the next request finds it closed and is handed back unsent.
     }
     let last = tokio::time::timeout(Duration::from_secs(5), fetch(&pool, upstream.addr)).await;
     assert_eq!(last.expect("the request neither hangs nor fails"), SMALL_BODY_LEN);
     assert_eq!(upstream.accepted(), 4);
+}
+
+#[tokio::test]
+async fn an_upload_goes_on_while_nobody_reads_the_response_the_upstream_already_sent() {
+    const UPLOAD_LEN: usize = 32 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = received.clone();
+    // Answers at once, then streams its answer while it reads the upload, each half on its own.
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.expect("accept");
+        let (mut reader, mut writer) = socket.into_split();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = reader.read(&mut buf).await.expect("request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let end = head.windows(4).position(|w| w == b"\r\n\r\n").expect("head end") + 4;
+        counted.fetch_add(head.len() - end, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY_LEN}\r\n\r\n");
+            let _ = writer.write_all(response.as_bytes()).await;
+            let _ = writer.write_all(&vec![b'x'; BODY_LEN]).await;
+        });
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            counted.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    let pool = Arc::new(H1Pool::new(Duration::from_secs(5), Duration::from_secs(60)));
+    let upload = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", addr.to_string())
+        .body(full(vec![b'u'; UPLOAD_LEN]))
+        .expect("request");
+    let response = pool.send(addr, None, upload).await.expect("response head");
+    // The client sends its whole body before it reads the answer.
+    eventually("the whole upload reaches the upstream", || received.load(Ordering::SeqCst) >= UPLOAD_LEN).await;
+    assert_eq!(response.into_body().collect().await.expect("body").to_bytes().len(), BODY_LEN);
 }

@@ -29,7 +29,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 pub use failure::UpstreamFailure;
 pub use fault::{Faults, SHARE_SCALE, share_of};
@@ -161,7 +160,7 @@ pub fn local_response(status: StatusCode, message: &'static str) -> Response<Bod
 /// hundred bytes) into the next one's state, so the layers are few.
 pub async fn logged<S: std::ops::Deref<Target = Shared>>(
     shared: S,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     cx: Context,
 ) -> Result<Response<Body>, Infallible> {
     let shared = &*shared;

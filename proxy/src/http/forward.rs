@@ -10,7 +10,6 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 
 use super::SHARE_SCALE;
@@ -63,7 +62,7 @@ impl Context {
 pub(super) async fn routed(
     shared: &Shared,
     compiled: &Compiled,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     cx: Context,
 ) -> Response<Body> {
     // HTTP/2 names the host in `:authority`; routing, redirects and the upstream see it as `Host`.
@@ -96,7 +95,7 @@ async fn forward_routed(
     shared: &Shared,
     compiled: &Compiled,
     vhost: &VhostState,
-    req: Request<Incoming>,
+    req: Request<Body>,
     cx: Context,
     host: &str,
 ) -> Response<Body> {
@@ -173,7 +172,6 @@ async fn forward_routed(
             // Envoy applies the most specific level first, so the route's edits win over the destination's.
             target.request_headers.apply(req.headers_mut());
             route.request_headers.apply(req.headers_mut());
-            let mut req = req.map(super::boxed);
             if !route.mirrors.is_empty() {
                 req = mirror_request(shared, compiled, &route.mirrors, req);
             }
@@ -390,7 +388,7 @@ pub fn mesh_tls<'a>(
 }
 
 /// Forwards to the original destination of a connection whose authority the mesh does not know.
-async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming>, cx: Context) -> Response<Body> {
+async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Body>, cx: Context) -> Response<Body> {
     if cx.destination.ip().is_unspecified() {
         return local_response(StatusCode::BAD_GATEWAY, "cannot resolve destination");
     }
@@ -398,7 +396,6 @@ async fn passthrough(shared: &Shared, compiled: &Compiled, req: Request<Incoming
         return local_response(StatusCode::BAD_GATEWAY, "destination is this proxy's own listener");
     }
     let h2 = req.version() == Version::HTTP_2;
-    let req = req.map(super::boxed);
     let upstream = Upstream::Mesh { h2, meshed: false };
     let (mut response, _) =
         send(shared, req, Instant::now(), cx.destination, upstream, None, &compiled.passthrough, None).await;

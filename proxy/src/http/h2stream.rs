@@ -65,8 +65,9 @@ async fn pipe(body: Body, mut stream: SendStream<Bytes>, abandoned: oneshot::Rec
 }
 
 /// Streams `body` into `stream`, its trailers last, waiting for flow-control capacity as the peer
-/// grants it; stops when the peer resets the stream, and resets it when the body fails.
-async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
+/// grants it; stops when the peer resets the stream, and resets it when the body fails. Request
+/// bodies to an upstream and response bodies to a downstream client both go through it.
+pub(super) async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
@@ -123,19 +124,27 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -
     Ok(())
 }
 
-/// An upstream HTTP/2 response's body: its data, giving the flow-control window back as it is read,
-/// then its trailers. Dropped before its end, it resets the stream (`CANCEL`): h2 does when the
-/// last handle on a stream goes, and the guard stops the request body's pipe, which holds one.
+/// The body of an HTTP/2 stream as it arrives: its data, giving the flow-control window back as it is
+/// read, then its trailers. An upstream's response body ([`H2Body::new`]), dropped before its end,
+/// resets the stream (`CANCEL`): h2 does when the last handle on a stream goes, and the guard stops
+/// the request body's pipe, which holds one. A downstream client's request body
+/// ([`H2Body::served`]) has no guard: its stream lives as long as its response is being sent.
 #[derive(Debug)]
 pub struct H2Body {
     stream: RecvStream,
     data_done: bool,
-    _guard: StreamGuard,
+    _guard: Option<StreamGuard>,
 }
 
 impl H2Body {
+    /// An upstream response's body, on the stream `guard` counts.
     pub fn new(stream: RecvStream, guard: StreamGuard) -> Self {
-        Self { stream, data_done: false, _guard: guard }
+        Self { stream, data_done: false, _guard: Some(guard) }
+    }
+
+    /// A request's body, on a stream this proxy serves.
+    pub fn served(stream: RecvStream) -> Self {
+        Self { stream, data_done: false, _guard: None }
     }
 }
 

@@ -5,7 +5,6 @@
 
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::failure::UpstreamFailure;
 use super::forward::{Context, Upstream, send};
@@ -22,7 +21,7 @@ use crate::tls::XFCC;
 pub(super) async fn inbound(
     shared: &Shared,
     compiled: &Compiled,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     cx: Context,
 ) -> Response<Body> {
     let port = cx.destination.port();
@@ -93,8 +92,7 @@ pub(super) async fn inbound(
         Upstream::App { h2 }
     };
     let started = std::time::Instant::now();
-    let (mut response, _) =
-        send(shared, req.map(super::boxed), started, target, upstream, None, &compiled.inbound_metrics, None).await;
+    let (mut response, _) = send(shared, req, started, target, upstream, None, &compiled.inbound_metrics, None).await;
     if let Some(quota) = quota {
         quota.write_headers(response.headers_mut());
     }

@@ -1,5 +1,5 @@
-//! One accepted HTTP connection: hyper's HTTP/1 or HTTP/2 server on it, whichever the client
-//! speaks, until it closes or the proxy drains.
+//! One accepted HTTP connection: hyper's HTTP/1 server, or `h2`'s HTTP/2 server ([`h2conn`]),
+//! whichever the client speaks, until it closes or the proxy drains.
 //!
 //! The version comes from the caller when it knows it (protocol detection, a port declared
 //! `http2`/`grpc`, the mesh ALPN); otherwise the first bytes tell ([`Version::Sniff`]). Knowing it
@@ -25,17 +25,16 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::batch::Batched;
-use super::{Context, Shared, logged, pool};
+use super::{Context, Shared, logged};
 use crate::detect::{self, Protocol};
 use crate::drain;
 
-/// Most concurrent streams a client may open on one HTTP/2 connection.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
+pub use h2conn::H2_MAX_CONCURRENT_STREAMS;
 
 /// The HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,40 +91,46 @@ where
 {
     // One Arc per connection, so each request clones a single pointer.
     let service_shared = Arc::new(shared.clone());
-    let service_context = context.clone();
     let activity = Activity::new(shared.settings.idle_timeout);
     let requests = activity.counter();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        requests.started();
-        let shared = service_shared.clone();
-        let context = service_context.clone();
-        // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1 connection, for
-        // the connection's whole life; boxed, the request path's state exists only while a request does.
-        super::in_box(|| logged(shared, req, context))
-    });
-    let result = match version {
+    let peer = context.peer;
+    match version {
         Known::Http1 => {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                requests.started();
+                let shared = service_shared.clone();
+                let context = context.clone();
+                // Boxed: hyper keeps an in-flight slot the size of this future for each HTTP/1
+                // connection, for the connection's whole life; boxed, the request path's state exists
+                // only while a request does.
+                super::in_box(|| logged(shared, req.map(super::boxed), context))
+            });
             let io = TokioIo::new(io);
             // No timer: hyper would arm its header read timeout for every request.
             let connection = http1::Builder::new().keep_alive(true).serve_connection(io, service).with_upgrades();
-            until_closed(connection, http1::UpgradeableConnection::graceful_shutdown, &shared.drain, activity).await
+            let result =
+                until_closed(connection, http1::UpgradeableConnection::graceful_shutdown, &shared.drain, activity)
+                    .await;
+            log_end(result, peer);
         }
         // Boxed: HTTP/2 connections are few (pooled between proxies) and their state is the larger.
         Known::Http2 => {
             Box::pin(async {
-                let io = TokioIo::new(Batched::new(io));
-                let connection = http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-                    .initial_stream_window_size(pool::H2_STREAM_WINDOW)
-                    .initial_connection_window_size(pool::H2_CONNECTION_WINDOW)
-                    .serve_connection(io, service);
-                until_closed(connection, http2::Connection::graceful_shutdown, &shared.drain, activity).await
+                let streams = h2conn::Streams { shared: service_shared, context, requests };
+                let connection = h2conn::H2Connection::new(Batched::new(io), streams);
+                let result =
+                    until_closed(connection, h2conn::H2Connection::graceful_shutdown, &shared.drain, activity).await;
+                log_end(result, peer);
             })
             .await
         }
-    };
+    }
+}
+
+/// Logs how a connection ended, when it was with an error.
+fn log_end<E: std::fmt::Display>(result: Result<(), E>, peer: std::net::SocketAddr) {
     if let Err(err) = result {
-        tracing::debug!(error = %err, peer = %context.peer, "connection ended with an error");
+        tracing::debug!(error = %err, %peer, "connection ended with an error");
     }
 }
 
@@ -220,5 +225,6 @@ where
     }
 }
 
+mod h2conn;
 #[cfg(test)]
 mod tests;

@@ -151,7 +151,7 @@ async fn explicit_request(shared: Shared, mut req: Request<Incoming>, peer: Sock
     let destination = resolved.unwrap_or(SocketAddr::from(([0, 0, 0, 0], port)));
     let cx = Context::plain(Side::Outbound, peer, destination);
     if req.method() != Method::CONNECT {
-        let Ok(response) = crate::http::logged(&shared, req, cx).await;
+        let Ok(response) = crate::http::logged(&shared, req.map(crate::http::boxed), cx).await;
         return response;
     }
     let unaddressed = destination.ip().is_unspecified();

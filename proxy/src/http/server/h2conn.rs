@@ -1,0 +1,173 @@
+//! An accepted HTTP/2 connection, served with `h2` directly: each request the client opens a stream
+//! for runs in a task of its own, which routes it ([`logged`]), sends the response's head and pipes
+//! its body back under HTTP/2 flow control ([`h2stream::pump`], as request bodies go to an upstream).
+//!
+//! hyper's HTTP/2 server did the same with more around it, for every request: a body wrapper with
+//! its own length check and keep-alive recorder, removals of seven connection-specific header names
+//! from each response (ours are taken out where the response is forwarded, in one pass over its
+//! names, [`strip_hop_by_hop`]), a `Date` lookup, and a state machine between them.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use bytes::Bytes;
+use h2::server::{Connection, Handshake, SendResponse};
+use h2::{Reason, RecvStream};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::RequestCounter;
+use crate::http::h2stream::{self, H2Body};
+use crate::http::headers::strip_hop_by_hop;
+use crate::http::{Context, Shared, boxed, in_box, logged, pool};
+
+/// Most concurrent streams a client may open on one HTTP/2 connection.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest request header list (names, values and 32 bytes per field, as HTTP/2 counts it) a client
+/// may send: hyper's server default, which the proxy had before it served HTTP/2 with `h2` itself.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// What each request on the connection is routed with.
+#[derive(Debug)]
+pub(super) struct Streams {
+    pub shared: Arc<Shared>,
+    pub context: Context,
+    pub requests: RequestCounter,
+}
+
+impl Streams {
+    /// Starts the task that answers `req` on `respond`'s stream.
+    fn start(&self, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
+        self.requests.started();
+        let req = req.map(|body| boxed(H2Body::served(body)));
+        let shared = self.shared.clone();
+        let context = self.context.clone();
+        // Boxed as it is made: the request path's state is several KiB, and the task keeps only a pointer.
+        let answer = in_box(|| logged(shared, req, context));
+        tokio::spawn(respond_to(answer, respond));
+    }
+}
+
+/// Sends the response `answer` produces on `respond`'s stream, its body piped after the head. A client
+/// that resets the stream before the response is ready cancels the request (`answer` is dropped).
+async fn respond_to<F>(answer: Pin<Box<F>>, mut respond: SendResponse<Bytes>)
+where
+    F: Future<Output = Result<Response<crate::http::Body>, std::convert::Infallible>>,
+{
+    let response = tokio::select! {
+        biased;
+        answered = answer => match answered {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        reason = poll_fn(|cx| respond.poll_reset(cx)) => {
+            tracing::debug!(?reason, "client reset the stream before its response");
+            return;
+        }
+    };
+    let (mut head, body) = response.into_parts();
+    // HTTP/2 has no connection-specific headers (RFC 9113 section 8.2.2); `h2` refuses a response with one.
+    strip_hop_by_hop(&mut head.headers, false);
+    let end = body.is_end_stream();
+    // A body whose length is known says so (the proxy's own answers), so that a client proxy
+    // forwarding it to HTTP/1.1 sends a sized body, not a chunked one.
+    if !end
+        && let Some(length) = body.size_hint().exact()
+        && !head.headers.contains_key(CONTENT_LENGTH)
+    {
+        head.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    let mut stream = match respond.send_response(Response::from_parts(head, ()), end) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(error = %err, "response head not sent");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            return;
+        }
+    };
+    if !end {
+        h2stream::pump(body, &mut stream).await;
+    }
+}
+
+/// One HTTP/2 connection being served: a future that ends when the connection closes, starting a
+/// task for each stream the client opens.
+pub(super) struct H2Connection<S> {
+    state: State<S>,
+    streams: Streams,
+    /// Asked to close: `GOAWAY` once the handshake is done.
+    closing: bool,
+}
+
+enum State<S> {
+    /// Boxed: done once per connection, and larger than the connection it becomes.
+    Handshaking(Pin<Box<Handshake<S, Bytes>>>),
+    Serving(Connection<S, Bytes>),
+}
+
+impl<S> std::fmt::Debug for H2Connection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Handshaking(_) => "handshaking",
+            State::Serving(_) => "serving",
+        };
+        f.debug_struct("H2Connection").field("state", &state).field("closing", &self.closing).finish()
+    }
+}
+
+impl<S> H2Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Starts the server side's handshake on `io` (the client's preface and both sides' settings).
+    pub fn new(io: S, streams: Streams) -> Self {
+        let handshake = h2::server::Builder::new()
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .initial_window_size(pool::H2_STREAM_WINDOW)
+            .initial_connection_window_size(pool::H2_CONNECTION_WINDOW)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .handshake(io);
+        Self { state: State::Handshaking(Box::pin(handshake)), streams, closing: false }
+    }
+
+    /// Closes the connection gracefully: `GOAWAY`, after which the streams already open are answered
+    /// and the connection ends.
+    pub fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.closing = true;
+        if let State::Serving(connection) = &mut this.state {
+            connection.graceful_shutdown();
+        }
+    }
+}
+
+impl<S> Future for H2Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = Result<(), h2::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Handshaking(handshake) => {
+                    let mut connection = ready!(handshake.as_mut().poll(cx))?;
+                    if this.closing {
+                        connection.graceful_shutdown();
+                    }
+                    this.state = State::Serving(connection);
+                }
+                State::Serving(connection) => match ready!(connection.poll_accept(cx)) {
+                    Some(Ok((req, respond))) => this.streams.start(req, respond),
+                    Some(Err(err)) => return Poll::Ready(Err(err)),
+                    None => return Poll::Ready(Ok(())),
+                },
+            }
+        }
+    }
+}

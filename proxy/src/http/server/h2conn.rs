@@ -103,8 +103,11 @@ pub(super) struct H2Connection<S> {
     closing: bool,
 }
 
+// The serving state is the one a connection lives in, polled for every frame: kept inline (the whole
+// connection's future is boxed once by its caller), not behind a second pointer.
+#[allow(clippy::large_enum_variant)]
 enum State<S> {
-    /// Boxed: done once per connection, and larger than the connection it becomes.
+    /// Boxed: a handshake is done once, and need not be pinned in the connection's own state.
     Handshaking(Pin<Box<Handshake<S, Bytes>>>),
     Serving(Connection<S, Bytes>),
 }

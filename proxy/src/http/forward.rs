@@ -65,13 +65,15 @@ pub(super) async fn routed(
     mut req: Request<Body>,
     cx: Context,
 ) -> Response<Body> {
+    let host_text = super::authority::HostText::of(&req);
     // HTTP/2 names the host in `:authority`; routing, redirects and the upstream see it as `Host`.
-    if !req.headers().contains_key(HOST)
-        && let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    // (A request whose host text came from its `Host` header has one: no second lookup.)
+    if let super::authority::HostText::Uri(authority) = &host_text
+        && !req.headers().contains_key(HOST)
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         req.headers_mut().insert(HOST, value);
     }
-    let host_text = super::authority::HostText::of(&req);
     let (host, port) = super::authority::split(host_text.as_str(), cx.destination.port());
     let table = match cx.side {
         Side::Gateway => compiled.gateway.get(&cx.destination.port()),

@@ -188,3 +188,92 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send + Sync {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
+
+/// A socket that counts the bytes read from it.
+struct Counted {
+    socket: tokio::net::TcpStream,
+    read: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.socket).poll_read(cx, buf);
+        self.read.fetch_add(buf.filled().len() - before, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/2 upstream answering every request with an empty 200, counting the bytes it reads.
+async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
+    tokio::spawn(async move {
+        let Ok((socket, _)) = listener.accept().await else { return };
+        let Ok(mut connection) = h2::server::handshake(Counted { socket, read: counter }).await else { return };
+        while let Some(Ok((_, mut respond))) = connection.accept().await {
+            let _ = respond.send_response(Response::new(()), true);
+        }
+    });
+    (addr, read)
+}
+
+/// The bytes the upstream reads for one GET (with a new request id when `with_id`).
+async fn request_size(pool: &H2Pool, addr: SocketAddr, read: &AtomicUsize, with_id: bool) -> usize {
+    let mut req = Request::builder().uri("http://upstream/size").body(full("")).expect("request");
+    if with_id {
+        crate::http::ensure_request_id(req.headers_mut());
+    }
+    let before = read.load(Ordering::SeqCst);
+    let response = pool.send(addr, None, None, req).await.expect("response");
+    assert_eq!(response.status(), 200);
+    read.load(Ordering::SeqCst) - before
+}
+
+#[tokio::test]
+async fn after_the_first_request_on_a_connection_request_ids_go_out_as_a_reference_to_the_name_and_a_literal_value() {
+    let (addr, read) = counting_upstream().await;
+    let pool = H2Pool::new(Duration::from_secs(5));
+    // The connection's first request lets both sides' tables keep one id, and with it the name.
+    for _ in 0..3 {
+        request_size(&pool, addr, &read, true).await;
+    }
+    for _ in 0..5 {
+        let with_id = request_size(&pool, addr, &read, true).await;
+        let without = request_size(&pool, addr, &read, false).await;
+        // A reference to the name (2 bytes), the value's length (1) and its 36 characters
+        // Huffman-coded (26 to 28 bytes). With the name as a literal too, it would be 10 more.
+        let id_cost = with_id - without;
+        assert!((28..=31).contains(&id_cost), "an id cost {id_cost} bytes");
+    }
+}

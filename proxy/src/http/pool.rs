@@ -117,15 +117,14 @@ impl Entry {
     }
 }
 
-/// How often (in requests on one connection) a request id is sent indexed, so that the connection's
-/// HPACK tables keep the name `x-request-id` even when other headers evict it.
-pub const REQUEST_ID_REINDEX_EVERY: u32 = 64;
-
-/// Lets HPACK index this request's `x-request-id` (its value is marked never-indexed otherwise,
-/// [`super::ensure_request_id`]). Every request has its own id, so the value is worth nothing to
-/// the table; but once one id sits in both sides' tables, the ids after it are sent as a reference to
-/// the name and a literal value, instead of the name as a literal too: the client proxy Huffman-codes
-/// twelve bytes less, and the server proxy neither decodes nor parses nor allocates the name.
+/// Lets HPACK index this request's `x-request-id`, the first on its connection (every other id is
+/// marked never-indexed, [`super::ensure_request_id`]). Every request has its own id, so the value is
+/// worth nothing to the table; but once one id sits in both sides' tables, the ids after it are sent
+/// as a reference to the name and a literal value, instead of the name as a literal too: the server
+/// proxy neither decodes nor parses nor allocates the name, and the client proxy Huffman-codes twelve
+/// bytes less. Only one: HPACK's encoder compares a new value with every entry of the same name, so
+/// ids indexed again and again would make each request's encoding walk all of them. Should other
+/// headers evict that one entry, ids go out with a literal name again, as before.
 fn index_name_of_request_id(headers: &mut http::HeaderMap) {
     if let Some(id) = headers.get_mut(super::headers::REQUEST_ID) {
         id.set_sensitive(false);
@@ -185,16 +184,15 @@ impl H2Pool {
     ) -> Result<Response<Body>, Error> {
         let key = (addr, source, mtls.is_some(), options.max_requests_per_connection);
         let failed = |source| Error::H2 { context: format!("request to {addr}"), source };
-        // The first request on a connection, and every `REQUEST_ID_REINDEX_EVERY`th, lets HPACK
-        // remember its request id (see below).
+        // The first request on a connection lets HPACK remember its request id (see below).
         let mut index_request_id = true;
         let ready = match self.reuse(&key) {
             // A pooled connection that cannot take a stream (it closed, or the peer is going away)
             // leaves the pool, and the request goes out on a new one: nothing was sent yet.
             // The pool's handle was cloned for this request (h2 wants one per concurrent request).
-            Some((Conn { sender, closed, open }, sent)) => match sender.ready().await {
+            Some(Conn { sender, closed, open }) => match sender.ready().await {
                 Ok(sender) => {
-                    index_request_id = sent % REQUEST_ID_REINDEX_EVERY == 1;
+                    index_request_id = false;
                     Some((sender, open))
                 }
                 Err(err) => {
@@ -231,16 +229,15 @@ impl H2Pool {
         Ok(response.map(|stream| super::boxed(h2stream::H2Body::new(stream, guard))))
     }
 
-    /// A handle on the pooled connection for `key`, and how many requests it has carried with this
-    /// one, counting the request against its limit (a connection that reached it leaves the pool and
-    /// closes once its streams end).
-    fn reuse(&self, key: &Key) -> Option<(Conn, u32)> {
+    /// A handle on the pooled connection for `key`, counting the request against its limit (a
+    /// connection that reached it leaves the pool and closes once its streams end).
+    fn reuse(&self, key: &Key) -> Option<Conn> {
         let limit = key.3;
         let mut connections = self.lock();
         let entry = connections.get_mut(key).filter(|e| !e.is_closed())?;
         entry.used = true;
         entry.sent = entry.sent.saturating_add(1);
-        let reused = (entry.conn.clone(), entry.sent);
+        let reused = entry.conn.clone();
         if limit.is_some_and(|limit| entry.sent >= limit) {
             connections.remove(key);
         }

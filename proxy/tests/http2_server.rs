@@ -1,6 +1,7 @@
 //! The proxy's HTTP/2 server (`h2` driven directly, one task per stream) seen by a real HTTP/2
 //! client on a real socket: a reset stream cancels its request, the proxy's own answers say their
-//! length, and a drain answers the open streams after `GOAWAY`.
+//! length, a failed upstream body resets the stream as an internal error, `CONNECT` is refused, and a
+//! drain answers the open streams after `GOAWAY`.
 
 mod support;
 
@@ -12,7 +13,7 @@ use h2::client::SendRequest;
 use http::{Request, StatusCode};
 use support::upstream::http_echo;
 use support::*;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -130,6 +131,64 @@ async fn a_draining_proxy_answers_the_open_streams_of_an_http2_client_then_close
         echoed.extend_from_slice(&chunk);
     }
     assert_eq!(&echoed[..], b"first second");
-    tokio::time::timeout(PATIENCE, ended).await.expect("the connection closed").expect("connection task");
+    // Well before the drain deadline (2 s after the signal), when the proxy would exit anyway.
+    tokio::time::timeout(Duration::from_millis(1000), ended)
+        .await
+        .expect("the connection closed once its stream was answered")
+        .expect("connection task");
     assert_eq!(proxy.terminate().map(|s| s.success()), Some(true));
+}
+
+/// An upstream that answers every request with a head announcing 100 bytes, sends 10 and closes.
+async fn truncating_upstream() -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::new(unique_ip(), 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_that_breaks_off_resets_the_clients_stream_as_an_internal_error() {
+    let proxy = gateway(truncating_upstream().await);
+    let (sender, _ended) = connect_h2(proxy.addr(GATEWAY_PORT)).await;
+    let mut sender = sender.ready().await.expect("ready");
+    let (response, _) = sender.send_request(request("GET", "reviews"), true).expect("send");
+    // The head and the reset may come in one read: the client then sees only the reset.
+    let response = match tokio::time::timeout(PATIENCE, response).await.expect("in time") {
+        Ok(response) => response,
+        Err(failure) => {
+            assert_eq!(failure.reason(), Some(h2::Reason::INTERNAL_ERROR), "{failure}");
+            return;
+        }
+    };
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let failure = loop {
+        match tokio::time::timeout(PATIENCE, body.data()).await.expect("in time") {
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => break err,
+            None => panic!("the body ended as if it were whole"),
+        }
+    };
+    assert_eq!(failure.reason(), Some(h2::Reason::INTERNAL_ERROR), "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_on_an_http2_connection_of_a_gateway_is_refused_as_not_implemented() {
+    let upstream = http_echo(SocketAddr::new(unique_ip(), 0), "app").await;
+    let proxy = gateway(upstream);
+    let (sender, _ended) = connect_h2(proxy.addr(GATEWAY_PORT)).await;
+    let mut sender = sender.ready().await.expect("ready");
+    let connect = Request::builder().method("CONNECT").uri("reviews:443").body(()).expect("request");
+    let (response, _) = sender.send_request(connect, false).expect("send");
+    let response = tokio::time::timeout(PATIENCE, response).await.expect("in time").expect("response");
+    assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
 }

@@ -56,7 +56,7 @@ impl Drop for StreamGuard {
 /// first (`abandoned` resolves).
 async fn pipe(body: Body, mut stream: SendStream<Bytes>, abandoned: oneshot::Receiver<()>) {
     let abandoned = tokio::select! {
-        () = pump(body, &mut stream) => false,
+        () = pump(body, &mut stream, h2::Reason::CANCEL) => false,
         _ = abandoned => true,
     };
     if abandoned {
@@ -65,9 +65,11 @@ async fn pipe(body: Body, mut stream: SendStream<Bytes>, abandoned: oneshot::Rec
 }
 
 /// Streams `body` into `stream`, its trailers last, waiting for flow-control capacity as the peer
-/// grants it; stops when the peer resets the stream, and resets it when the body fails. Request
-/// bodies to an upstream and response bodies to a downstream client both go through it.
-pub(super) async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
+/// grants it; stops when the peer resets the stream, and resets it when the body fails: with the
+/// HTTP/2 reason the failure carries (an upstream's own reset passes on), else `failed`. Request
+/// bodies to an upstream (`CANCEL`) and response bodies to a downstream client (`INTERNAL_ERROR`, as
+/// hyper's server sent) both go through it.
+pub(super) async fn pump(mut body: Body, stream: &mut SendStream<Bytes>, failed: h2::Reason) {
     loop {
         let frame = tokio::select! {
             frame = body.frame() => frame,
@@ -80,8 +82,9 @@ pub(super) async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
                 return;
             }
             Some(Err(err)) => {
-                tracing::debug!(error = %err, "request body failed; resetting the upstream stream");
-                stream.send_reset(h2::Reason::CANCEL);
+                let reason = reset_reason(&*err).unwrap_or(failed);
+                tracing::debug!(error = %err, ?reason, "body failed; resetting its stream");
+                stream.send_reset(reason);
                 return;
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -101,6 +104,18 @@ pub(super) async fn pump(mut body: Body, stream: &mut SendStream<Bytes>) {
             },
         }
     }
+}
+
+/// The HTTP/2 reason an error, or one of the errors under it, carries.
+fn reset_reason(err: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(reason) = err.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return Some(reason);
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// Sends `data` in the pieces the peer's flow-control window allows, `end` on the last.
@@ -133,18 +148,28 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -
 pub struct H2Body {
     stream: RecvStream,
     data_done: bool,
+    /// What `content-length` announced and is not read yet, when it announced something.
+    remaining: Option<u64>,
     _guard: Option<StreamGuard>,
 }
 
 impl H2Body {
     /// An upstream response's body, on the stream `guard` counts.
     pub fn new(stream: RecvStream, guard: StreamGuard) -> Self {
-        Self { stream, data_done: false, _guard: Some(guard) }
+        Self { stream, data_done: false, remaining: None, _guard: Some(guard) }
     }
 
-    /// A request's body, on a stream this proxy serves.
-    pub fn served(stream: RecvStream) -> Self {
-        Self { stream, data_done: false, _guard: None }
+    /// A request's body, on a stream this proxy serves, of the length its `content-length` header
+    /// announces, if any (its size hint, as hyper's server gave it: retries skip buffering a body
+    /// announced too large to replay).
+    pub fn served(stream: RecvStream, headers: &http::HeaderMap) -> Self {
+        // A request that ended with its head (a GET) has nothing to announce: no header lookup.
+        let remaining = if stream.is_end_stream() {
+            Some(0)
+        } else {
+            headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+        };
+        Self { stream, data_done: false, remaining, _guard: None }
     }
 }
 
@@ -159,6 +184,9 @@ impl HttpBody for H2Body {
                 Some(Ok(data)) => {
                     // Read: the peer may send as much again.
                     let _ = this.stream.flow_control().release_capacity(data.len());
+                    if let Some(remaining) = &mut this.remaining {
+                        *remaining = remaining.saturating_sub(data.len() as u64);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
@@ -175,4 +203,14 @@ impl HttpBody for H2Body {
     fn is_end_stream(&self) -> bool {
         self.stream.is_end_stream()
     }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self.remaining {
+            Some(remaining) => http_body::SizeHint::with_exact(remaining),
+            None => http_body::SizeHint::default(),
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

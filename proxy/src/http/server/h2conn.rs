@@ -16,20 +16,23 @@ use bytes::Bytes;
 use h2::server::{Connection, Handshake, SendResponse};
 use h2::{Reason, RecvStream};
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::RequestCounter;
 use crate::http::h2stream::{self, H2Body};
 use crate::http::headers::strip_hop_by_hop;
-use crate::http::{Context, Shared, boxed, in_box, logged, pool};
+use crate::http::{Context, Shared, boxed, in_box, local_response, logged, pool};
 
 /// Most concurrent streams a client may open on one HTTP/2 connection.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// Largest request header list (names, values and 32 bytes per field, as HTTP/2 counts it) a client
 /// may send: hyper's server default, which the proxy had before it served HTTP/2 with `h2` itself.
 pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+
+/// The answer to a `CONNECT` on an HTTP/2 connection of a capture or gateway listener.
+pub const CONNECT_REFUSED: &str = "CONNECT is served only by the explicit-proxy listener";
 
 /// What each request on the connection is routed with.
 #[derive(Debug)]
@@ -43,32 +46,43 @@ impl Streams {
     /// Starts the task that answers `req` on `respond`'s stream.
     fn start(&self, req: Request<RecvStream>, respond: SendResponse<Bytes>) {
         self.requests.started();
-        let req = req.map(|body| boxed(H2Body::served(body)));
         let shared = self.shared.clone();
         let context = self.context.clone();
-        // Boxed as it is made: the request path's state is several KiB, and the task keeps only a pointer.
-        let answer = in_box(|| logged(shared, req, context));
-        tokio::spawn(respond_to(answer, respond));
+        // The stream's whole work is one future of several KiB: built in its box, it is never copied,
+        // and the task holds a pointer (spawning the future itself copied it twice).
+        tokio::spawn(in_box(|| answer(shared, req, context, respond)));
     }
 }
 
-/// Sends the response `answer` produces on `respond`'s stream, its body piped after the head. A client
-/// that resets the stream before the response is ready cancels the request (`answer` is dropped).
-async fn respond_to<F>(answer: Pin<Box<F>>, mut respond: SendResponse<Bytes>)
-where
-    F: Future<Output = Result<Response<crate::http::Body>, std::convert::Infallible>>,
-{
+/// Routes `req` and sends the response on `respond`'s stream, its body piped after the head. A client
+/// that resets the stream before the response is ready cancels the request (its future is dropped).
+async fn answer(shared: Arc<Shared>, req: Request<RecvStream>, context: Context, mut respond: SendResponse<Bytes>) {
+    if req.method() == Method::CONNECT {
+        // A tunnel is the explicit-proxy listener's to open (`--explicit-proxy-addr`); here its bytes
+        // would go upstream as an ordinary request's body.
+        send_whole(respond, local_response(StatusCode::NOT_IMPLEMENTED, CONNECT_REFUSED)).await;
+        return;
+    }
+    let (parts, body) = req.into_parts();
+    let body = boxed(H2Body::served(body, &parts.headers));
+    // Pinned where it is made: `select!` then holds a reference, not a copy of its several KiB.
+    let routed = std::pin::pin!(logged(shared, Request::from_parts(parts, body), context));
     let response = tokio::select! {
         biased;
-        answered = answer => match answered {
+        answered = routed => match answered {
             Ok(response) => response,
             Err(never) => match never {},
         },
-        reason = poll_fn(|cx| respond.poll_reset(cx)) => {
-            tracing::debug!(?reason, "client reset the stream before its response");
+        reset = poll_fn(|cx| respond.poll_reset(cx)) => {
+            tracing::debug!(?reset, "stream reset (or connection lost) before its response");
             return;
         }
     };
+    send_whole(respond, response).await;
+}
+
+/// Sends `response` on `respond`'s stream: its head, then its body.
+async fn send_whole(mut respond: SendResponse<Bytes>, response: Response<crate::http::Body>) {
     let (mut head, body) = response.into_parts();
     // HTTP/2 has no connection-specific headers (RFC 9113 section 8.2.2); `h2` refuses a response with one.
     strip_hop_by_hop(&mut head.headers, false);
@@ -90,7 +104,7 @@ where
         }
     };
     if !end {
-        h2stream::pump(body, &mut stream).await;
+        h2stream::pump(body, &mut stream, Reason::INTERNAL_ERROR).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP path: one hyper server per accepted connection (HTTP/1 or HTTP/2, see [`serve`]),
-//! routing through the compiled config, and pooled hyper clients to upstreams.
+//! The HTTP path: one server per accepted connection (hyper's for HTTP/1, `h2`'s for HTTP/2, see
+//! [`serve`]), routing through the compiled config, and pooled clients to upstreams (hyper's HTTP/1,
+//! `h2`'s HTTP/2).
 //!
 //! Between two Trellis proxies requests travel over pooled HTTP/2 connections: the outbound side marks
 //! a request that arrived as HTTP/1.1 with [`ORIG_PROTO_HEADER`], and the inbound side hands it to the

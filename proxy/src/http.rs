@@ -13,7 +13,7 @@ mod fault;
 mod forward;
 pub mod h1pool;
 mod h2stream;
-mod headers;
+pub(crate) mod headers;
 mod inbound;
 mod mirror;
 pub mod pool;

@@ -1,7 +1,7 @@
 //! The proxy's HTTP/2 server (`h2` driven directly, one task per stream) seen by a real HTTP/2
 //! client on a real socket: a reset stream cancels its request, the proxy's own answers say their
-//! length, a failed upstream body resets the stream as an internal error, `CONNECT` is refused, and a
-//! drain answers the open streams after `GOAWAY`.
+//! length, every response has a `Date` and no `TE`, a failed upstream body resets the stream as an
+//! internal error, `CONNECT` is refused, and a drain answers the open streams after `GOAWAY`.
 
 mod support;
 
@@ -191,4 +191,41 @@ async fn connect_on_an_http2_connection_of_a_gateway_is_refused_as_not_implement
     let (response, _) = sender.send_request(connect, false).expect("send");
     let response = tokio::time::timeout(PATIENCE, response).await.expect("in time").expect("response");
     assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+}
+
+/// An upstream with no clock that answers every request with `ok`, its head carrying `te: trailers`
+/// (a request header, which HTTP/2 allows on requests only) and no `Date`.
+async fn clockless_upstream() -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::new(unique_ip(), 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nte: trailers\r\n\r\nok";
+                    if socket.write_all(head).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_over_http2_carry_a_date_and_no_te_whatever_the_upstream_sent() {
+    let proxy = gateway(clockless_upstream().await);
+    let (sender, _ended) = connect_h2(proxy.addr(GATEWAY_PORT)).await;
+    for host in ["reviews", "nobody-here"] {
+        let mut sender = sender.clone().ready().await.expect("ready");
+        let (response, _) = sender.send_request(request("GET", host), true).expect("send");
+        let response = tokio::time::timeout(PATIENCE, response).await.expect("in time").expect("response");
+        let date = response.headers().get(http::header::DATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let made = httpdate::parse_http_date(date).unwrap_or_else(|_| panic!("{host}: {date:?} is no HTTP date"));
+        let age = std::time::SystemTime::now().duration_since(made).unwrap_or_default();
+        assert!(age < Duration::from_secs(5), "{host}: the date {date} is {age:?} old");
+        assert!(response.headers().get(http::header::TE).is_none(), "{host}: {:?}", response.headers());
+    }
 }

@@ -15,7 +15,7 @@ use trellis_api::proxy_config::{HashKey, UnknownDestinations, UpstreamTls};
 use super::SHARE_SCALE;
 use super::failure::UpstreamFailure;
 use super::h1pool::H1Pool;
-use super::headers::{ensure_request_id, is_upgrade, set_orig_proto, strip_hop_by_hop};
+use super::headers::{Message, ensure_request_id, find_by_scan, is_upgrade, set_orig_proto, strip_hop_by_hop};
 use super::mirror::{self, MirrorTarget};
 use super::pool::ConnOptions;
 use super::{Body, Shared, Side, full, local_response, upgrade};
@@ -345,7 +345,7 @@ async fn to_cluster(
         access_log::upstream(&mut response, Some(pick.addr), &cluster.config.name);
     }
     // A failed attempt must not look fast to latency-aware balancing.
-    let failed = response.headers().contains_key(super::PROXY_ERROR);
+    let failed = find_by_scan(response.headers(), &super::PROXY_ERROR).is_some();
     let rtt = finished.duration_since(started);
     pick.record_latency_at(if failed { FAILURE_PENALTY.max(rtt) } else { rtt }, finished);
     if let Some(detector) = &cluster.outlier {
@@ -453,7 +453,7 @@ pub(super) async fn send(
     // (or response) is a copy of a few hundred bytes, on every request.
     // A request that will be answered by an upgrade keeps its downstream half for the tunnel.
     let downstream_upgrade = if upgrading { req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    strip_hop_by_hop(req.headers_mut(), upgrading);
+    strip_hop_by_hop(req.headers_mut(), Message::Request, upgrading);
     ensure_request_id(req.headers_mut());
     let use_h2 = (h2 || mtls.is_some()) && !upgrading;
     // HTTP/2 carries the host as `:authority` (below); HTTP/1.1 needs a `Host`.
@@ -527,7 +527,7 @@ pub(super) async fn send(
                 let tunnel = upgrade::Tunnel::new(&shared.drain, metrics);
                 upgrade::splice_tunnel(downstream, hyper::upgrade::on(&mut response), tunnel);
             }
-            strip_hop_by_hop(response.headers_mut(), upgraded);
+            strip_hop_by_hop(response.headers_mut(), Message::Response, upgraded);
             if arrived_h1 && !upgraded {
                 *response.version_mut() = Version::HTTP_11;
             }

@@ -29,10 +29,18 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION || name == UPGRADE || name == TE || name == TRANSFER_ENCODING || HOP_BY_HOP.contains(name)
 }
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names. `TE: trailers`
-/// survives (gRPC needs it). When `keep_upgrade` is set the `Connection: upgrade` and `Upgrade`
-/// headers of a protocol upgrade are kept.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// Which kind of message a header map belongs to: `TE` is a request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    Request,
+    Response,
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names. A request's
+/// `TE: trailers` survives (gRPC needs it); a response's `TE` always goes (HTTP/2 allows it only on
+/// requests, RFC 9113 section 8.2.2). When `keep_upgrade` is set the `Connection: upgrade` and
+/// `Upgrade` headers of a protocol upgrade are kept.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, message: Message, keep_upgrade: bool) {
     // Most requests and responses carry none: one pass over the names, no lookups.
     if !headers.keys().any(is_hop_by_hop) {
         return;
@@ -58,13 +66,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let trailers_only = headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let trailers_only =
+        message == Message::Request && headers.get(TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if trailers_only {
         // HTTP/2 allows `te` only as exactly `trailers` (RFC 9113 8.2.2).
         headers.insert(TE, HeaderValue::from_static("trailers"));
     } else {
         headers.remove(TE);
     }
+}
+
+/// The current time as a `Date` header value (RFC 9110 section 6.6.1), formatted once per second per
+/// thread, as hyper's HTTP/1 server does for the responses it writes without one.
+pub fn date_now() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<Option<(u64, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    CACHED.with_borrow_mut(|cached| match cached {
+        Some((at, value)) if *at == second => value.clone(),
+        _ => {
+            // An IMF-fixdate is printable ASCII, which every header value may hold.
+            let value = HeaderValue::try_from(httpdate::fmt_http_date(now)).unwrap_or(HeaderValue::from_static(""));
+            *cached = Some((second, value.clone()));
+            value
+        }
+    })
 }
 
 /// Whether a request asks for a protocol upgrade (WebSocket and friends).
@@ -108,11 +136,18 @@ pub fn set_orig_proto(headers: &mut HeaderMap, mark: bool) {
     }
 }
 
-/// Removes every value of `name` when there is one, and says whether there was. It looks along the
-/// names first, without hashing: the headers this is for are rarely there, and a hashed lookup of an
-/// absent custom name costs several times a look along a typical request's dozen names.
+/// The first value of `name`, found by looking along the names instead of hashing. For the headers
+/// the proxy looks for on every request or response that are rarely there (its own markers,
+/// `grpc-timeout`), this is cheaper: hashing a custom name walks all its bytes before the first
+/// probe, where comparing it with a typical message's dozen names mostly stops at the first byte.
+pub fn find_by_scan<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    headers.iter().find_map(|(present, value)| (present == name).then_some(value))
+}
+
+/// Removes every value of `name` when there is one (found by [`find_by_scan`]), and says whether
+/// there was.
 pub fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) -> bool {
-    headers.keys().any(|present| present == name) && headers.remove(name).is_some()
+    find_by_scan(headers, name).is_some() && headers.remove(name).is_some()
 }
 
 /// `bits` as a UUID's 8-4-4-4-12 lower-case hex text, written without formatting machinery or a loop
@@ -158,7 +193,7 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(TE, HeaderValue::from_static("gzip"));
         headers.insert("x-app", HeaderValue::from_static("kept"));
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, Message::Request, false);
         let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-app"]);
     }
@@ -167,7 +202,7 @@ mod tests {
     fn te_trailers_in_any_case_goes_on_as_lower_case_trailers_which_http2_requires() {
         let mut headers = HeaderMap::new();
         headers.insert(TE, HeaderValue::from_static("Trailers"));
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, Message::Request, false);
         assert_eq!(headers.get(TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
     }
 
@@ -175,8 +210,38 @@ mod tests {
     fn te_trailers_survives_for_grpc() {
         let mut headers = HeaderMap::new();
         headers.insert(TE, HeaderValue::from_static("trailers"));
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, Message::Request, false);
         assert_eq!(headers.get(TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    }
+
+    #[test]
+    fn a_responses_te_goes_even_when_it_says_trailers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut headers, Message::Response, false);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-app"]);
+    }
+
+    #[test]
+    fn a_scan_finds_what_a_hashed_lookup_finds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        headers.append(REQUEST_ID, HeaderValue::from_static("first"));
+        headers.append(REQUEST_ID, HeaderValue::from_static("second"));
+        for name in [REQUEST_ID, http::header::ACCEPT, ORIG_PROTO] {
+            assert_eq!(find_by_scan(&headers, &name), headers.get(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_date_is_an_imf_fixdate_of_now() {
+        let value = date_now();
+        let parsed = httpdate::parse_http_date(value.to_str().unwrap_or_default()).expect("an HTTP date");
+        let off = std::time::SystemTime::now().duration_since(parsed).unwrap_or_default();
+        assert!(off < std::time::Duration::from_secs(2), "{value:?} is {off:?} old");
+        assert!(value.as_bytes().ends_with(b" GMT"), "{value:?}");
     }
 
     #[test]
@@ -185,7 +250,7 @@ mod tests {
         headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(Version::HTTP_11, &headers));
-        strip_hop_by_hop(&mut headers, true);
+        strip_hop_by_hop(&mut headers, Message::Request, true);
         assert_eq!(headers.get(UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(headers.get(CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
     }
@@ -242,10 +307,10 @@ mod tests {
         headers.insert("x-app", HeaderValue::from_static("kept"));
         headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
         let before = headers.clone();
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, Message::Request, false);
         assert_eq!(headers, before);
         headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers, Message::Request, false);
         assert_eq!(headers, before, "a lone proxy-connection goes");
     }
 

@@ -184,17 +184,12 @@ impl H2Pool {
     ) -> Result<Response<Body>, Error> {
         let key = (addr, source, mtls.is_some(), options.max_requests_per_connection);
         let failed = |source| Error::H2 { context: format!("request to {addr}"), source };
-        // The first request on a connection lets HPACK remember its request id (see below).
-        let mut index_request_id = true;
         let ready = match self.reuse(&key) {
             // A pooled connection that cannot take a stream (it closed, or the peer is going away)
             // leaves the pool, and the request goes out on a new one: nothing was sent yet.
             // The pool's handle was cloned for this request (h2 wants one per concurrent request).
             Some(Conn { sender, closed, open }) => match sender.ready().await {
-                Ok(sender) => {
-                    index_request_id = false;
-                    Some((sender, open))
-                }
+                Ok(sender) => Some((sender, open)),
                 Err(err) => {
                     tracing::debug!(error = %err, upstream = %addr, "pooled HTTP/2 connection unusable; opening another");
                     closed.store(true, Ordering::Relaxed);
@@ -204,6 +199,8 @@ impl H2Pool {
             },
             None => None,
         };
+        // The first request on a new connection lets HPACK remember its request id (see below).
+        let index_request_id = ready.is_none();
         let (mut sender, open) = match ready {
             Some(ready) => ready,
             None => {

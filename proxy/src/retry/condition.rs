@@ -3,6 +3,7 @@
 
 use http::{HeaderMap, Response, StatusCode};
 
+use crate::http::headers::find_by_scan;
 use crate::http::{PROXY_ERROR, UpstreamFailure};
 
 /// Status `retriable-4xx` retries: 409 Conflict, as Envoy.
@@ -85,7 +86,7 @@ impl Conditions {
     pub fn retriable<B>(&self, response: &Response<B>) -> bool {
         let failure = UpstreamFailure::on(response);
         // The proxy's own refusals (no endpoint, overload, no certificate) are not upstream failures.
-        if failure.is_none() && response.headers().contains_key(PROXY_ERROR) {
+        if failure.is_none() && find_by_scan(response.headers(), &PROXY_ERROR).is_some() {
             return false;
         }
         self.matches(response.status(), response.headers(), failure)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::access_log;
+use crate::http::headers::find_by_scan;
 use crate::http::{Body, PROXY_ERROR, UpstreamFailure, full, local_response};
 use crate::metrics::ResponseFlag;
 
@@ -66,13 +67,10 @@ pub fn format_grpc_timeout(left: Duration) -> HeaderValue {
     HeaderValue::from_static("99999999H")
 }
 
-/// The deadline a client asks for in `grpc-timeout`, if it asks for one.
-///
-/// Looked for along the names, not by hashing: most requests have none, and a hashed lookup of an
-/// absent custom name costs several times a look along a typical request's dozen names.
+/// The deadline a client asks for in `grpc-timeout`, if it asks for one (most requests have none:
+/// looked for along the names, [`find_by_scan`]).
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let (_, value) = headers.iter().find(|(name, _)| *name == GRPC_TIMEOUT)?;
-    parse_grpc_timeout(value.as_bytes())
+    parse_grpc_timeout(find_by_scan(headers, &GRPC_TIMEOUT)?.as_bytes())
 }
 
 /// Whether a request is gRPC (its content type is `application/grpc` or a `+suffix` of it).

@@ -5,7 +5,8 @@
 //! hyper's HTTP/2 server did the same with more around it, for every request: a body wrapper with
 //! its own length check and keep-alive recorder, removals of seven connection-specific header names
 //! from each response (ours are taken out where the response is forwarded, in one pass over its
-//! names, [`strip_hop_by_hop`]), a `Date` lookup, and a state machine between them.
+//! names, [`strip_hop_by_hop`]), and a state machine between them. Like hyper, it gives a response
+//! without a `Date` the proxy's.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -15,14 +16,14 @@ use std::task::{Context as TaskContext, Poll, ready};
 use bytes::Bytes;
 use h2::server::{Connection, Handshake, SendResponse};
 use h2::{Reason, RecvStream};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, DATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::RequestCounter;
 use crate::http::h2stream::{self, H2Body};
-use crate::http::headers::strip_hop_by_hop;
+use crate::http::headers::{Message, date_now, strip_hop_by_hop};
 use crate::http::{Context, Shared, boxed, in_box, local_response, logged, pool};
 
 /// Most concurrent streams a client may open on one HTTP/2 connection.
@@ -85,7 +86,12 @@ async fn answer(shared: Arc<Shared>, req: Request<RecvStream>, context: Context,
 async fn send_whole(mut respond: SendResponse<Bytes>, response: Response<crate::http::Body>) {
     let (mut head, body) = response.into_parts();
     // HTTP/2 has no connection-specific headers (RFC 9113 section 8.2.2); `h2` refuses a response with one.
-    strip_hop_by_hop(&mut head.headers, false);
+    strip_hop_by_hop(&mut head.headers, Message::Response, false);
+    // Every response says when it was made (RFC 9110 section 6.6.1): the proxy's own answers and an
+    // upstream's that has no clock get the proxy's, as hyper's HTTP/1 server gives them.
+    if !head.headers.contains_key(DATE) {
+        head.headers.insert(DATE, date_now());
+    }
     let end = body.is_end_stream();
     // A body whose length is known says so (the proxy's own answers), so that a client proxy
     // forwarding it to HTTP/1.1 sends a sized body, not a chunked one.

@@ -139,20 +139,29 @@ async fn a_draining_proxy_answers_the_open_streams_of_an_http2_client_then_close
     assert_eq!(proxy.terminate().map(|s| s.success()), Some(true));
 }
 
-/// An upstream that answers every request with a head announcing 100 bytes, sends 10 and closes.
-async fn truncating_upstream() -> SocketAddr {
+/// An upstream that writes `answer` for every request it reads on a connection (`keep_alive`), or for
+/// the first only, closing the connection after it.
+async fn canned_upstream(answer: &'static [u8], keep_alive: bool) -> SocketAddr {
     let listener = TcpListener::bind(SocketAddr::new(unique_ip(), 0)).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await;
+                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                    if socket.write_all(answer).await.is_err() || !keep_alive {
+                        return;
+                    }
+                }
             });
         }
     });
     addr
+}
+
+/// An upstream that answers every request with a head announcing 100 bytes, sends 10 and closes.
+async fn truncating_upstream() -> SocketAddr {
+    canned_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789", false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,22 +205,7 @@ async fn connect_on_an_http2_connection_of_a_gateway_is_refused_as_not_implement
 /// An upstream with no clock that answers every request with `ok`, its head carrying `te: trailers`
 /// (a request header, which HTTP/2 allows on requests only) and no `Date`.
 async fn clockless_upstream() -> SocketAddr {
-    let listener = TcpListener::bind(SocketAddr::new(unique_ip(), 0)).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
-                    let head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nte: trailers\r\n\r\nok";
-                    if socket.write_all(head).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    canned_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nte: trailers\r\n\r\nok", true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

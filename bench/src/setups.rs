@@ -7,7 +7,8 @@
 //!  oha ──h1──> client proxy ──h2 (multiplexed; TLS 1.3 in the TLS pairs)──> server proxy ──h1──> app
 //! ```
 //! Trellis: the client proxy is `trellis-proxy gateway` whose port routes every host to a cluster
-//! with one `meshed: true` endpoint, the server proxy's inbound listener (`:15006`); the server proxy
+//! with one `meshed: true` endpoint, the server proxy's inbound listener (`:15006`), under Istio's
+//! default retry policy (what `trellisd` gives a route whose VirtualService sets no `retries`); the server proxy
 //! is `trellis-proxy sidecar --inbound-target APP`, as in local mode. In the mTLS pair both proxies
 //! have a mesh identity (`--tls-cert/--tls-key/--tls-roots`), the client's cluster is `istioMutual`
 //! with the app's SPIFFE ID on the endpoint, and the server's inbound is STRICT for every port, so a
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::json;
-use trellis_api::proxy_config::{INBOUND_CATCH_ALL_PORT, ProxyConfig};
+use trellis_api::proxy_config::{INBOUND_CATCH_ALL_PORT, ProxyConfig, RetryPolicy};
 
 use crate::pki::{self, PkiFiles};
 
@@ -254,7 +255,9 @@ fn client_config_value(server_inbound: SocketAddr, server_identity: Option<&str>
                 "domains": ["*"],
                 "routes": [{
                     "name": "bench/app/0",
-                    "action": {"forward": {"clusters": [{"cluster": cluster, "weight": 1}]}}
+                    "action": {"forward": {"clusters": [{"cluster": cluster, "weight": 1}]}},
+                    // What trellisd gives every route whose VirtualService sets no `retries`.
+                    "retries": RetryPolicy::istio_default()
                 }]
             }]
         }],

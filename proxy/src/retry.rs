@@ -224,7 +224,9 @@ where
     let Some(retries) = retries else {
         return attempt(None, cluster, upstream, req, &mut Tried::none(), route_deadline, propagate).await;
     };
-    let grpc = deadline::is_grpc(req.headers());
+    // Only a per-try timeout makes an attempt's answer a timeout (the route's ends the attempts
+    // elsewhere): without one, no request header is looked up for gRPC.
+    let grpc = retries.per_try_timeout.is_some() && deadline::is_grpc(req.headers());
     let (mut parts, body) = req.into_parts();
     // Every attempt carries the same request id.
     crate::http::ensure_request_id(&mut parts.headers);
@@ -249,7 +251,12 @@ where
     let mut retry = 0;
     loop {
         let per_try = retries.per_try_timeout;
-        let response = attempt(per_try, cluster, upstream, req, &mut tried, route_deadline, propagate).await?;
+        let response = if per_try.is_none() && route_deadline.is_none() {
+            // Istio's default policy (retries, no timeout): the attempt itself, no timer layer.
+            upstream.attempt(req, &mut tried).await
+        } else {
+            attempt(per_try, cluster, upstream, req, &mut tried, route_deadline, propagate).await?
+        };
         drop(permit.take());
         let retriable = retries.conditions.retriable(&response);
         if !retriable {

@@ -226,6 +226,26 @@ pub struct RetryPolicy {
     pub remote_localities: bool,
 }
 
+/// Retries Istio gives a route whose rule sets no `retries`.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// Conditions of Istio's default retry policy (its retriable status code is 503).
+pub const DEFAULT_RETRY_ON: &[&str] = &["connect-failure", "refused-stream", "unavailable", "cancelled", "503"];
+
+impl RetryPolicy {
+    /// Istio's default policy, which every route whose rule sets no `retries` carries: two retries on
+    /// connection failures, refused streams, gRPC `unavailable`/`cancelled` and 503, no timeout.
+    pub fn istio_default() -> Self {
+        RetryPolicy {
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            per_try_timeout: None,
+            retry_on: DEFAULT_RETRY_ON.iter().map(|s| (*s).to_owned()).collect(),
+            backoff: None,
+            allow_previous_hosts: false,
+            remote_localities: false,
+        }
+    }
+}
+
 /// Fault injection of one route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

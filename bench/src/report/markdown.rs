@@ -87,7 +87,10 @@ impl Results {
              - **Trellis pair** (two release-build `trellis-proxy` processes): traffic enters the client proxy \
              in `gateway` mode, as an ingress gateway or a local-mode client would send it: a plain HTTP/1.1 \
              request on a gateway port whose virtual host (`*`) routes to a cluster with one `meshed: true` \
-             endpoint, the server proxy's inbound listener `:15006`. Meshed means the proxies speak HTTP/2 to \
+             endpoint, the server proxy's inbound listener `:15006`. The route carries Istio's default retry \
+             policy (2 retries on `connect-failure,refused-stream,unavailable,cancelled,503`, no timeout), as \
+             `trellisd` gives every route whose VirtualService sets no `retries`; HAProxy retries failed \
+             connections by default too (`retries 3`). Meshed means the proxies speak HTTP/2 to \
              each other over pooled connections, HTTP/1 requests carried with the orig-proto marker. The server \
              proxy is `trellis-proxy sidecar --inbound-target APP` (local mode, no iptables) and hands the \
              request to the app as HTTP/1.1. The cluster is `tls: disable` and the server proxy has no \

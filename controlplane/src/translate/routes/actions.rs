@@ -12,10 +12,8 @@ use super::super::{Context, policy::parse_duration};
 use super::{VirtualServiceRef, derived_port, header_ops, weight};
 use crate::index::Key;
 
-/// Retries Istio gives a route whose rule sets no `retries`.
-pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
-/// Conditions of Istio's default retry policy (its retriable status code is 503).
-pub const DEFAULT_RETRY_ON: &[&str] = &["connect-failure", "refused-stream", "unavailable", "cancelled", "503"];
+pub use trellis_api::proxy_config::{DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_ON};
+
 /// Status of a redirect that names none.
 pub const DEFAULT_REDIRECT_STATUS: u16 = 301;
 /// Share of traffic a mirror copies when it names none (Istio: all of it).
@@ -23,14 +21,7 @@ pub const DEFAULT_MIRROR_PERCENT: f64 = 100.0;
 
 /// Istio's default retry policy.
 pub fn default_retries() -> RetryPolicy {
-    RetryPolicy {
-        attempts: DEFAULT_RETRY_ATTEMPTS,
-        per_try_timeout: None,
-        retry_on: DEFAULT_RETRY_ON.iter().map(|s| (*s).to_owned()).collect(),
-        backoff: None,
-        allow_previous_hosts: false,
-        remote_localities: false,
-    }
+    RetryPolicy::istio_default()
 }
 
 /// The action of a rule; `None` (with a recorded reason) when it cannot be expressed.

@@ -477,3 +477,25 @@ async fn a_grpc_deadline_is_honoured_and_sent_upstream_with_the_time_left() {
     let seen = grpc_timeout(headers["x-seen-grpc-timeout"].to_str().expect("text"));
     assert!(seen <= Duration::from_secs(1) && seen > Duration::from_millis(500), "upstream saw {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_whose_every_try_times_out_hears_deadline_exceeded() {
+    let hanging = faulty(Fault::Hang).await;
+    let mut policy = retries(1, &["reset"]);
+    policy.per_try_timeout = Some(Duration::from_millis(150));
+    let mut cluster = cluster_of("hang", &[&hanging], LoadBalancer::RoundRobin);
+    cluster.protocol = Protocol::Grpc;
+    let proxy = gateway(vec![route_to("/", "hang", Some(policy), None)], vec![cluster]);
+    // The client's deadline is far away: the tries' own timeouts end the call.
+    let started = Instant::now();
+    let (status, headers) = grpc_call(&proxy, "/", "20S").await;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "two 150 ms tries against a hanging upstream: {status}, grpc-status {:?} after {elapsed:?}",
+        headers.get("grpc-status")
+    );
+    assert_eq!(status, StatusCode::OK, "gRPC errors travel in grpc-status");
+    assert_eq!(headers["grpc-status"], "4", "DEADLINE_EXCEEDED, not a 504");
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert_eq!(hanging.seen.requests(), 2, "the first try and one retry");
+}
